@@ -1,0 +1,111 @@
+"""The application factory. `gunicorn 'app:create_app()'` and `flask --app app` use it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from cli import register_commands
+from config import ConfigError, load_settings, validate_settings
+from errors import register_error_handlers
+from extensions import db, limiter, migrate
+from routes import register_blueprints
+from services.llm import build_llm
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: settings from the environment (then `test_config`), extensions, routes."""
+    if test_config is None:
+        load_dotenv()  # gunicorn does not read .env itself; existing variables win
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    configure(app, test_config)
+    configure_logging(app)
+    register_extensions(app)
+    register_llm(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_commands(app)
+    register_shell_context(app)
+    return app
+
+
+def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
+    """Load and check the settings; default the database to instance/chat_history.db."""
+    app.config.update(load_settings())
+    if test_config:
+        app.config.update(test_config)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "chat_history.db")
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config)
+    app.json.sort_keys = False
+    validate_settings(app.config)
+
+
+def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Pool settings for the database backend behind `url`."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception:
+        raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
+    if backend == "sqlite":
+        # Wait for a writer instead of failing at once with "database is locked".
+        return {"connect_args": {"timeout": 15}}
+    return {"pool_pre_ping": True, "pool_size": config["DATABASE_POOL_SIZE"], "max_overflow": 0, "pool_timeout": 10}
+
+
+def configure_logging(app: Flask) -> None:
+    """Plain logging at LOG_LEVEL, unless something (gunicorn, pytest) configured it already."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app.logger.setLevel(app.config["LOG_LEVEL"])
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind db, migrate and limiter to `app`."""
+    db.init_app(app)
+    migrate.init_app(app, db)
+    limiter.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # Per connection: WAL lets readers run beside the one writer; busy_timeout makes a
+    # writer wait for the lock instead of failing; foreign keys are off by default.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def register_llm(app: Flask) -> None:
+    """Build this process's one LLM client and say which model answers."""
+    llm = build_llm(app.config)
+    app.extensions["llm"] = llm
+    if llm.offline:
+        app.logger.warning(
+            "No OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT: answering from the built-in "
+            "offline model (deterministic, for trying the service; replies are named 'offline')"
+        )
+    else:
+        app.logger.info("LLM upstream: %s, default model %s", llm.describe(), llm.default_model)
+
+
+def register_shell_context(app: Flask) -> None:
+    """`flask shell` starts with db and the models imported."""
+    from models import Message
+
+    @app.shell_context_processor
+    def shell_context() -> dict[str, Any]:
+        return {"db": db, "Message": Message}

@@ -1,0 +1,136 @@
+"""Settings read from the environment, with types converted and checked at start-up.
+
+Every setting is documented in README.md and .env.example. A bad value stops the service
+at start-up with a message naming the variable, never at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from limits import parse_many
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= minimum:
+        raise ConfigError(f"{name} must be greater than {minimum}, got {value}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip()
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read every setting from `env` (default: os.environ) into typed Flask config keys."""
+    env = os.environ if env is None else env
+    app_env = (_str(env, "APP_ENV", "development") or "development").lower()
+    if app_env not in {"development", "production", "testing"}:
+        raise ConfigError(f"APP_ENV must be development, production or testing, got {app_env!r}")
+    settings: dict[str, Any] = {
+        "APP_ENV": app_env,
+        # None means: SQLite at instance/chat_history.db, resolved by create_app.
+        "SQLALCHEMY_DATABASE_URI": _str(env, "DATABASE_URL"),
+        "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
+        "OPENAI_API_KEY": _str(env, "OPENAI_API_KEY"),
+        "OPENAI_BASE_URL": _str(env, "OPENAI_BASE_URL"),
+        "OPENAI_MODEL": _str(env, "OPENAI_MODEL", "gpt-4o-mini"),
+        "OPENAI_TIMEOUT": _float(env, "OPENAI_TIMEOUT", 60.0),
+        "OPENAI_MAX_RETRIES": _int(env, "OPENAI_MAX_RETRIES", 2),
+        "AZURE_OPENAI_ENDPOINT": _str(env, "AZURE_OPENAI_ENDPOINT"),
+        "AZURE_OPENAI_API_KEY": _str(env, "AZURE_OPENAI_API_KEY"),
+        "OPENAI_API_VERSION": _str(env, "OPENAI_API_VERSION", "2024-10-21"),
+        "LLM_OFFLINE": _bool(env, "LLM_OFFLINE", False),
+        "SYSTEM_PROMPT": _str(env, "SYSTEM_PROMPT", ""),
+        "HISTORY_MAX_MESSAGES": _int(env, "HISTORY_MAX_MESSAGES", 50),
+        "HISTORY_MAX_TOKENS": _int(env, "HISTORY_MAX_TOKENS", 3000),
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
+        "MAX_PROMPT_CHARS": _int(env, "MAX_PROMPT_CHARS", 32000, minimum=1),
+        "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
+        # RATELIMIT_DEFAULT is one budget per client shared by every route, which is
+        # what Flask-Limiter calls application limits (its own "default" is per route).
+        "RATELIMIT_APPLICATION": _str(env, "RATELIMIT_DEFAULT", "200 per day;50 per hour"),
+        "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "10 per minute"),
+        "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+    }
+    return settings
+
+
+def validate_settings(config: Mapping[str, Any]) -> None:
+    """Check the merged configuration as a whole; raise ConfigError on the first problem."""
+    for name in ("RATELIMIT_APPLICATION", "RATELIMIT_COMPLETION"):
+        value = config.get(name)
+        env_name = "RATELIMIT_DEFAULT" if name == "RATELIMIT_APPLICATION" else name
+        try:
+            if not value or not parse_many(value):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"{env_name} must be a rate limit such as '10 per minute' or '200 per day;50 per hour', got {value!r}"
+            ) from None
+    storage = config.get("RATELIMIT_STORAGE_URI") or ""
+    if not storage.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+        raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or redis://..., got {storage!r}")
+    if config.get("AZURE_OPENAI_ENDPOINT") and not config.get("AZURE_OPENAI_API_KEY") and not config.get("LLM_OFFLINE"):
+        raise ConfigError("AZURE_OPENAI_ENDPOINT is set but AZURE_OPENAI_API_KEY is missing")
+    if config.get("APP_ENV") == "production" and uses_offline_model(config) and not config.get("LLM_OFFLINE"):
+        raise ConfigError(
+            "APP_ENV=production needs OPENAI_API_KEY (or OPENAI_BASE_URL, or AZURE_OPENAI_ENDPOINT); "
+            "set LLM_OFFLINE=true to serve the built-in offline model on purpose"
+        )
+
+
+def uses_offline_model(config: Mapping[str, Any]) -> bool:
+    """True when requests are answered by the built-in offline model, not an upstream."""
+    if config.get("LLM_OFFLINE"):
+        return True
+    return not (
+        config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL") or config.get("AZURE_OPENAI_ENDPOINT")
+    )

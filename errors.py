@@ -1,0 +1,85 @@
+"""One JSON error envelope for every failure: {"error": "<sentence>", ...details}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from services.llm import UpstreamError
+
+log = logging.getLogger(__name__)
+
+# Werkzeug's default descriptions are HTML-page prose; these read as API answers.
+_MESSAGES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body is too large",
+    415: "Content-Type must be application/json",
+}
+
+
+class ApiError(Exception):
+    """A client error raised by a route: answered as `status` with the envelope."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any):
+    """A JSON error response in the envelope."""
+    response = jsonify({"error": message, **extra})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every error as JSON; never a stack trace, SQL or a credential."""
+
+    @app.errorhandler(ApiError)
+    def handle_api_error(exc: ApiError):
+        return error_response(exc.status, exc.message, **exc.extra)
+
+    @app.errorhandler(UpstreamError)
+    def handle_upstream_error(exc: UpstreamError):
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        log.warning("upstream failure answered %s: %s", exc.status_code, exc.message)
+        return error_response(exc.status_code, exc.message, headers)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException):
+        status = exc.code or 500
+        if status == 429:
+            message = f"Rate limit exceeded: {exc.description}"
+        elif status == 413:
+            message = f"Request body is too large (limit {app.config['MAX_CONTENT_LENGTH']} bytes)"
+        else:
+            message = _MESSAGES.get(status) or exc.name
+        response = error_response(status, message)
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(SQLAlchemyError)
+    def handle_database_error(exc: SQLAlchemyError):
+        # Connection-level failures are transient: tell the client to retry. The
+        # exception text can hold SQL and parameters, so it is logged, never returned.
+        log.error("database error: %s", type(exc).__name__, exc_info=app.debug)
+        if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+            return error_response(503, "The database is unavailable; retry shortly", {"Retry-After": "1"})
+        return error_response(500, "Internal server error")
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "Internal server error")
+

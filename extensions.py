@@ -1,0 +1,44 @@
+"""Extension instances, unbound: create_app calls their init_app."""
+
+from flask import current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+# Set before the first migration so every constraint and index has a stable name that
+# Alembic can later alter or drop on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _application_limit() -> str:
+    return current_app.config["RATELIMIT_APPLICATION"]
+
+
+def completion_limit() -> str:
+    """The per-route limit of the completion routes, read per request from the config."""
+    return current_app.config["RATELIMIT_COMPLETION"]
+
+
+db = SQLAlchemy(model_class=Base)
+# render_as_batch lets Alembic alter tables on SQLite (which has no ALTER COLUMN).
+migrate = Migrate(render_as_batch=True, compare_type=True)
+# Limits are callables read from the app's config on each request, not strings fixed
+# here: Flask-Limiter keeps the first app's limit strings on the instance otherwise.
+limiter = Limiter(
+    key_func=get_remote_address,
+    application_limits=[_application_limit],
+    headers_enabled=True,
+)

@@ -1,0 +1,70 @@
+"""The `messages` table: every turn of every conversation, with its exchange and usage."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from extensions import db
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC (evaluated per row, not at import)."""
+    return datetime.now(timezone.utc)
+
+
+class MessageStatus:
+    """Lifecycle of an exchange; every row of one exchange carries the same status."""
+
+    PENDING = "pending"  # user turn recorded, upstream call in flight
+    COMPLETED = "completed"  # reply recorded; the exchange is part of the history
+    FAILED = "failed"  # upstream failed; kept for audit, never sent to the model again
+
+
+class Message(db.Model):
+    """One turn. Rows sharing `exchange_id` are one request and its reply."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        # History is read per user, completed exchanges only, in insertion order.
+        Index("ix_messages_user_id_status_id", "user_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    exchange_id: Mapped[str] = mapped_column(String(36), index=True)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    role: Mapped[str] = mapped_column(String(16))
+    # A string, or a list of content parts kept as the client sent them.
+    content: Mapped[Any] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.PENDING)
+    error: Mapped[str | None] = mapped_column(Text)
+    completion_id: Mapped[str | None] = mapped_column(String(255))
+    model: Mapped[str | None] = mapped_column(String(255))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready data, timestamp in ISO 8601 UTC."""
+        stamp = self.timestamp
+        if stamp is not None and stamp.tzinfo is None:  # SQLite returns naive UTC
+            stamp = stamp.replace(tzinfo=timezone.utc)
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "exchange_id": self.exchange_id,
+            "timestamp": stamp.isoformat() if stamp else None,
+            "role": self.role,
+            "content": self.content,
+            "status": self.status,
+            "error": self.error,
+            "completion_id": self.completion_id,
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }

@@ -1,0 +1,10 @@
+"""Blueprints, one per resource."""
+
+from flask import Flask
+
+from routes.completions import bp as completions_bp
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach every blueprint to `app`."""
+    app.register_blueprint(completions_bp)

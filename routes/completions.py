@@ -1,0 +1,97 @@
+"""POST /openai-completion and POST /process-payload: chat with server-side memory."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from pydantic import ValidationError
+
+from errors import ApiError
+from extensions import completion_limit, limiter
+from routes.request_body import json_body
+from schemas import (
+    CompletionRequest,
+    CompletionResponse,
+    ProcessPayloadRequest,
+    ProcessPayloadResponse,
+    Usage,
+    error_details,
+)
+from services.chat import complete_exchange, configured_system_messages
+from services.conversation import new_user_id
+from services.tokens import text_of
+
+bp = Blueprint("completions", __name__)
+
+
+def _check_length(characters: int) -> None:
+    limit = current_app.config["MAX_PROMPT_CHARS"]
+    if characters > limit:
+        raise ApiError(400, f"Prompt is too long: {characters} characters, the limit is {limit}")
+
+
+@bp.post("/openai-completion", strict_slashes=False)
+@limiter.limit(completion_limit)
+def openai_completion():
+    """Continue the caller's conversation with one prompt."""
+    data = json_body()
+    try:
+        body = CompletionRequest.model_validate(data if isinstance(data, dict) else {})
+    except ValidationError as exc:
+        details = error_details(exc)
+        if any(d["field"] in ("prompt", "body") for d in details):
+            raise ApiError(400, "Prompt is required") from None
+        raise ApiError(400, "Invalid request", details=details) from None
+    _check_length(len(body.prompt))
+
+    user_id = body.user_id or new_user_id()
+    result = complete_exchange(
+        user_id,
+        configured_system_messages(),
+        [{"role": "user", "content": body.prompt}],
+    )
+    completion = result.completion
+    response = CompletionResponse(
+        user_id=user_id,
+        completion=completion.text,
+        model=completion.model,
+        usage=Usage(**completion.usage()),
+    )
+    return jsonify(response.model_dump())
+
+
+@bp.post("/process-payload/", strict_slashes=False)
+@limiter.limit(completion_limit)
+def process_payload():
+    """Answer an OpenAI-style message list, adding the stored history of `user_id`."""
+    data = json_body()
+    if not isinstance(data, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    try:
+        body = ProcessPayloadRequest.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, "Invalid payload", details=error_details(exc)) from None
+
+    messages = [m.as_openai() for m in body.messages]
+    _check_length(sum(len(text_of(m["content"])) for m in messages))
+    # The payload's own system messages lead; the configured one is used only without them.
+    leading = [m for m in messages if m["role"] == "system"] or configured_system_messages()
+    new_messages = [m for m in messages if m["role"] != "system"]
+
+    user_id = body.user_id or new_user_id()
+    result = complete_exchange(
+        user_id,
+        leading,
+        new_messages,
+        model=body.model,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_tokens,
+    )
+    completion = result.completion
+    response = ProcessPayloadResponse(
+        content=completion.text,
+        user_id=user_id,
+        model=completion.model,
+        usage=Usage(**completion.usage()),
+    )
+    return jsonify(response.model_dump())

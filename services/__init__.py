@@ -1,0 +1,1 @@
+"""The service layer: the work behind each route."""

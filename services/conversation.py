@@ -1,0 +1,188 @@
+"""Conversation memory: rebuild and trim a user's history, record both turns of an exchange.
+
+An exchange is one request and its reply; its rows share `exchange_id` and a status.
+Each function here is one short transaction that ends (and gives its connection back to
+the pool) before it returns, so no transaction or connection is held across the LLM call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from extensions import db
+from models import Message, MessageStatus
+from services.llm import Completion
+from services.tokens import estimate_message_tokens
+
+
+@dataclass(frozen=True)
+class HistoryLimits:
+    """How much stored history may be sent: messages, and an estimated token budget."""
+
+    max_messages: int
+    max_tokens: int
+
+
+@dataclass
+class Exchange:
+    """An exchange whose user turn is recorded; `context` is what the model will receive."""
+
+    exchange_id: str
+    user_id: str
+    context: list[dict[str, Any]]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def new_user_id() -> str:
+    """A fresh conversation id (UUID4)."""
+    return str(uuid.uuid4())
+
+
+@contextmanager
+def _transaction() -> Iterator[Any]:
+    try:
+        yield db.session
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    finally:
+        # Hand the connection back to the pool now: the caller may be about to wait
+        # seconds on the LLM, and must not hold a connection (or SQLite's lock) meanwhile.
+        db.session.close()
+
+
+def _load_exchanges(user_id: str, newest: int) -> list[list[Message]]:
+    """The `newest` completed exchanges of `user_id`, each a list of rows, oldest first."""
+    first_id = func.min(Message.id).label("first_id")
+    recent = db.session.execute(
+        select(Message.exchange_id, first_id)
+        .where(Message.user_id == user_id, Message.status == MessageStatus.COMPLETED)
+        .group_by(Message.exchange_id)
+        .order_by(first_id.desc())
+        .limit(newest)
+    ).all()
+    if not recent:
+        return []
+    rows = db.session.scalars(
+        select(Message)
+        .where(Message.user_id == user_id, Message.exchange_id.in_([r.exchange_id for r in recent]))
+        .order_by(Message.id)
+    ).all()
+    grouped: dict[str, list[Message]] = {}
+    for row in rows:
+        grouped.setdefault(row.exchange_id, []).append(row)
+    # Exchanges in the order they began; rows of one exchange together, so two
+    # exchanges that ran at the same time are never interleaved.
+    order = sorted(recent, key=lambda r: r.first_id)
+    return [grouped[r.exchange_id] for r in order if r.exchange_id in grouped]
+
+
+def trim_exchanges(
+    exchanges: list[list[dict[str, Any]]], limits: HistoryLimits, reserved_tokens: int
+) -> list[list[dict[str, Any]]]:
+    """The newest whole exchanges that fit the limits, oldest first.
+
+    `reserved_tokens` is what the messages always sent (system prompts and the new turn)
+    already cost; history gets what is left of `limits.max_tokens`. Walking from newest to
+    oldest, the first exchange that does not fit ends the history, so no gap is left.
+    """
+    kept: list[list[dict[str, Any]]] = []
+    messages = 0
+    tokens = reserved_tokens
+    for exchange in reversed(exchanges):
+        cost = sum(estimate_message_tokens(m) for m in exchange)
+        if messages + len(exchange) > limits.max_messages or tokens + cost > limits.max_tokens:
+            break
+        kept.append(exchange)
+        messages += len(exchange)
+        tokens += cost
+    kept.reverse()
+    return kept
+
+
+def rebuild_history(user_id: str, limits: HistoryLimits, reserved_tokens: int = 0) -> list[dict[str, Any]]:
+    """The stored conversation of `user_id` to send the model: whole exchanges, oldest first."""
+    if limits.max_messages <= 0:
+        return []
+    rows = _load_exchanges(user_id, newest=limits.max_messages)
+    exchanges = [[{"role": m.role, "content": m.content} for m in exchange] for exchange in rows]
+    return [message for exchange in trim_exchanges(exchanges, limits, reserved_tokens) for message in exchange]
+
+
+def start_exchange(
+    user_id: str,
+    leading: list[dict[str, Any]],
+    new_messages: list[dict[str, Any]],
+    limits: HistoryLimits,
+) -> Exchange:
+    """Transaction 1: read the trimmed history and record the new turn(s) as pending.
+
+    The model's context is `leading` (system messages, always kept), then the history,
+    then `new_messages` (always kept). Only `new_messages` are recorded.
+    """
+    reserved = sum(estimate_message_tokens(m) for m in leading + new_messages)
+    exchange_id = str(uuid.uuid4())
+    with _transaction() as session:
+        history = rebuild_history(user_id, limits, reserved)
+        session.add_all(
+            Message(
+                user_id=user_id,
+                exchange_id=exchange_id,
+                role=message["role"],
+                content=message["content"],
+                status=MessageStatus.PENDING,
+            )
+            for message in new_messages
+        )
+    return Exchange(
+        exchange_id=exchange_id,
+        user_id=user_id,
+        context=[*leading, *history, *new_messages],
+        history=history,
+    )
+
+
+def record_reply(exchange: Exchange, completion: Completion) -> None:
+    """Transaction 2 on success: store the assistant turn and complete the exchange."""
+    with _transaction() as session:
+        session.execute(
+            update(Message)
+            .where(Message.exchange_id == exchange.exchange_id)
+            .values(status=MessageStatus.COMPLETED)
+        )
+        session.add(
+            Message(
+                user_id=exchange.user_id,
+                exchange_id=exchange.exchange_id,
+                role="assistant",
+                content=completion.text,
+                status=MessageStatus.COMPLETED,
+                completion_id=completion.completion_id,
+                model=completion.model,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                total_tokens=completion.total_tokens,
+            )
+        )
+
+
+def record_failure(exchange: Exchange, error: str) -> None:
+    """Transaction 2 on failure: mark the exchange failed, keeping it for audit only."""
+    with _transaction() as session:
+        session.execute(
+            update(Message)
+            .where(Message.exchange_id == exchange.exchange_id)
+            .values(status=MessageStatus.FAILED, error=error)
+        )
+
+
+def conversation_rows(user_id: str) -> list[Message]:
+    """Every stored row of `user_id`, oldest first, failed and pending ones included."""
+    return list(db.session.scalars(select(Message).where(Message.user_id == user_id).order_by(Message.id)))

@@ -1,0 +1,235 @@
+"""The LLM behind the service: OpenAI, Azure OpenAI, any OpenAI-compatible server, or offline.
+
+One client per process, built by create_app and kept in app.extensions["llm"]. Every
+upstream failure is turned into an UpstreamError subclass carrying the HTTP status the
+service answers with and a message that never contains a credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from flask import current_app
+
+from config import uses_offline_model
+
+log = logging.getLogger(__name__)
+
+OFFLINE_MODEL = "offline"
+
+# Anything shaped like an OpenAI-style secret key; removed from every upstream message.
+_KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the model answered, with the identifiers and usage we record."""
+
+    text: str
+    model: str
+    completion_id: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+
+    def usage(self) -> dict[str, int | None]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+class UpstreamError(Exception):
+    """The upstream call failed; `status_code` is what our client receives."""
+
+    status_code = 502
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Unreachable, a 5xx, or a reply we cannot use."""
+
+    status_code = 502
+
+
+class UpstreamAuthFailed(UpstreamError):
+    status_code = 502
+
+
+class UpstreamRateLimited(UpstreamError):
+    status_code = 503
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the request itself (for example: context too long)."""
+
+    status_code = 400
+
+
+def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
+    """Remove every configured secret and anything shaped like an API key from `text`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _KEY_PATTERN.sub("[redacted]", text)
+
+
+def _upstream_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return f"upstream answered HTTP {exc.status_code}"
+
+
+def _retry_after_seconds(exc: openai.APIStatusError, default: int = 10) -> int:
+    raw = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return max(1, int(float(raw))) if raw else default
+    except ValueError:
+        return default
+
+
+class OpenAIChat:
+    """Chat completions through the official SDK (OpenAI, Azure or OpenAI-compatible)."""
+
+    def __init__(self, client: openai.OpenAI, default_model: str, secrets: Sequence[str | None]) -> None:
+        self.client = client
+        self.default_model = default_model
+        self.offline = False
+        self._secrets = tuple(s for s in secrets if s)
+
+    def describe(self) -> str:
+        return f"{type(self.client).__name__} at {self.client.base_url}"
+
+    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
+        """Send the conversation upstream; return the reply or raise an UpstreamError."""
+        options = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self.client.chat.completions.create(
+                model=model or self.default_model, messages=messages, **options
+            )
+        except openai.APITimeoutError:
+            raise UpstreamTimeout("The language model did not answer in time") from None
+        except openai.APIConnectionError:
+            raise UpstreamUnavailable("The language model could not be reached") from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError):
+            raise UpstreamAuthFailed(
+                "The language model rejected this service's credentials; the operator must fix the API key"
+            ) from None
+        except openai.RateLimitError as exc:
+            raise UpstreamRateLimited(
+                "The language model is over its rate limit or quota; retry later",
+                retry_after=_retry_after_seconds(exc),
+            ) from None
+        except openai.APIStatusError as exc:
+            if 400 <= exc.status_code < 500:
+                message = redact(_upstream_message(exc), self._secrets)
+                raise UpstreamRejected(f"The language model rejected the request: {message}") from None
+            raise UpstreamUnavailable(f"The language model failed (HTTP {exc.status_code})") from None
+        except (openai.APIError, ValueError):
+            # The SDK raises ValueError (JSONDecodeError) for a body that is not JSON.
+            raise UpstreamUnavailable("The language model sent a reply that is not valid JSON") from None
+        return self._completion_from(response, model or self.default_model)
+
+    @staticmethod
+    def _completion_from(response: Any, requested_model: str) -> Completion:
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise UpstreamUnavailable("The language model sent a reply with no choices")
+        message = getattr(choices[0], "message", None)
+        text = getattr(message, "content", None)
+        if not isinstance(text, str):
+            text = ""
+        usage = getattr(response, "usage", None)
+        return Completion(
+            text=text,
+            model=getattr(response, "model", None) or requested_model,
+            completion_id=getattr(response, "id", None),
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            total_tokens=getattr(usage, "total_tokens", None),
+        )
+
+
+class OfflineChat:
+    """A deterministic stand-in model: answers without any network, showing its context."""
+
+    offline = True
+    default_model = OFFLINE_MODEL
+
+    def describe(self) -> str:
+        return "the built-in offline model (no upstream configured)"
+
+    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
+        """Answer from the messages alone: same input, same reply."""
+        from services.tokens import estimate_message_tokens, text_of
+
+        last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
+        prompt = text_of(last_user["content"]) if last_user else ""
+        earlier = sum(1 for m in messages if m["role"] in ("user", "assistant")) - (1 if last_user else 0)
+        text = (
+            f"[offline model] You said: {prompt!r}. "
+            f"I received {earlier} earlier message{'s' if earlier != 1 else ''} of this conversation."
+        )
+        prompt_tokens = sum(estimate_message_tokens(m) for m in messages)
+        completion_tokens = estimate_message_tokens({"role": "assistant", "content": text})
+        digest = hashlib.sha256(repr(messages).encode()).hexdigest()[:24]
+        return Completion(
+            text=text,
+            model=OFFLINE_MODEL,
+            completion_id=f"offline-{digest}",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+def build_llm(config: Mapping[str, Any]) -> OpenAIChat | OfflineChat:
+    """The process's one LLM client, chosen by the configuration."""
+    if uses_offline_model(config):
+        return OfflineChat()
+    timeout = config["OPENAI_TIMEOUT"]
+    retries = config["OPENAI_MAX_RETRIES"]
+    if config.get("AZURE_OPENAI_ENDPOINT"):
+        client: openai.OpenAI = openai.AzureOpenAI(
+            azure_endpoint=config["AZURE_OPENAI_ENDPOINT"],
+            api_key=config["AZURE_OPENAI_API_KEY"],
+            api_version=config["OPENAI_API_VERSION"],
+            timeout=timeout,
+            max_retries=retries,
+        )
+        secrets = (config["AZURE_OPENAI_API_KEY"],)
+    else:
+        # Local OpenAI-compatible servers (Ollama, vLLM) accept any key but the SDK needs one.
+        client = openai.OpenAI(
+            api_key=config.get("OPENAI_API_KEY") or "no-key-configured",
+            base_url=config.get("OPENAI_BASE_URL") or None,
+            timeout=timeout,
+            max_retries=retries,
+        )
+        secrets = (config.get("OPENAI_API_KEY"),)
+    return OpenAIChat(client, config["OPENAI_MODEL"], secrets)
+
+
+def get_llm() -> OpenAIChat | OfflineChat:
+    """The LLM client of the current app."""
+    return current_app.extensions["llm"]

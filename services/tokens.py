@@ -1,0 +1,37 @@
+"""Token estimates for trimming history, without a tokenizer download.
+
+tiktoken fetches its encoding files on first use, which fails on a machine without
+network access, so the service estimates instead: one token per 4 bytes of UTF-8 text
+(about right for English, and never far under for other scripts, whose characters take
+more bytes), plus 4 tokens of framing per message, as OpenAI's own counting guide does.
+An image part counts as 85 tokens, OpenAI's price of a low-detail image.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_IMAGE = 85
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content: the string itself, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def estimate_message_tokens(message: dict[str, Any]) -> int:
+    """An estimate of the tokens `message` costs in a chat request."""
+    content = message.get("content")
+    images = 0
+    if isinstance(content, list):
+        images = sum(1 for part in content if isinstance(part, dict) and part.get("type") != "text")
+    text_bytes = len(text_of(content).encode("utf-8"))
+    return TOKENS_PER_MESSAGE + math.ceil(text_bytes / 4) + images * TOKENS_PER_IMAGE

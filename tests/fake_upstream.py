@@ -1,0 +1,212 @@
+"""A real HTTP server on 127.0.0.1 that speaks OpenAI's chat completions API.
+
+Tests point the real `openai` SDK at it with `base_url`, so every byte the service sends
+and receives crosses a socket exactly as it would in production. By default it answers
+with a deterministic echo of the last user message; a test can queue scripted replies
+(errors, hangs, malformed bodies, SSE streams) that are served in order.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Reply:
+    """A successful chat completion whose assistant text is `text`."""
+
+    text: str | None = None
+    model: str = "fake-model"
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+
+
+@dataclass
+class Status:
+    """An HTTP error answer with a JSON (or raw) body and optional headers."""
+
+    code: int
+    message: str = "upstream error"
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_body: bytes | None = None
+
+
+@dataclass
+class RawBody:
+    """A 200 answer whose body is exactly these bytes (to send malformed replies)."""
+
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass
+class Hang:
+    """Hold the request until `release` is set (or `max_seconds` pass), then answer."""
+
+    release: threading.Event
+    then: object = None
+    max_seconds: float = 10.0
+
+
+@dataclass
+class Received:
+    """One request the fake upstream received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict
+
+
+def _text_of(content) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
+
+
+class FakeUpstream:
+    """An OpenAI-compatible HTTP server in a background thread of this process."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.script: deque = deque()
+        self.on_request = None  # optional callable(Received) run inside the handler
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> "FakeUpstream":
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- scripting -------------------------------------------------------------------
+    def enqueue(self, *answers) -> None:
+        """Serve these answers to the next requests, in order, then fall back to echo."""
+        with self._lock:
+            self.script.extend(answers)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.script.clear()
+            self.received.clear()
+        self.on_request = None
+
+    def chat_requests(self) -> list[dict]:
+        """The JSON bodies of the chat completion requests received so far."""
+        return [r.body for r in self.received if r.path.endswith("/chat/completions")]
+
+    def _next_answer(self):
+        with self._lock:
+            return self.script.popleft() if self.script else None
+
+    # -- HTTP ------------------------------------------------------------------------
+    def _handler_class(self):
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send_json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+                else:
+                    self._send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {"_raw": raw.decode("latin-1")}
+                received = Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                with upstream._lock:
+                    upstream.received.append(received)
+                if upstream.on_request:
+                    upstream.on_request(received)
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                    return
+                self._answer(upstream._next_answer(), body)
+
+            def _answer(self, answer, body):
+                if isinstance(answer, Hang):
+                    answer.release.wait(answer.max_seconds)
+                    answer = answer.then
+                if answer is None:
+                    answer = Reply()
+                if isinstance(answer, Status):
+                    if answer.raw_body is not None:
+                        self._send_raw(answer.code, answer.raw_body, "text/html", answer.headers)
+                    else:
+                        error = {"message": answer.message, "type": "invalid_request_error", "code": None}
+                        self._send_json(answer.code, {"error": error}, answer.headers)
+                elif isinstance(answer, RawBody):
+                    self._send_raw(200, answer.body, answer.content_type)
+                elif isinstance(answer, Reply):
+                    self._send_completion(answer, body)
+                else:  # pragma: no cover - a test wrote an unknown answer
+                    raise TypeError(answer)
+
+            def _send_completion(self, reply: Reply, body: dict):
+                messages = body.get("messages") or []
+                last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+                text = reply.text if reply.text is not None else f"echo: {_text_of(last_user.get('content'))}"
+                completion = {
+                    "id": f"chatcmpl-fake-{time.monotonic_ns()}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": reply.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": reply.prompt_tokens,
+                        "completion_tokens": reply.completion_tokens,
+                        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                    },
+                }
+                self._send_json(200, completion)
+
+            def _send_json(self, code, payload, headers=None):
+                self._send_raw(code, json.dumps(payload).encode(), "application/json", headers)
+
+            def _send_raw(self, code, data: bytes, content_type: str, headers=None):
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
