@@ -1,5 +1,7 @@
 """Extension instances, unbound: create_app calls their init_app."""
 
+import os
+
 from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -34,7 +36,8 @@ def completion_limit() -> str:
 
 db = SQLAlchemy(model_class=Base)
 # render_as_batch lets Alembic alter tables on SQLite (which has no ALTER COLUMN).
-migrate = Migrate(render_as_batch=True, compare_type=True)
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+migrate = Migrate(directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
 # Limits are callables read from the app's config on each request, not strings fixed
 # here: Flask-Limiter keeps the first app's limit strings on the instance otherwise.
 limiter = Limiter(

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -115,7 +116,7 @@ class FakeUpstream:
 
     def chat_requests(self) -> list[dict]:
         """The JSON bodies of the chat completion requests received so far."""
-        return [r.body for r in self.received if r.path.endswith("/chat/completions")]
+        return [r.body for r in self.received if urlsplit(r.path).path.endswith("/chat/completions")]
 
     def _next_answer(self):
         with self._lock:
@@ -132,7 +133,7 @@ class FakeUpstream:
                 pass
 
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
+                if urlsplit(self.path).path.rstrip("/").endswith("/models"):
                     self._send_json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
                 else:
                     self._send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
@@ -149,7 +150,7 @@ class FakeUpstream:
                     upstream.received.append(received)
                 if upstream.on_request:
                     upstream.on_request(received)
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                if not urlsplit(self.path).path.rstrip("/").endswith("/chat/completions"):
                     self._send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
                     return
                 self._answer(upstream._next_answer(), body)
