@@ -120,6 +120,10 @@ class OpenAIChat:
     def describe(self) -> str:
         return f"{type(self.client).__name__} at {self.client.base_url}"
 
+    def close(self) -> None:
+        """Close the client's pooled upstream connections."""
+        self.client.close()
+
     def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
         """Send the conversation upstream; return the reply or raise an UpstreamError."""
         options = {k: v for k, v in params.items() if v is not None}
@@ -178,6 +182,9 @@ class OfflineChat:
 
     def describe(self) -> str:
         return "the built-in offline model (no upstream configured)"
+
+    def close(self) -> None:
+        """Nothing to close: the offline model holds no connections."""
 
     def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
         """Answer from the messages alone: same input, same reply."""

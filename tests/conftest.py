@@ -38,6 +38,7 @@ def run_migrations(url: str) -> None:
     with app.app_context():
         upgrade()
         db.engine.dispose()
+    app.extensions["llm"].close()
 
 
 def reset_postgres(url: str) -> None:
@@ -137,6 +138,7 @@ def make_app(database_url, upstream) -> Iterator[Callable[..., object]]:
 
     yield factory
     for app in apps:
+        app.extensions["llm"].close()
         with app.app_context():
             db.engine.dispose()
 
