@@ -131,6 +131,4 @@ def uses_offline_model(config: Mapping[str, Any]) -> bool:
     """True when requests are answered by the built-in offline model, not an upstream."""
     if config.get("LLM_OFFLINE"):
         return True
-    return not (
-        config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL") or config.get("AZURE_OPENAI_ENDPOINT")
-    )
+    return not (config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL") or config.get("AZURE_OPENAI_ENDPOINT"))

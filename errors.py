@@ -82,4 +82,3 @@ def register_error_handlers(app: Flask) -> None:
     def handle_unexpected(exc: Exception):
         log.exception("unhandled error")
         return error_response(500, "Internal server error")
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
@@ -13,7 +13,7 @@ from extensions import db
 
 def utc_now() -> datetime:
     """The current time, timezone-aware in UTC (evaluated per row, not at import)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class MessageStatus:
@@ -52,7 +52,7 @@ class Message(db.Model):
         """The row as JSON-ready data, timestamp in ISO 8601 UTC."""
         stamp = self.timestamp
         if stamp is not None and stamp.tzinfo is None:  # SQLite returns naive UTC
-            stamp = stamp.replace(tzinfo=timezone.utc)
+            stamp = stamp.replace(tzinfo=UTC)
         return {
             "id": self.id,
             "user_id": self.user_id,

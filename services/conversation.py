@@ -153,9 +153,7 @@ def record_reply(exchange: Exchange, completion: Completion) -> None:
     """Transaction 2 on success: store the assistant turn and complete the exchange."""
     with _transaction() as session:
         session.execute(
-            update(Message)
-            .where(Message.exchange_id == exchange.exchange_id)
-            .values(status=MessageStatus.COMPLETED)
+            update(Message).where(Message.exchange_id == exchange.exchange_id).values(status=MessageStatus.COMPLETED)
         )
         session.add(
             Message(

@@ -29,7 +29,6 @@ from app import create_app  # noqa: E402
 from extensions import db  # noqa: E402
 
 
-
 def run_migrations(url: str) -> None:
     """Build the schema at `url` from nothing with the project's migrations."""
     from flask_migrate import upgrade

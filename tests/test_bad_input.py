@@ -60,7 +60,9 @@ def test_prompt_over_the_character_limit_is_refused(make_app, upstream):
 
 PAYLOAD_CASES = [
     pytest.param({}, [("messages", "Field required")], id="no-messages"),
-    pytest.param({"messages": []}, [("messages", "List should have at least 1 item after validation, not 0")], id="empty"),
+    pytest.param(
+        {"messages": []}, [("messages", "List should have at least 1 item after validation, not 0")], id="empty"
+    ),
     pytest.param({"messages": "hi"}, [("messages", "Input should be a valid list")], id="messages-not-list"),
     pytest.param(
         {"messages": [{"role": "robot", "content": "hi"}]},

@@ -18,7 +18,9 @@ def test_completion_route_answers_429_after_its_limit(request, make_app, upstrea
     app = _limited_app(make_app, RATELIMIT_COMPLETION="3 per minute", RATELIMIT_STORAGE_URI=uri)
     client = app.test_client()
 
-    statuses = [client.post("/openai-completion", json={"prompt": f"p{i}", "user_id": "rl"}).status_code for i in range(3)]
+    statuses = [
+        client.post("/openai-completion", json={"prompt": f"p{i}", "user_id": "rl"}).status_code for i in range(3)
+    ]
     limited = client.post("/openai-completion", json={"prompt": "one too many", "user_id": "rl"})
 
     assert statuses == [200, 200, 200]

@@ -11,8 +11,12 @@ from support import UPSTREAM_KEY, rows_of
 
 FAILURES = [
     pytest.param(Status(500, "boom"), 502, "The language model failed (HTTP 500)", id="upstream-500"),
-    pytest.param(Status(503, raw_body=b"<html>down</html>"), 502, "The language model failed (HTTP 503)", id="html-503"),
-    pytest.param(RawBody(b"this is not json"), 502, "The language model sent a reply that is not valid JSON", id="not-json"),
+    pytest.param(
+        Status(503, raw_body=b"<html>down</html>"), 502, "The language model failed (HTTP 503)", id="html-503"
+    ),
+    pytest.param(
+        RawBody(b"this is not json"), 502, "The language model sent a reply that is not valid JSON", id="not-json"
+    ),
     pytest.param(
         RawBody(b'{"id": "x", "object": "chat.completion", "choices": []}'),
         502,
