@@ -19,3 +19,6 @@ preload_app = False
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's runtime control socket sits at one fixed path per user: several instances
+# on one host (tests, blue/green) would take it from each other. Nothing here uses it.
+control_socket_disable = True
