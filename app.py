@@ -8,11 +8,10 @@ from typing import Any
 
 from dotenv import load_dotenv
 from flask import Flask
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
 from cli import register_commands
-from config import ConfigError, load_settings, validate_settings
+from config import load_settings, validate_settings
+from database import configure_engine, engine_options
 from errors import register_error_handlers
 from extensions import db, limiter, migrate
 from routes import register_blueprints
@@ -50,18 +49,6 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
     validate_settings(app.config)
 
 
-def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Pool settings for the database backend behind `url`."""
-    try:
-        backend = make_url(url).get_backend_name()
-    except Exception:
-        raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
-    if backend == "sqlite":
-        # Wait for a writer instead of failing at once with "database is locked".
-        return {"connect_args": {"timeout": 15}}
-    return {"pool_pre_ping": True, "pool_size": config["DATABASE_POOL_SIZE"], "max_overflow": 0, "pool_timeout": 10}
-
-
 def configure_logging(app: Flask) -> None:
     """Plain logging at LOG_LEVEL, unless something (gunicorn, pytest) configured it already."""
     if not logging.getLogger().handlers:
@@ -75,18 +62,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db)
     limiter.init_app(app)
     with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            event.listen(db.engine, "connect", _sqlite_pragmas)
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    # Per connection: WAL lets readers run beside the one writer; busy_timeout makes a
-    # writer wait for the lock instead of failing; foreign keys are off by default.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=15000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+        configure_engine(db.engine)
 
 
 def register_llm(app: Flask) -> None:

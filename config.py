@@ -76,7 +76,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "APP_ENV": app_env,
         # None means: SQLite at instance/chat_history.db, resolved by create_app.
         "SQLALCHEMY_DATABASE_URI": _str(env, "DATABASE_URL"),
-        "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
+        # A thread holds at most one connection at a time (and none while the LLM
+        # works), so one per gunicorn thread means no request ever waits for the pool.
+        "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", _int(env, "GUNICORN_THREADS", 8, minimum=1), minimum=1),
         "OPENAI_API_KEY": _str(env, "OPENAI_API_KEY"),
         "OPENAI_BASE_URL": _str(env, "OPENAI_BASE_URL"),
         "OPENAI_MODEL": _str(env, "OPENAI_MODEL", "gpt-4o-mini"),

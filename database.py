@@ -1,0 +1,59 @@
+"""Engine settings per backend: pool sizing and pre-ping, SQLite's per-connection pragmas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from config import ConfigError
+
+
+def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
+    """SQLAlchemy engine options for the database behind `url`."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return {}  # one in-memory database per connection: no pool to size
+    pool = {"pool_size": config["DATABASE_POOL_SIZE"], "max_overflow": 0, "pool_timeout": 10}
+    if backend == "sqlite":
+        # The driver's own wait for a locked database, on top of busy_timeout below.
+        return {**pool, "connect_args": {"timeout": 15}}
+    options: dict[str, Any] = {**pool, "pool_pre_ping": True}
+    if backend == "postgresql":
+        # Fail fast (then answer 503) when the server is gone, instead of hanging a thread.
+        options["connect_args"] = {"connect_timeout": 5}
+    return options
+
+
+def configure_engine(engine: Engine) -> None:
+    """Per-connection set-up the backend needs; a no-op for all but SQLite."""
+    if engine.dialect.name != "sqlite":
+        return
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_begin_immediate)
+
+
+def _sqlite_on_connect(dbapi_connection, _record) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (below).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer nor it them. NORMAL sync is safe in WAL mode
+    # (no corruption; a power cut may lose the last commits) and saves an fsync each.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    # Wait up to 15 s for the write lock instead of failing with "database is locked".
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection) -> None:
+    # Take the write lock at BEGIN. A deferred transaction that reads and then writes
+    # fails at once with "database is locked" if another writer committed in between
+    # (busy_timeout cannot help there); IMMEDIATE makes it wait its turn instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
