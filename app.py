@@ -16,6 +16,7 @@ from errors import register_error_handlers
 from extensions import db, limiter, migrate
 from routes import register_blueprints
 from services.llm import build_llm
+from telemetry import JsonFormatter, register_request_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
     configure(app, test_config)
     configure_logging(app)
+    register_request_telemetry(app)  # first, so even a rate-limited request is timed and logged
     register_extensions(app)
     register_llm(app)
     register_blueprints(app)
@@ -50,10 +52,16 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
 
 
 def configure_logging(app: Flask) -> None:
-    """Plain logging at LOG_LEVEL, unless something (gunicorn, pytest) configured it already."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """JSON log lines on stderr at LOG_LEVEL, unless the root logger is set up already (pytest)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        secrets = tuple(s for s in (app.config.get("OPENAI_API_KEY"), app.config.get("AZURE_OPENAI_API_KEY")) if s)
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter(secrets))
+        root.addHandler(handler)
+        root.setLevel(app.config["LOG_LEVEL"])
     app.logger.setLevel(app.config["LOG_LEVEL"])
+    logging.getLogger("gateway").setLevel(app.config["LOG_LEVEL"])
 
 
 def register_extensions(app: Flask) -> None:

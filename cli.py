@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from services.conversation import conversation_rows
+from services.conversation import conversation_rows, prune_exchanges
 
 conversation_cli = AppGroup("conversation", help="Inspect stored conversations.")
 
@@ -35,6 +37,32 @@ def show_conversation(user_id: str, as_json: bool) -> None:
         click.echo(f"{data['timestamp']} {row.role}{extra}: {content}")
 
 
+messages_cli = AppGroup("messages", help="Maintain the messages table.")
+
+_AGE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_age(text: str) -> timedelta:
+    """'90d', '12h' or '30m' as a timedelta; click.BadParameter otherwise."""
+    match = _AGE.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise click.BadParameter(f"{text!r} is not an age such as 90d, 12h or 30m")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@messages_cli.command("prune")
+@click.option("--older-than", "older_than", help="Age such as 90d, 12h or 30m (default: RETENTION_DAYS days).")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="Exchanges per batch.")
+def prune_messages(older_than: str | None, batch_size: int) -> None:
+    """Delete whole exchanges that began before the cut-off, a short batch at a time."""
+    age = parse_age(older_than) if older_than else timedelta(days=current_app.config["RETENTION_DAYS"])
+    cutoff = datetime.now(UTC) - age
+    deleted = prune_exchanges(cutoff, batch_size=batch_size)
+    click.echo(f"Deleted {deleted} message rows older than {cutoff.isoformat(timespec='seconds')}")
+
+
 def register_commands(app: Flask) -> None:
     """Attach the CLI groups to `app`."""
     app.cli.add_command(conversation_cli)
+    app.cli.add_command(messages_cli)

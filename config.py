@@ -101,6 +101,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
         "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+        "LOG_CONTENT": _bool(env, "LOG_CONTENT", False),
+        "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 90, minimum=1),
     }
     return settings
 

@@ -36,7 +36,7 @@ class Message(db.Model):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(128), index=True)
     exchange_id: Mapped[str] = mapped_column(String(36), index=True)
-    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
     role: Mapped[str] = mapped_column(String(16))
     # A string, or a list of content parts kept as the client sent them.
     content: Mapped[Any] = mapped_column(JSON)

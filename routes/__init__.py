@@ -3,8 +3,10 @@
 from flask import Flask
 
 from routes.completions import bp as completions_bp
+from routes.health import bp as health_bp
 
 
 def register_blueprints(app: Flask) -> None:
     """Attach every blueprint to `app`."""
     app.register_blueprint(completions_bp)
+    app.register_blueprint(health_bp)

@@ -19,6 +19,7 @@ from schemas import (
 from services.chat import complete_exchange, configured_system_messages
 from services.conversation import new_user_id
 from services.tokens import text_of
+from telemetry import note_conversation
 
 bp = Blueprint("completions", __name__)
 
@@ -44,6 +45,7 @@ def openai_completion():
     _check_length(len(body.prompt))
 
     user_id = body.user_id or new_user_id()
+    note_conversation(user_id, body.prompt)
     result = complete_exchange(
         user_id,
         configured_system_messages(),
@@ -78,6 +80,7 @@ def process_payload():
     new_messages = [m for m in messages if m["role"] != "system"]
 
     user_id = body.user_id or new_user_id()
+    note_conversation(user_id, "\n".join(text_of(m["content"]) for m in new_messages))
     result = complete_exchange(
         user_id,
         leading,

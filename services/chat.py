@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from flask import current_app
 
 from services.conversation import Exchange, HistoryLimits, record_failure, record_reply, start_exchange
 from services.llm import Completion, UpstreamError, get_llm
+from telemetry import note_upstream_call
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,17 @@ def complete_exchange(
     The database is not touched while the model is working.
     """
     exchange = start_exchange(user_id, leading, new_messages, history_limits())
+    started = time.perf_counter()
     try:
         completion = get_llm().complete(exchange.context, model=model, **params)
     except UpstreamError as exc:
+        note_upstream_call(time.perf_counter() - started, type(exc).__name__)
         record_failure(exchange, exc.message)
         raise
     except Exception:
+        note_upstream_call(time.perf_counter() - started, "InternalError")
         record_failure(exchange, "internal error while calling the language model")
         raise
+    note_upstream_call(time.perf_counter() - started, "ok", completion)
     record_reply(exchange, completion)
     return ChatResult(exchange=exchange, completion=completion)

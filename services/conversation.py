@@ -11,9 +11,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from extensions import db
 from models import Message, MessageStatus
@@ -184,3 +185,24 @@ def record_failure(exchange: Exchange, error: str) -> None:
 def conversation_rows(user_id: str) -> list[Message]:
     """Every stored row of `user_id`, oldest first, failed and pending ones included."""
     return list(db.session.scalars(select(Message).where(Message.user_id == user_id).order_by(Message.id)))
+
+
+def prune_exchanges(older_than: datetime, batch_size: int = 500) -> int:
+    """Delete every exchange that began before `older_than`, in short batches; return rows deleted.
+
+    Each batch is its own transaction of at most `batch_size` exchanges, so live traffic
+    (and SQLite's single writer) waits at most one short batch at a time.
+    """
+    deleted = 0
+    while True:
+        with _transaction() as session:
+            batch = session.scalars(
+                select(Message.exchange_id)
+                .where(Message.timestamp < older_than)
+                .group_by(Message.exchange_id)
+                .limit(batch_size)
+            ).all()
+            if not batch:
+                return deleted
+            result = session.execute(delete(Message).where(Message.exchange_id.in_(batch)))
+            deleted += result.rowcount or 0

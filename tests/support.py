@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
 from extensions import db
 
 # Built at run time so no key-shaped literal sits in the repository; tests search
@@ -18,3 +28,85 @@ def rows_of(app, user_id: str | None = None) -> list[dict]:
         if user_id is not None:
             query = query.where(Message.user_id == user_id)
         return [m.to_dict() for m in db.session.scalars(query)]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+# Variables a developer's shell might carry that would change what is tested here.
+_OURS = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_API_KEY",
+    "DATABASE_URL",
+    "RATELIMIT_STORAGE_URI",
+    "SYSTEM_PROMPT",
+    "APP_ENV",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _OURS}
+    env.update(
+        {
+            "HOST": "127.0.0.1",
+            "PORT": str(free_port()),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+            "WEB_CONCURRENCY": "2",
+            "LOG_LEVEL": "info",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class Served:
+    """gunicorn started as `make run` starts it, stopped with SIGTERM."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        migrate = subprocess.run(
+            [str(BIN / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert migrate.returncode == 0, migrate.stderr
+        self.url = f"http://{env['HOST']}:{env['PORT']}"
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "app:create_app()"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+
+    def _pump(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        """Block until `text` has appeared in `count` log lines (each worker logs once)."""
+        seen = 0
+        while seen < count:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f"gunicorn never logged {text!r}:\n{''.join(self.output)}")
+            seen += text in line
+
+    def stop(self) -> str:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._pump_thread.join(timeout=30)
+        self.process.stdout.close()
+        return "".join(self.output)

@@ -1,0 +1,65 @@
+"""Operations: liveness, readiness and metrics. Exempt from rate limits."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from extensions import db, limiter
+from telemetry import metrics_response
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.get("/healthz")
+@limiter.exempt
+def healthz():
+    """Alive: the process answers. No I/O, so a slow database never restarts it."""
+    return jsonify({"status": "ok"})
+
+
+def _database_ready() -> bool:
+    try:
+        db.session.execute(text("SELECT 1"))
+        return True
+    except SQLAlchemyError as exc:
+        log.warning("readiness: database unreachable (%s)", type(exc).__name__)
+        return False
+    finally:
+        db.session.close()
+
+
+def _limiter_storage_ready() -> bool:
+    if not limiter.enabled:
+        return True
+    try:
+        return bool(limiter.storage.check())
+    except Exception as exc:  # any storage driver error means: not ready
+        log.warning("readiness: rate limit storage unreachable (%s)", type(exc).__name__)
+        return False
+
+
+@bp.get("/readyz")
+@limiter.exempt
+def readyz():
+    """Ready: the database and the rate limit storage both answer; 503 when either does not."""
+    checks = {
+        "database": "ok" if _database_ready() else "unavailable",
+        "ratelimit_storage": "ok" if _limiter_storage_ready() else "unavailable",
+    }
+    if all(state == "ok" for state in checks.values()):
+        return jsonify({"status": "ready", **checks})
+    response = jsonify({"error": "Service not ready", **checks})
+    response.status_code = 503
+    return response
+
+
+@bp.get("/metrics")
+@limiter.exempt
+def metrics():
+    """Prometheus metrics, summed over every gunicorn process."""
+    return metrics_response()

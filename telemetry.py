@@ -1,0 +1,146 @@
+"""Request ids, one structured (JSON) log line per request, and Prometheus metrics.
+
+Metrics work across gunicorn's processes through prometheus_client's multiprocess mode:
+gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before the workers start, and /metrics
+then adds up every process's files. Without it (tests, `flask run`) the process's own
+registry is served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from services.llm import redact
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+access_log = logging.getLogger("gateway.request")
+
+REQUESTS = Counter("gateway_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+REQUEST_LATENCY = Histogram(
+    "gateway_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+UPSTREAM_LATENCY = Histogram(
+    "gateway_upstream_request_duration_seconds",
+    "Time the LLM upstream took to answer, retries included",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+)
+UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "LLM upstream failures by kind", ["kind"])
+TOKENS = Counter("gateway_tokens_total", "Tokens used, as the upstream reported them", ["kind", "model"])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any structured fields."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, ensure_ascii=False, default=str), self._secrets)
+
+
+def note_upstream_call(seconds: float, outcome: str, completion: Any = None) -> None:
+    """Record one upstream call in the metrics and in this request's log line."""
+    UPSTREAM_LATENCY.labels(outcome=outcome).observe(seconds)
+    if outcome != "ok":
+        UPSTREAM_ERRORS.labels(kind=outcome).inc()
+    elif completion is not None:
+        for kind in ("prompt", "completion"):
+            used = getattr(completion, f"{kind}_tokens", None)
+            if used:
+                TOKENS.labels(kind=kind, model=completion.model).inc(used)
+    g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
+    if completion is not None:
+        g.usage = completion.usage()
+        g.model = completion.model
+
+
+def note_conversation(user_id: str, prompt_text: str | None = None) -> None:
+    """Name the conversation (and, only with LOG_CONTENT, the prompt) in the log line."""
+    g.user_id = user_id
+    if prompt_text is not None and current_app.config.get("LOG_CONTENT"):
+        g.prompt_text = prompt_text
+
+
+def _route_label() -> str:
+    # The rule, not the path: paths carry ids and would explode the label space.
+    return request.url_rule.rule if request.url_rule is not None else "unmatched"
+
+
+def register_request_telemetry(app: Flask) -> None:
+    """Give every request an id, a metrics sample and one JSON log line."""
+
+    @app.before_request
+    def start_request_clock() -> None:
+        g.started = time.perf_counter()
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        request_id = g.get("request_id") or uuid.uuid4().hex
+        response.headers[REQUEST_ID_HEADER] = request_id
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = _route_label()
+        if route != "/metrics":
+            REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
+            REQUEST_LATENCY.labels(route=route).observe(seconds)
+        fields: dict[str, Any] = {
+            "event": "request",
+            "request_id": request_id,
+            "method": request.method,
+            "route": route,
+            "path": request.path,
+            "status": response.status_code,
+            "latency_ms": round(seconds * 1000, 3),
+        }
+        if "upstream_seconds" in g:
+            fields["upstream_latency_ms"] = round(g.upstream_seconds * 1000, 3)
+        for name in ("user_id", "model", "usage", "prompt_text"):
+            if name in g:
+                fields[name] = g.get(name)
+        access_log.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": fields})
+        return response
+
+
+def metrics_response() -> Response:
+    """The Prometheus exposition of every process's metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
