@@ -62,6 +62,9 @@ def configure_logging(app: Flask) -> None:
         root.setLevel(app.config["LOG_LEVEL"])
     app.logger.setLevel(app.config["LOG_LEVEL"])
     logging.getLogger("gateway").setLevel(app.config["LOG_LEVEL"])
+    # The SDK's HTTP client logs every upstream call at INFO; our request line has it.
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
 
 
 def register_extensions(app: Flask) -> None:

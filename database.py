@@ -26,7 +26,8 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {**pool, "pool_pre_ping": True}
     if backend == "postgresql":
         # Fail fast (then answer 503) when the server is gone, instead of hanging a thread.
-        options["connect_args"] = {"connect_timeout": 5}
+        # The name lets operators (and pg_terminate_backend) find the service's sessions.
+        options["connect_args"] = {"connect_timeout": 5, "application_name": "llm-gateway"}
     return options
 
 

@@ -112,11 +112,11 @@ def _fresh_upstream(request) -> None:
 
 
 @pytest.fixture
-def make_app(database_url, upstream) -> Iterator[Callable[..., object]]:
-    """Build an app on the test database and the fake upstream, with overrides."""
+def app_factory(upstream) -> Iterator[Callable[..., object]]:
+    """Build apps on the fake upstream, on the database given; closed after the test."""
     apps = []
 
-    def factory(**overrides):
+    def factory(database_url: str, **overrides):
         config = {
             "TESTING": True,
             "APP_ENV": "testing",
@@ -140,6 +140,12 @@ def make_app(database_url, upstream) -> Iterator[Callable[..., object]]:
         app.extensions["llm"].close()
         with app.app_context():
             db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_url, app_factory) -> Callable[..., object]:
+    """Build an app on the test database (each backend) and the fake upstream, with overrides."""
+    return lambda **overrides: app_factory(database_url, **overrides)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import socket
@@ -43,6 +44,14 @@ _OURS = (
     "RATELIMIT_STORAGE_URI",
     "SYSTEM_PROMPT",
     "APP_ENV",
+    "OPENAI_MODEL",
+    "RATELIMIT_ENABLED",
+    "RATELIMIT_DEFAULT",
+    "RATELIMIT_COMPLETION",
+    "WEB_CONCURRENCY",
+    "GUNICORN_THREADS",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "LOG_CONTENT",
 )
 
 
@@ -61,6 +70,7 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
             "WEB_CONCURRENCY": "2",
             "LOG_LEVEL": "info",
+            "RATELIMIT_ENABLED": "false",
         }
     )
     env.update(extra)
@@ -104,9 +114,88 @@ class Served:
                 pytest.fail(f"gunicorn never logged {text!r}:\n{''.join(self.output)}")
             seen += text in line
 
+    def request_lines(self) -> list[dict]:
+        """The JSON request log lines written so far."""
+        lines = []
+        for line in self.output:
+            if line.startswith("{") and '"event": "request"' in line:
+                lines.append(json.loads(line))
+        return lines
+
     def stop(self) -> str:
         self.process.terminate()
         self.process.wait(timeout=30)
         self._pump_thread.join(timeout=30)
         self.process.stdout.close()
         return "".join(self.output)
+
+
+class TcpProxy:
+    """A TCP relay on 127.0.0.1 to `target`, which a test can cut (the server "goes away")."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._cut = False
+        self._running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self._running:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                refused = self._cut
+            if refused:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones, as a stopped server would."""
+        with self._lock:
+            self._cut = True
+            sockets, self._open = self._open, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        self._running = False
+        self.cut()
+        self._listener.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fake_upstream import Status
@@ -152,7 +152,9 @@ def _add_exchange(user_id: str, when: datetime) -> None:
     exchange_id = f"{user_id}-{when.timestamp():.0f}"
     db.session.add_all(
         [
-            Message(user_id=user_id, exchange_id=exchange_id, role="user", content="q", status="completed", timestamp=when),
+            Message(
+                user_id=user_id, exchange_id=exchange_id, role="user", content="q", status="completed", timestamp=when
+            ),
             # The reply is a moment newer: the exchange is still deleted whole.
             Message(
                 user_id=user_id,
@@ -168,7 +170,7 @@ def _add_exchange(user_id: str, when: datetime) -> None:
 
 def test_prune_deletes_old_exchanges_whole_in_batches(make_app):
     app = make_app(RETENTION_DAYS=30)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with app.app_context():
         for days in (200, 120, 91):
             _add_exchange("old", now - timedelta(days=days))
