@@ -50,6 +50,7 @@ def openai_completion():
         user_id,
         configured_system_messages(),
         [{"role": "user", "content": body.prompt}],
+        new_conversation=body.user_id is None,
     )
     completion = result.completion
     response = CompletionResponse(
@@ -85,6 +86,7 @@ def process_payload():
         user_id,
         leading,
         new_messages,
+        new_conversation=body.user_id is None,
         model=body.model,
         temperature=body.temperature,
         top_p=body.top_p,

@@ -37,6 +37,7 @@ def complete_exchange(
     new_messages: list[dict[str, Any]],
     *,
     model: str | None = None,
+    new_conversation: bool = False,
     **params: Any,
 ) -> ChatResult:
     """Record the new turn, ask the model with the trimmed history, record the reply.
@@ -44,7 +45,7 @@ def complete_exchange(
     Raises UpstreamError (after recording the exchange as failed) when the model fails.
     The database is not touched while the model is working.
     """
-    exchange = start_exchange(user_id, leading, new_messages, history_limits())
+    exchange = start_exchange(user_id, leading, new_messages, history_limits(), new_conversation=new_conversation)
     started = time.perf_counter()
     try:
         completion = get_llm().complete(exchange.context, model=model, **params)

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from extensions import db
 from models import Message, MessageStatus
 from services.llm import Completion
 from services.tokens import estimate_message_tokens
+
+MESSAGES = Message.__table__
 
 
 @dataclass(frozen=True)
@@ -122,25 +124,32 @@ def start_exchange(
     leading: list[dict[str, Any]],
     new_messages: list[dict[str, Any]],
     limits: HistoryLimits,
+    *,
+    new_conversation: bool = False,
 ) -> Exchange:
     """Transaction 1: read the trimmed history and record the new turn(s) as pending.
 
     The model's context is `leading` (system messages, always kept), then the history,
-    then `new_messages` (always kept). Only `new_messages` are recorded.
+    then `new_messages` (always kept). Only `new_messages` are recorded. A
+    `new_conversation` (a user_id just generated) has no history to read.
     """
     reserved = sum(estimate_message_tokens(m) for m in leading + new_messages)
     exchange_id = str(uuid.uuid4())
     with _transaction() as session:
-        history = rebuild_history(user_id, limits, reserved)
-        session.add_all(
-            Message(
-                user_id=user_id,
-                exchange_id=exchange_id,
-                role=message["role"],
-                content=message["content"],
-                status=MessageStatus.PENDING,
-            )
-            for message in new_messages
+        history = [] if new_conversation else rebuild_history(user_id, limits, reserved)
+        # Core statements on the table: no ORM bookkeeping for rows we never read back.
+        session.execute(
+            insert(MESSAGES),
+            [
+                {
+                    "user_id": user_id,
+                    "exchange_id": exchange_id,
+                    "role": message["role"],
+                    "content": message["content"],
+                    "status": MessageStatus.PENDING,
+                }
+                for message in new_messages
+            ],
         )
     return Exchange(
         exchange_id=exchange_id,
@@ -154,21 +163,26 @@ def record_reply(exchange: Exchange, completion: Completion) -> None:
     """Transaction 2 on success: store the assistant turn and complete the exchange."""
     with _transaction() as session:
         session.execute(
-            update(Message).where(Message.exchange_id == exchange.exchange_id).values(status=MessageStatus.COMPLETED)
+            update(MESSAGES)
+            .where(MESSAGES.c.exchange_id == exchange.exchange_id)
+            .values(status=MessageStatus.COMPLETED)
         )
-        session.add(
-            Message(
-                user_id=exchange.user_id,
-                exchange_id=exchange.exchange_id,
-                role="assistant",
-                content=completion.text,
-                status=MessageStatus.COMPLETED,
-                completion_id=completion.completion_id,
-                model=completion.model,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                total_tokens=completion.total_tokens,
-            )
+        session.execute(
+            insert(MESSAGES),
+            [
+                {
+                    "user_id": exchange.user_id,
+                    "exchange_id": exchange.exchange_id,
+                    "role": "assistant",
+                    "content": completion.text,
+                    "status": MessageStatus.COMPLETED,
+                    "completion_id": completion.completion_id,
+                    "model": completion.model,
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "total_tokens": completion.total_tokens,
+                }
+            ],
         )
 
 
@@ -176,8 +190,8 @@ def record_failure(exchange: Exchange, error: str) -> None:
     """Transaction 2 on failure: mark the exchange failed, keeping it for audit only."""
     with _transaction() as session:
         session.execute(
-            update(Message)
-            .where(Message.exchange_id == exchange.exchange_id)
+            update(MESSAGES)
+            .where(MESSAGES.c.exchange_id == exchange.exchange_id)
             .values(status=MessageStatus.FAILED, error=error)
         )
 
@@ -204,5 +218,5 @@ def prune_exchanges(older_than: datetime, batch_size: int = 500) -> int:
             ).all()
             if not batch:
                 return deleted
-            result = session.execute(delete(Message).where(Message.exchange_id.in_(batch)))
+            result = session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id.in_(batch)))
             deleted += result.rowcount or 0
