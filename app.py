@@ -11,7 +11,7 @@ from flask import Flask
 
 from cli import register_commands
 from config import load_settings, validate_settings
-from database import configure_engine, engine_options
+from database import configure_engine, engine_options, writer_queue_for
 from errors import register_error_handlers
 from extensions import db, limiter, migrate
 from routes import register_blueprints
@@ -74,6 +74,7 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
+        app.extensions["sqlite_writer_queue"] = writer_queue_for(db.engine)
 
 
 def register_llm(app: Flask) -> None:

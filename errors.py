@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from services.llm import UpstreamError
@@ -74,7 +75,10 @@ def register_error_handlers(app: Flask) -> None:
         # Connection-level failures are transient: tell the client to retry. The
         # exception text can hold SQL and parameters, so it is logged, never returned.
         log.error("database error: %s", type(exc).__name__, exc_info=app.debug)
-        if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        # A pool timeout (every connection busy for pool_timeout seconds) is overload: retry too.
+        if isinstance(exc, (OperationalError, PoolTimeout)) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
             return error_response(503, "The database is unavailable; retry shortly", {"Retry-After": "1"})
         return error_response(500, "Internal server error")
 

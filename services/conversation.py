@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import delete, func, insert, select, update
 
 from extensions import db
@@ -49,16 +50,18 @@ def new_user_id() -> str:
 
 @contextmanager
 def _transaction() -> Iterator[Any]:
-    try:
-        yield db.session
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
-    finally:
-        # Hand the connection back to the pool now: the caller may be about to wait
-        # seconds on the LLM, and must not hold a connection (or SQLite's lock) meanwhile.
-        db.session.close()
+    queue = current_app.extensions.get("sqlite_writer_queue")
+    with queue.turn() if queue else nullcontext():
+        try:
+            yield db.session
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            raise
+        finally:
+            # Hand the connection back to the pool now: the caller may be about to wait
+            # seconds on the LLM, and must not hold a connection (or SQLite's lock) then.
+            db.session.close()
 
 
 def _load_exchanges(user_id: str, newest: int) -> list[list[Message]]:

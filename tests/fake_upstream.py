@@ -70,6 +70,13 @@ def _text_of(content) -> str:
     return " ".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
 
 
+class _Server(ThreadingHTTPServer):
+    # The stdlib's listen backlog of 5 drops connections when many clients open theirs
+    # at once (the concurrency tests do); a real upstream would not.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class FakeUpstream:
     """An OpenAI-compatible HTTP server in a background thread of this process."""
 
@@ -83,8 +90,7 @@ class FakeUpstream:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> FakeUpstream:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

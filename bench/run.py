@@ -1,0 +1,321 @@
+"""Benchmarks: overhead, capacity and memory of this service and of LiteLLM's proxy.
+
+    make bench            # or: .venv/bin/python bench/run.py [--quick]
+
+Starts two fast fake upstreams (bench/fake_upstream.py: 0 s and 1 s delay), this service
+under gunicorn (SQLite, as `make run` deploys it) in front of each, LiteLLM's proxy in
+front of each (from its own virtualenv, bench/.venv-litellm, made on first use; never a
+project requirement), then drives them all with wrk and prints a markdown table. Raw wrk
+output goes to bench/results/. Everything listens on 127.0.0.1 only and stops at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+VENV = ROOT / ".venv" / "bin"
+LITELLM_VENV = BENCH / ".venv-litellm"
+LITELLM_KEY = "sk-bench-master"  # LiteLLM refuses to start without a master key
+
+PROMPT = "Say something short."
+OURS_BODY = json.dumps({"prompt": PROMPT})
+OPENAI_BODY = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]})
+
+# The two cores are shared by the load generator, the fake upstream and the server under
+# test: pinning keeps the server's core to itself, as it would have in production.
+SERVER_CPUS = os.environ.get("BENCH_SERVER_CPUS", "0")
+CLIENT_CPUS = os.environ.get("BENCH_CLIENT_CPUS", "1")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pinned(cpus: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpus, *command] if shutil.which("taskset") else command
+
+
+def wait_http(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except Exception:
+            time.sleep(0.25)
+    raise SystemExit(f"{url} did not come up in {seconds} s")
+
+
+class Process:
+    """A child process in its own process group, stopped with SIGTERM at exit."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT):
+        self.name = name
+        self.log_path = RESULTS / f"{name}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log.close()
+
+    def worker_pids(self) -> list[int]:
+        """The pids of this process's workers (gunicorn's or uvicorn's), else its own."""
+        pids = _children(self.proc.pid)
+        # With several workers LiteLLM's uvicorn forks them below its own child.
+        nested = [grandchild for pid in pids for grandchild in _children(pid)]
+        # Only live processes (a finished helper lingers as a zombie without memory).
+        live = [pid for pid in (nested or pids) if rss_kib([pid])]
+        return live or [self.proc.pid]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def rss_kib(pids: list[int]) -> list[int]:
+    """Resident memory of each live pid, KiB (pids that are gone or zombies are skipped)."""
+    sizes = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                sizes += [int(line.split()[1]) for line in status if line.startswith("VmRSS:")]
+        except FileNotFoundError:
+            continue
+    return sizes
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def wrk(name: str, url: str, body: str, clients: int, seconds: int, key: str | None = None) -> dict:
+    """Run wrk; return p50/p99 latency (ms), requests/s and failures."""
+    threads = min(2, clients)
+    command = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
+    command += ["-s", str(BENCH / "post.lua"), url, "--", body] + ([key] if key else [])
+    out = subprocess.run(pinned(CLIENT_CPUS, command), capture_output=True, text=True, check=True).stdout
+    (RESULTS / f"wrk-{name}.txt").write_text(" ".join(command[:-2]) + "\n\n" + out)
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {
+        "p50_ms": _ms(latency["50"]),
+        "p99_ms": _ms(latency["99"]),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": total,
+        "failed": (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, errors.groups())) if errors else 0),
+    }
+
+
+def ensure_litellm() -> Path:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        log("installing LiteLLM's proxy into bench/.venv-litellm (first run only)")
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    return binary
+
+
+def start_ours(stack: ExitStack, name: str, port: int, upstream_port: int, workdir: Path) -> Process:
+    db = workdir / f"{name}.db"
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite:///{db}",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        "OPENAI_API_KEY": "bench-not-a-real-key",
+        "OPENAI_MODEL": "fake-model",
+        # One process per core; threads for the clients waiting on a slow upstream.
+        "WEB_CONCURRENCY": os.environ.get("BENCH_WORKERS", "1"),
+        "GUNICORN_THREADS": os.environ.get("BENCH_THREADS", "600"),
+        # No connection is held while the LLM works, so a small pool serves every thread.
+        "DATABASE_POOL_SIZE": "8",
+        "RATELIMIT_ENABLED": "false",  # LiteLLM runs without limits too
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{name}-metrics"),
+    }
+    subprocess.run(
+        [str(VENV / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    process = Process(
+        name, pinned(SERVER_CPUS, [str(VENV / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]), env
+    )
+    stack.callback(process.stop)
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return process
+
+
+def start_litellm(stack: ExitStack, name: str, port: int, upstream_port: int, workdir: Path) -> Process:
+    config = workdir / f"{name}.yaml"
+    template = (BENCH / "litellm_config.yaml").read_text()
+    config.write_text(template.replace("http://127.0.0.1:9100/v1", f"http://127.0.0.1:{upstream_port}/v1"))
+    env = {
+        **os.environ,
+        "LITELLM_MASTER_KEY": LITELLM_KEY,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no download of the price list
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOG": "ERROR",
+    }
+    workers = os.environ.get("BENCH_WORKERS", "1")
+    command = [str(ensure_litellm()), "--config", str(config), "--port", str(port), "--num_workers", workers]
+    process = Process(name, pinned(SERVER_CPUS, command), env, cwd=workdir)
+    stack.callback(process.stop)
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", seconds=180)
+    return process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark this service against LiteLLM's proxy.")
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the harness)")
+    parser.add_argument("--memory-requests", type=int, default=50_000)
+    args = parser.parse_args()
+    seconds = 5 if args.quick else 15
+    RESULTS.mkdir(exist_ok=True)
+    results: dict = {"machine": {"cpus": os.cpu_count()}, "overhead": {}, "capacity": {}, "memory": {}}
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        for port, delay in ((9100, "0"), (9101, "1")):
+            upstream = Process(
+                f"upstream-{delay}s",
+                pinned(
+                    CLIENT_CPUS,
+                    [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(port), "--delay", delay],
+                ),
+            )
+            stack.callback(upstream.stop)
+        wait_http("http://127.0.0.1:9100/v1/models")
+        wait_http("http://127.0.0.1:9101/v1/models")
+        ours = {
+            0: start_ours(stack, "ours-0s", 9200, 9100, workdir),
+            1: start_ours(stack, "ours-1s", 9201, 9101, workdir),
+        }
+        peer = {
+            0: start_litellm(stack, "litellm-0s", 9300, 9100, workdir),
+            1: start_litellm(stack, "litellm-1s", 9301, 9101, workdir),
+        }
+        targets = {
+            "direct": ("http://127.0.0.1:9100/v1/chat/completions", OPENAI_BODY, None),
+            "ours": ("http://127.0.0.1:9200/openai-completion", OURS_BODY, None),
+            "litellm": ("http://127.0.0.1:9300/v1/chat/completions", OPENAI_BODY, LITELLM_KEY),
+        }
+
+        # 1. Overhead at delay 0: each target warmed up first, then measured.
+        for clients in (1, 32):
+            for name, (url, body, key) in targets.items():
+                wrk(f"warmup-{name}-{clients}", url, body, clients, 3, key)
+                log(f"overhead: {name}, {clients} client(s)")
+                results["overhead"][f"{name}-{clients}"] = wrk(
+                    f"overhead-{name}-c{clients}", url, body, clients, seconds, key
+                )
+
+        # 2. Capacity with a 1 s upstream.
+        slow = {
+            "ours": ("http://127.0.0.1:9201/openai-completion", OURS_BODY, None),
+            "litellm": ("http://127.0.0.1:9301/v1/chat/completions", OPENAI_BODY, LITELLM_KEY),
+        }
+        for clients in (64, 256, 512):
+            for name, (url, body, key) in slow.items():
+                log(f"capacity: {name}, {clients} clients")
+                run = wrk(f"capacity-{name}-c{clients}", url, body, clients, max(seconds, 20), key)
+                run["ideal_rps"] = clients / 1.0
+                run["of_ideal"] = run["rps"] / run["ideal_rps"]
+                results["capacity"][f"{name}-{clients}"] = run
+
+        # 3. Memory: worker RSS before and after N requests at delay 0.
+        for name, process in (("ours", ours[0]), ("litellm", peer[0])):
+            url, body, key = targets[name]
+            pids = process.worker_pids()
+            before = rss_kib(pids)
+            log(f"memory: {name}, {args.memory_requests} requests")
+            done = 0
+            while done < args.memory_requests:
+                done += wrk(f"memory-{name}", url, body, 32, 10 if not args.quick else 3, key)["requests"]
+            after = rss_kib(pids)
+            if not before or not after:
+                raise SystemExit(f"memory: no worker RSS for {name} (pids {pids}, {before} -> {after})")
+            results["memory"][name] = {
+                "pids": pids,
+                "requests": done,
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "growth": (sum(after) - sum(before)) / sum(before),
+            }
+
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    o, c, m = results["overhead"], results["capacity"], results["memory"]
+    lines = ["### 1. Overhead (upstream delay 0; latency minus the direct call's)", ""]
+    lines += [
+        "| clients | direct p50 / p99 | ours p50 / p99 | ours overhead p50 / p99 "
+        "| LiteLLM p50 / p99 | LiteLLM overhead p50 / p99 | LiteLLM / ours (p50 overhead) |"
+    ]
+    lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    for clients in (1, 32):
+        d, u, p = o[f"direct-{clients}"], o[f"ours-{clients}"], o[f"litellm-{clients}"]
+        ours_over = (u["p50_ms"] - d["p50_ms"], u["p99_ms"] - d["p99_ms"])
+        peer_over = (p["p50_ms"] - d["p50_ms"], p["p99_ms"] - d["p99_ms"])
+        ratio = peer_over[0] / ours_over[0] if ours_over[0] > 0 else float("nan")
+        lines.append(
+            f"| {clients} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} ms | {u['p50_ms']:.2f} / {u['p99_ms']:.2f} ms "
+            f"| **{ours_over[0]:.2f} / {ours_over[1]:.2f} ms** | {p['p50_ms']:.2f} / {p['p99_ms']:.2f} ms "
+            f"| {peer_over[0]:.2f} / {peer_over[1]:.2f} ms | {ratio:.1f}x |"
+        )
+    lines += ["", "Throughput at delay 0 (req/s): " + ", ".join(f"{k} {v['rps']:.0f}" for k, v in o.items()), ""]
+    lines += ["### 2. Capacity (upstream delay 1 s; ideal = clients / 1 s)", ""]
+    lines += [
+        "| clients | ideal req/s | ours req/s (of ideal) | ours p99 "
+        "| LiteLLM req/s (of ideal) | LiteLLM p99 | ours / LiteLLM throughput |"
+    ]
+    lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    for clients in (64, 256, 512):
+        u, p = c[f"ours-{clients}"], c[f"litellm-{clients}"]
+        lines.append(
+            f"| {clients} | {clients} | {u['rps']:.0f} ({u['of_ideal']:.0%}) | {u['p99_ms'] / 1000:.2f} s "
+            f"| {p['rps']:.0f} ({p['of_ideal']:.0%}) | {p['p99_ms'] / 1000:.2f} s | {u['rps'] / p['rps']:.2f}x |"
+            + ("" if not (u["failed"] or p["failed"]) else f" failed: ours {u['failed']}, LiteLLM {p['failed']}")
+        )
+    lines += ["", "### 3. Memory (worker RSS, delay 0)", ""]
+    lines += ["| server | requests | RSS before (MiB) | RSS after (MiB) | growth |", "| --- | --- | --- | --- | --- |"]
+    for name, row in m.items():
+        lines.append(
+            f"| {name} | {row['requests']} | {sum(row['rss_before_kib']) / 1024:.1f} | "
+            f"{sum(row['rss_after_kib']) / 1024:.1f} | {row['growth']:+.1%} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
