@@ -196,7 +196,8 @@ def start_litellm(stack: ExitStack, name: str, port: int, upstream_port: int, wo
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark this service against LiteLLM's proxy.")
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the harness)")
-    parser.add_argument("--memory-requests", type=int, default=50_000)
+    parser.add_argument("--memory-requests", type=int, default=50_000, help="0 skips the memory run")
+    parser.add_argument("--no-peer", action="store_true", help="measure this service only (no LiteLLM)")
     args = parser.parse_args()
     seconds = 5 if args.quick else 15
     RESULTS.mkdir(exist_ok=True)
@@ -219,15 +220,19 @@ def main() -> None:
             0: start_ours(stack, "ours-0s", 9200, 9100, workdir),
             1: start_ours(stack, "ours-1s", 9201, 9101, workdir),
         }
-        peer = {
-            0: start_litellm(stack, "litellm-0s", 9300, 9100, workdir),
-            1: start_litellm(stack, "litellm-1s", 9301, 9101, workdir),
-        }
+        peer = {}
+        if not args.no_peer:
+            peer = {
+                0: start_litellm(stack, "litellm-0s", 9300, 9100, workdir),
+                1: start_litellm(stack, "litellm-1s", 9301, 9101, workdir),
+            }
         targets = {
             "direct": ("http://127.0.0.1:9100/v1/chat/completions", OPENAI_BODY, None),
             "ours": ("http://127.0.0.1:9200/openai-completion", OURS_BODY, None),
             "litellm": ("http://127.0.0.1:9300/v1/chat/completions", OPENAI_BODY, LITELLM_KEY),
         }
+        if args.no_peer:
+            del targets["litellm"]
 
         # 1. Overhead at delay 0: each target warmed up first, then measured.
         for clients in (1, 32):
@@ -243,6 +248,8 @@ def main() -> None:
             "ours": ("http://127.0.0.1:9201/openai-completion", OURS_BODY, None),
             "litellm": ("http://127.0.0.1:9301/v1/chat/completions", OPENAI_BODY, LITELLM_KEY),
         }
+        if args.no_peer:
+            del slow["litellm"]
         for clients in (64, 256, 512):
             for name, (url, body, key) in slow.items():
                 log(f"capacity: {name}, {clients} clients")
@@ -252,7 +259,8 @@ def main() -> None:
                 results["capacity"][f"{name}-{clients}"] = run
 
         # 3. Memory: worker RSS before and after N requests at delay 0.
-        for name, process in (("ours", ours[0]), ("litellm", peer[0])):
+        servers = [("ours", ours[0])] + ([("litellm", peer[0])] if peer else [])
+        for name, process in servers if args.memory_requests else []:
             url, body, key = targets[name]
             pids = process.worker_pids()
             before = rss_kib(pids)
@@ -271,7 +279,8 @@ def main() -> None:
                 "growth": (sum(after) - sum(before)) / sum(before),
             }
 
-    (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
+    name = os.environ.get("BENCH_NAME", "results")
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
     print(markdown(results))
 
 
@@ -283,8 +292,9 @@ def markdown(results: dict) -> str:
         "| LiteLLM p50 / p99 | LiteLLM overhead p50 / p99 | LiteLLM / ours (p50 overhead) |"
     ]
     lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    none = {"p50_ms": float("nan"), "p99_ms": float("nan"), "rps": float("nan"), "of_ideal": float("nan"), "failed": 0}
     for clients in (1, 32):
-        d, u, p = o[f"direct-{clients}"], o[f"ours-{clients}"], o[f"litellm-{clients}"]
+        d, u, p = o[f"direct-{clients}"], o[f"ours-{clients}"], o.get(f"litellm-{clients}", none)
         ours_over = (u["p50_ms"] - d["p50_ms"], u["p99_ms"] - d["p99_ms"])
         peer_over = (p["p50_ms"] - d["p50_ms"], p["p99_ms"] - d["p99_ms"])
         ratio = peer_over[0] / ours_over[0] if ours_over[0] > 0 else float("nan")
@@ -301,7 +311,7 @@ def markdown(results: dict) -> str:
     ]
     lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
     for clients in (64, 256, 512):
-        u, p = c[f"ours-{clients}"], c[f"litellm-{clients}"]
+        u, p = c[f"ours-{clients}"], c.get(f"litellm-{clients}", none)
         lines.append(
             f"| {clients} | {clients} | {u['rps']:.0f} ({u['of_ideal']:.0%}) | {u['p99_ms'] / 1000:.2f} s "
             f"| {p['rps']:.0f} ({p['of_ideal']:.0%}) | {p['p99_ms'] / 1000:.2f} s | {u['rps'] / p['rps']:.2f}x |"
