@@ -10,7 +10,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from services.conversation import conversation_rows, prune_exchanges
+from services.conversation import conversation_rows, delete_conversation, iter_rows, prune_exchanges
 
 conversation_cli = AppGroup("conversation", help="Inspect stored conversations.")
 
@@ -60,6 +60,33 @@ def prune_messages(older_than: str | None, batch_size: int) -> None:
     cutoff = datetime.now(UTC) - age
     deleted = prune_exchanges(cutoff, batch_size=batch_size)
     click.echo(f"Deleted {deleted} message rows older than {cutoff.isoformat(timespec='seconds')}")
+
+
+@conversation_cli.command("delete")
+@click.argument("user_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_conversation_command(user_id: str, yes: bool) -> None:
+    """Erase every stored row of USER_ID."""
+    if not yes:
+        click.confirm(f"Erase every message of {user_id!r}?", abort=True)
+    deleted = delete_conversation(user_id)
+    if not deleted:
+        raise click.ClickException(f"No conversation stored for user_id {user_id!r}")
+    click.echo(f"Deleted {deleted} message rows of {user_id!r}")
+
+
+@conversation_cli.command("export")
+@click.argument("user_id", required=False)
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+@click.option("--output", type=click.File("w"), default="-", help="File to write (default: standard output).")
+def export_conversations(user_id: str | None, fmt: str, output) -> None:
+    """Write every stored row (of USER_ID, or of everyone) as one JSON object per line, for audits."""
+    count = 0
+    for row in iter_rows(user_id):
+        output.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+    if user_id is not None and not count:
+        raise click.ClickException(f"No conversation stored for user_id {user_id!r}")
 
 
 def register_commands(app: Flask) -> None:

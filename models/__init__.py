@@ -1,5 +1,5 @@
 """SQLAlchemy models. Models never commit: the service layer owns transactions."""
 
-from models.message import Message, MessageStatus
+from models.message import Message, MessageStatus, iso_utc
 
-__all__ = ["Message", "MessageStatus"]
+__all__ = ["Message", "MessageStatus", "iso_utc"]

@@ -16,6 +16,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_utc(stamp: datetime | None) -> str | None:
+    """ISO 8601 in UTC; naive values (SQLite returns those) are taken as UTC."""
+    if stamp is None:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.isoformat()
+
+
 class MessageStatus:
     """Lifecycle of an exchange; every row of one exchange carries the same status."""
 
@@ -57,7 +66,7 @@ class Message(db.Model):
             "id": self.id,
             "user_id": self.user_id,
             "exchange_id": self.exchange_id,
-            "timestamp": stamp.isoformat() if stamp else None,
+            "timestamp": iso_utc(self.timestamp),
             "role": self.role,
             "content": self.content,
             "status": self.status,

@@ -116,6 +116,20 @@ class ProcessPayloadRequest(_Strict):
         return messages
 
 
+class UserIdPath(_Strict):
+    """A user_id taken from the URL path."""
+
+    user_id: UserId
+
+
+class ConversationPageQuery(BaseModel):
+    """GET /conversations/<user_id>: `limit` rows after `cursor` (both from the query string)."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")] | None = None
+
+
 class Usage(BaseModel):
     prompt_tokens: int | None
     completion_tokens: int | None
@@ -140,7 +154,16 @@ class ProcessPayloadResponse(BaseModel):
 # (union tags and the like) is dropped so that `field` reads like the client's JSON path.
 _FIELD_NAMES = {
     name
-    for model in (TextPart, ImageUrl, ImageUrlPart, ChatMessage, CompletionRequest, ProcessPayloadRequest)
+    for model in (
+        TextPart,
+        ImageUrl,
+        ImageUrlPart,
+        ChatMessage,
+        CompletionRequest,
+        ProcessPayloadRequest,
+        UserIdPath,
+        ConversationPageQuery,
+    )
     for name in model.model_fields
 }
 

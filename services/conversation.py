@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import delete, func, insert, select, update
 
 from extensions import db
-from models import Message, MessageStatus
+from models import Message, MessageStatus, iso_utc
 from services.llm import Completion
 from services.tokens import estimate_message_tokens
 
@@ -162,14 +162,20 @@ def start_exchange(
     )
 
 
-def record_reply(exchange: Exchange, completion: Completion) -> None:
-    """Transaction 2 on success: store the assistant turn and complete the exchange."""
+def record_reply(exchange: Exchange, completion: Completion) -> bool:
+    """Transaction 2 on success: store the assistant turn and complete the exchange.
+
+    Returns False (and stores nothing) when the conversation was deleted while the model
+    worked: a reply must not bring back a conversation its owner erased.
+    """
     with _transaction() as session:
-        session.execute(
+        result = session.execute(
             update(MESSAGES)
             .where(MESSAGES.c.exchange_id == exchange.exchange_id)
             .values(status=MessageStatus.COMPLETED)
         )
+        if not result.rowcount:
+            return False
         session.execute(
             insert(MESSAGES),
             [
@@ -187,6 +193,7 @@ def record_reply(exchange: Exchange, completion: Completion) -> None:
                 }
             ],
         )
+    return True
 
 
 def record_failure(exchange: Exchange, error: str) -> None:
@@ -202,6 +209,94 @@ def record_failure(exchange: Exchange, error: str) -> None:
 def conversation_rows(user_id: str) -> list[Message]:
     """Every stored row of `user_id`, oldest first, failed and pending ones included."""
     return list(db.session.scalars(select(Message).where(Message.user_id == user_id).order_by(Message.id)))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a conversation's rows and the cursor of the next page (None: last)."""
+
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def conversation_page(user_id: str, limit: int, after_id: int = 0) -> Page:
+    """Rows of `user_id` with id > `after_id`, oldest first, at most `limit` of them."""
+    rows = db.session.scalars(
+        select(Message).where(Message.user_id == user_id, Message.id > after_id).order_by(Message.id).limit(limit + 1)
+    ).all()
+    page = [row.to_dict() for row in rows[:limit]]
+    db.session.close()
+    return Page(rows=page, next_cursor=str(page[-1]["id"]) if len(rows) > limit else None)
+
+
+def conversation_exists(user_id: str) -> bool:
+    """True when at least one row of `user_id` is stored."""
+    found = db.session.scalar(select(Message.id).where(Message.user_id == user_id).limit(1)) is not None
+    db.session.close()
+    return found
+
+
+def delete_conversation(user_id: str) -> int:
+    """Erase every row of `user_id` (pending, failed and completed); return how many."""
+    with _transaction() as session:
+        return session.execute(delete(MESSAGES).where(MESSAGES.c.user_id == user_id)).rowcount or 0
+
+
+def conversation_usage(user_id: str) -> dict[str, Any] | None:
+    """Exchange counts by status and token totals of `user_id`; None when nothing is stored."""
+    by_status = dict(
+        db.session.execute(
+            select(Message.status, func.count(func.distinct(Message.exchange_id)))
+            .where(Message.user_id == user_id)
+            .group_by(Message.status)
+        ).all()
+    )
+    if not by_status:
+        db.session.close()
+        return None
+    totals = db.session.execute(
+        select(
+            func.count(Message.id),
+            func.coalesce(func.sum(Message.prompt_tokens), 0),
+            func.coalesce(func.sum(Message.completion_tokens), 0),
+            func.coalesce(func.sum(Message.total_tokens), 0),
+            func.min(Message.timestamp),
+            func.max(Message.timestamp),
+        ).where(Message.user_id == user_id)
+    ).one()
+    db.session.close()
+    return {
+        "user_id": user_id,
+        "exchanges": {
+            "total": sum(by_status.values()),
+            "completed": by_status.get(MessageStatus.COMPLETED, 0),
+            "failed": by_status.get(MessageStatus.FAILED, 0),
+            "pending": by_status.get(MessageStatus.PENDING, 0),
+        },
+        "messages": totals[0],
+        "tokens": {"prompt": int(totals[1]), "completion": int(totals[2]), "total": int(totals[3])},
+        "first_message_at": iso_utc(totals[4]),
+        "last_message_at": iso_utc(totals[5]),
+    }
+
+
+def iter_rows(user_id: str | None = None, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every stored row (of `user_id` when given) as dicts, by user then id, in batches."""
+    after = ("", 0)
+    while True:
+        query = select(Message).order_by(Message.user_id, Message.id).limit(batch_size)
+        if user_id is not None:
+            query = query.where(Message.user_id == user_id, Message.id > after[1])
+        else:
+            query = query.where(
+                (Message.user_id > after[0]) | ((Message.user_id == after[0]) & (Message.id > after[1]))
+            )
+        batch = [row.to_dict() for row in db.session.scalars(query)]
+        db.session.close()
+        if not batch:
+            return
+        yield from batch
+        after = (batch[-1]["user_id"], batch[-1]["id"])
 
 
 def prune_exchanges(older_than: datetime, batch_size: int = 500) -> int:
