@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, has_request_context, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -34,9 +34,26 @@ class ApiError(Exception):
         self.extra = extra
 
 
+def _openai_error(status: int, message: str, extra: dict[str, Any]) -> dict[str, Any]:
+    # OpenAI's own error shape, so that its SDKs raise their usual exceptions.
+    kind = "rate_limit_error" if status == 429 else "api_error" if status >= 500 else "invalid_request_error"
+    details = extra.get("details") or []
+    return {
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": details[0]["field"] if details else None,
+            "code": extra.get("code"),
+        }
+    }
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any):
-    """A JSON error response in the envelope."""
-    response = jsonify({"error": message, **extra})
+    """A JSON error response: our envelope, or OpenAI's under /v1/."""
+    if has_request_context() and request.path.startswith("/v1/"):
+        response = jsonify(_openai_error(status, message, extra))
+    else:
+        response = jsonify({"error": message, **extra})
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value

@@ -5,6 +5,7 @@ from flask import Flask
 from routes.completions import bp as completions_bp
 from routes.conversations import bp as conversations_bp
 from routes.health import bp as health_bp
+from routes.openai_compat import bp as openai_compat_bp
 
 
 def register_blueprints(app: Flask) -> None:
@@ -12,3 +13,4 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(completions_bp)
     app.register_blueprint(conversations_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(openai_compat_bp)

@@ -116,6 +116,28 @@ class ProcessPayloadRequest(_Strict):
         return messages
 
 
+class OpenAIMessage(BaseModel):
+    """A message of OpenAI's chat API; fields beyond role and content pass through."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class OpenAIChatRequest(BaseModel):
+    """POST /v1/chat/completions: OpenAI's body; unknown fields are passed to the upstream."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    # Opt-in server-side memory (the X-Conversation-Id header does the same).
+    user_id: UserId | None = None
+
+
 class UserIdPath(_Strict):
     """A user_id taken from the URL path."""
 
@@ -163,6 +185,8 @@ _FIELD_NAMES = {
         ProcessPayloadRequest,
         UserIdPath,
         ConversationPageQuery,
+        OpenAIMessage,
+        OpenAIChatRequest,
     )
     for name in model.model_fields
 }

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -37,6 +37,21 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int | None
+    # The upstream's whole chat.completion object, for the OpenAI-compatible route.
+    raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def as_chat_completion(self) -> dict[str, Any]:
+        """The answer in OpenAI's chat.completion shape (the upstream's own, when there is one)."""
+        if self.raw is not None:
+            return self.raw
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": "stop"}],
+            "usage": self.usage(),
+        }
 
     def usage(self) -> dict[str, int | None]:
         return {
@@ -171,6 +186,7 @@ class OpenAIChat:
             prompt_tokens=getattr(usage, "prompt_tokens", None),
             completion_tokens=getattr(usage, "completion_tokens", None),
             total_tokens=getattr(usage, "total_tokens", None),
+            raw=response.model_dump(mode="json", exclude_unset=True) if hasattr(response, "model_dump") else None,
         )
 
 

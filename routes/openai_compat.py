@@ -1,0 +1,90 @@
+"""OpenAI-compatible API: clients of the official SDKs change only `base_url`.
+
+POST /v1/chat/completions answers in OpenAI's shape (errors included). Memory is opt-in:
+with an `X-Conversation-Id` header (or a `user_id` body field) the stored conversation is
+added as /openai-completion does; without, the call is stateless. Every call is recorded
+either way, and the conversation id is returned in the `X-Conversation-Id` header.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, current_app, jsonify, request
+from pydantic import ValidationError
+
+from errors import ApiError
+from extensions import completion_limit, limiter
+from routes.request_body import json_body
+from schemas import USER_ID_PATTERN, OpenAIChatRequest, error_details
+from services.chat import complete_exchange
+from services.conversation import new_user_id
+from telemetry import note_conversation
+
+bp = Blueprint("openai_compat", __name__, url_prefix="/v1")
+
+CONVERSATION_HEADER = "X-Conversation-Id"
+_LEADING_ROLES = {"system", "developer"}
+# Fields this route handles itself; every other one is passed to the upstream as sent.
+_OWN_FIELDS = {"model", "messages", "stream", "stream_options", "user_id"}
+
+
+@bp.get("/models")
+def list_models():
+    """The models this service serves."""
+    model = current_app.extensions["llm"].default_model
+    return jsonify({"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "gateway"}]})
+
+
+def _conversation_id(body: OpenAIChatRequest) -> str | None:
+    offered = request.headers.get(CONVERSATION_HEADER) or body.user_id
+    if offered is not None and not re.match(USER_ID_PATTERN, offered):
+        raise ApiError(
+            400,
+            f"{CONVERSATION_HEADER} must be 1 to 128 letters, digits or ._:-",
+            details=[{"field": "user_id", "message": "invalid conversation id"}],
+        )
+    return offered
+
+
+@bp.post("/chat/completions")
+@limiter.limit(completion_limit)
+def chat_completions():
+    """OpenAI's chat completion, recorded, with the conversation's history when asked for."""
+    data = json_body()
+    if not isinstance(data, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    try:
+        body = OpenAIChatRequest.model_validate(data)
+    except ValidationError as exc:
+        details = error_details(exc)
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        raise ApiError(400, f"Invalid request: {summary}", details=details) from None
+    if body.stream:
+        raise ApiError(400, "stream=true is not supported by this service yet", code="unsupported_parameter")
+
+    conversation = _conversation_id(body)
+    user_id = conversation or new_user_id()
+    messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
+    leading = [m for m in messages if m["role"] in _LEADING_ROLES]
+    new_messages = [m for m in messages if m["role"] not in _LEADING_ROLES]
+    if not new_messages:
+        raise ApiError(
+            400,
+            "Invalid request: messages must include at least one user, assistant or tool message",
+            details=[{"field": "messages", "message": "no user, assistant or tool message"}],
+        )
+    passed_through = {k: v for k, v in data.items() if k not in _OWN_FIELDS}
+    note_conversation(user_id)
+
+    result = complete_exchange(
+        user_id,
+        leading,
+        new_messages,
+        model=body.model,
+        new_conversation=conversation is None,
+        extra_body=passed_through or None,
+    )
+    response = jsonify(result.completion.as_chat_completion())
+    response.headers[CONVERSATION_HEADER] = user_id
+    return response
