@@ -76,7 +76,7 @@ class JsonFormatter(logging.Formatter):
 def note_upstream_call(seconds: float, outcome: str, completion: Any = None) -> None:
     """Record one upstream call in the metrics and in this request's log line."""
     UPSTREAM_LATENCY.labels(outcome=outcome).observe(seconds)
-    if outcome != "ok":
+    if outcome not in ("ok", "ClientDisconnected"):
         UPSTREAM_ERRORS.labels(kind=outcome).inc()
     elif completion is not None:
         for kind in ("prompt", "completion"):

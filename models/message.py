@@ -31,6 +31,7 @@ class MessageStatus:
     PENDING = "pending"  # user turn recorded, upstream call in flight
     COMPLETED = "completed"  # reply recorded; the exchange is part of the history
     FAILED = "failed"  # upstream failed; kept for audit, never sent to the model again
+    DISCONNECTED = "disconnected"  # the client left mid-stream; the partial reply is kept
 
 
 class Message(db.Model):

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from errors import ApiError
 from extensions import completion_limit, limiter
 from routes.request_body import json_body
+from routes.streaming import simple_events, sse_response
 from schemas import (
     CompletionRequest,
     CompletionResponse,
@@ -16,7 +17,7 @@ from schemas import (
     Usage,
     error_details,
 )
-from services.chat import complete_exchange, configured_system_messages
+from services.chat import complete_exchange, configured_system_messages, start_streamed_exchange
 from services.conversation import new_user_id
 from services.tokens import text_of
 from telemetry import note_conversation
@@ -46,12 +47,13 @@ def openai_completion():
 
     user_id = body.user_id or new_user_id()
     note_conversation(user_id, body.prompt)
-    result = complete_exchange(
-        user_id,
-        configured_system_messages(),
-        [{"role": "user", "content": body.prompt}],
-        new_conversation=body.user_id is None,
-    )
+    turn = [{"role": "user", "content": body.prompt}]
+    if body.stream:
+        streamed = start_streamed_exchange(
+            user_id, configured_system_messages(), turn, new_conversation=body.user_id is None
+        )
+        return sse_response(simple_events(streamed, user_id))
+    result = complete_exchange(user_id, configured_system_messages(), turn, new_conversation=body.user_id is None)
     completion = result.completion
     response = CompletionResponse(
         user_id=user_id,
@@ -82,15 +84,14 @@ def process_payload():
 
     user_id = body.user_id or new_user_id()
     note_conversation(user_id, "\n".join(text_of(m["content"]) for m in new_messages))
+    options = {"temperature": body.temperature, "top_p": body.top_p, "max_tokens": body.max_tokens}
+    if body.stream:
+        streamed = start_streamed_exchange(
+            user_id, leading, new_messages, model=body.model, new_conversation=body.user_id is None, **options
+        )
+        return sse_response(simple_events(streamed, user_id))
     result = complete_exchange(
-        user_id,
-        leading,
-        new_messages,
-        new_conversation=body.user_id is None,
-        model=body.model,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        max_tokens=body.max_tokens,
+        user_id, leading, new_messages, new_conversation=body.user_id is None, model=body.model, **options
     )
     completion = result.completion
     response = ProcessPayloadResponse(

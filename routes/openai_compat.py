@@ -4,6 +4,7 @@ POST /v1/chat/completions answers in OpenAI's shape (errors included). Memory is
 with an `X-Conversation-Id` header (or a `user_id` body field) the stored conversation is
 added as /openai-completion does; without, the call is stateless. Every call is recorded
 either way, and the conversation id is returned in the `X-Conversation-Id` header.
+`"stream": true` answers Server-Sent Events in OpenAI's chunk format.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pydantic import ValidationError
 from errors import ApiError
 from extensions import completion_limit, limiter
 from routes.request_body import json_body
+from routes.streaming import openai_events, sse_response
 from schemas import USER_ID_PATTERN, OpenAIChatRequest, error_details
-from services.chat import complete_exchange
+from services.chat import complete_exchange, start_streamed_exchange
 from services.conversation import new_user_id
 from telemetry import note_conversation
 
@@ -60,8 +62,6 @@ def chat_completions():
         details = error_details(exc)
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         raise ApiError(400, f"Invalid request: {summary}", details=details) from None
-    if body.stream:
-        raise ApiError(400, "stream=true is not supported by this service yet", code="unsupported_parameter")
 
     conversation = _conversation_id(body)
     user_id = conversation or new_user_id()
@@ -77,14 +77,11 @@ def chat_completions():
     passed_through = {k: v for k, v in data.items() if k not in _OWN_FIELDS}
     note_conversation(user_id)
 
-    result = complete_exchange(
-        user_id,
-        leading,
-        new_messages,
-        model=body.model,
-        new_conversation=conversation is None,
-        extra_body=passed_through or None,
-    )
+    call = {"model": body.model, "new_conversation": conversation is None, "extra_body": passed_through or None}
+    if body.stream:
+        streamed = start_streamed_exchange(user_id, leading, new_messages, **call)
+        return sse_response(openai_events(streamed), {CONVERSATION_HEADER: user_id})
+    result = complete_exchange(user_id, leading, new_messages, **call)
     response = jsonify(result.completion.as_chat_completion())
     response.headers[CONVERSATION_HEADER] = user_id
     return response

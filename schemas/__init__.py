@@ -89,6 +89,7 @@ class CompletionRequest(_Strict):
 
     prompt: str
     user_id: UserId | None = None
+    stream: bool = False
 
     @field_validator("prompt")
     @classmethod
@@ -107,6 +108,7 @@ class ProcessPayloadRequest(_Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     user_id: UserId | None = None
+    stream: bool = False
 
     @field_validator("messages")
     @classmethod

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
 
+from models import MessageStatus
 from services.conversation import Exchange, HistoryLimits, record_failure, record_reply, start_exchange
-from services.llm import Completion, UpstreamError, get_llm
+from services.llm import ChatStream, Completion, UpstreamError, get_llm
 from telemetry import note_upstream_call
 
 
@@ -60,3 +62,68 @@ def complete_exchange(
     note_upstream_call(time.perf_counter() - started, "ok", completion)
     record_reply(exchange, completion)
     return ChatResult(exchange=exchange, completion=completion)
+
+
+@dataclass
+class StreamedExchange:
+    """A recorded user turn and the open upstream stream answering it."""
+
+    exchange: Exchange
+    stream: ChatStream
+    started: float
+
+
+def start_streamed_exchange(
+    user_id: str,
+    leading: list[dict[str, Any]],
+    new_messages: list[dict[str, Any]],
+    *,
+    model: str | None = None,
+    new_conversation: bool = False,
+    **params: Any,
+) -> StreamedExchange:
+    """Record the new turn and open the upstream stream. Raises UpstreamError (recorded as
+    failed) when the stream cannot be opened, before any byte goes to the client."""
+    exchange = start_exchange(user_id, leading, new_messages, history_limits(), new_conversation=new_conversation)
+    started = time.perf_counter()
+    try:
+        stream = get_llm().stream(exchange.context, model=model, **params)
+    except UpstreamError as exc:
+        note_upstream_call(time.perf_counter() - started, type(exc).__name__)
+        record_failure(exchange, exc.message)
+        raise
+    return StreamedExchange(exchange=exchange, stream=stream, started=started)
+
+
+def relay_stream(streamed: StreamedExchange) -> Iterator[dict[str, Any] | UpstreamError]:
+    """Yield the upstream's chunks; record the outcome however the stream ends.
+
+    Ends normally: the whole reply is recorded with its usage. The upstream breaks off:
+    the UpstreamError is yielded (for an error event) and the partial reply recorded as
+    failed. The client goes away (the server closes this generator): the upstream stream
+    is closed and the partial reply recorded as disconnected. Nothing is lost either way.
+    """
+    stream, exchange = streamed.stream, streamed.exchange
+    outcome = "ok"
+    recorded = False
+    try:
+        try:
+            yield from stream
+        except UpstreamError as exc:
+            outcome = type(exc).__name__
+            record_reply(exchange, stream.completion(), MessageStatus.FAILED, f"stream broke off: {exc.message}")
+            recorded = True
+            yield exc
+            return
+        record_reply(exchange, stream.completion())
+        recorded = True
+    except GeneratorExit:
+        if not recorded:  # the client left before the end
+            outcome = "ClientDisconnected"
+            stream.close()
+            record_reply(
+                exchange, stream.completion(), MessageStatus.DISCONNECTED, "the client disconnected mid-stream"
+            )
+        raise
+    finally:
+        note_upstream_call(time.perf_counter() - streamed.started, outcome, stream.completion())

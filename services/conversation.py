@@ -162,17 +162,19 @@ def start_exchange(
     )
 
 
-def record_reply(exchange: Exchange, completion: Completion) -> bool:
-    """Transaction 2 on success: store the assistant turn and complete the exchange.
+def record_reply(
+    exchange: Exchange, completion: Completion, status: str = MessageStatus.COMPLETED, error: str | None = None
+) -> bool:
+    """Transaction 2: store the assistant turn and set the exchange's status.
 
+    `status` is COMPLETED for a whole reply; a stream cut short stores what arrived with
+    DISCONNECTED (the client left) or FAILED (the upstream broke off) and the `error`.
     Returns False (and stores nothing) when the conversation was deleted while the model
     worked: a reply must not bring back a conversation its owner erased.
     """
     with _transaction() as session:
         result = session.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.exchange_id == exchange.exchange_id)
-            .values(status=MessageStatus.COMPLETED)
+            update(MESSAGES).where(MESSAGES.c.exchange_id == exchange.exchange_id).values(status=status, error=error)
         )
         if not result.rowcount:
             return False
@@ -184,7 +186,8 @@ def record_reply(exchange: Exchange, completion: Completion) -> bool:
                     "exchange_id": exchange.exchange_id,
                     "role": "assistant",
                     "content": completion.text,
-                    "status": MessageStatus.COMPLETED,
+                    "status": status,
+                    "error": error,
                     "completion_id": completion.completion_id,
                     "model": completion.model,
                     "prompt_tokens": completion.prompt_tokens,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,51 @@ class Completion:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+
+
+class ChatStream:
+    """A streamed completion: iterate for OpenAI chunk dicts; then `completion()` sums them up.
+
+    `close()` ends the upstream stream early (the client went away).
+    """
+
+    def __init__(self, chunks: Iterator[dict[str, Any]], model: str, close: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._close = close
+        self.model = model
+        self.completion_id: str | None = None
+        self.parts: list[str] = []
+        self.usage: dict[str, Any] = {}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for chunk in self._chunks:
+            self.completion_id = chunk.get("id") or self.completion_id
+            self.model = chunk.get("model") or self.model
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    self.parts.append(text)
+            if chunk.get("usage"):
+                self.usage = chunk["usage"]
+            yield chunk
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def completion(self) -> Completion:
+        """What has been received so far, as a Completion."""
+        return Completion(
+            text=self.text,
+            model=self.model,
+            completion_id=self.completion_id,
+            prompt_tokens=self.usage.get("prompt_tokens"),
+            completion_tokens=self.usage.get("completion_tokens"),
+            total_tokens=self.usage.get("total_tokens"),
+        )
+
+    def close(self) -> None:
+        self._close()
 
 
 class UpstreamError(Exception):
@@ -139,13 +186,11 @@ class OpenAIChat:
         """Close the client's pooled upstream connections."""
         self.client.close()
 
-    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
-        """Send the conversation upstream; return the reply or raise an UpstreamError."""
-        options = {k: v for k, v in params.items() if v is not None}
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """Turn the SDK's exceptions into UpstreamError subclasses, without credentials."""
         try:
-            response = self.client.chat.completions.create(
-                model=model or self.default_model, messages=messages, **options
-            )
+            yield
         except openai.APITimeoutError:
             raise UpstreamTimeout("The language model did not answer in time") from None
         except openai.APIConnectionError:
@@ -164,10 +209,55 @@ class OpenAIChat:
                 message = redact(_upstream_message(exc), self._secrets)
                 raise UpstreamRejected(f"The language model rejected the request: {message}") from None
             raise UpstreamUnavailable(f"The language model failed (HTTP {exc.status_code})") from None
-        except (openai.APIError, ValueError):
+        except ValueError:
             # The SDK raises ValueError (JSONDecodeError) for a body that is not JSON.
             raise UpstreamUnavailable("The language model sent a reply that is not valid JSON") from None
+        except openai.APIError as exc:
+            # An error event inside a stream, or a reply the SDK could not use.
+            raise UpstreamUnavailable(
+                f"The language model reported an error: {redact(str(exc), self._secrets)}"
+            ) from None
+
+    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
+        """Send the conversation upstream; return the reply or raise an UpstreamError."""
+        options = {k: v for k, v in params.items() if v is not None}
+        with self._mapped_errors():
+            response = self.client.chat.completions.create(
+                model=model or self.default_model, messages=messages, **options
+            )
         return self._completion_from(response, model or self.default_model)
+
+    def stream(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> ChatStream:
+        """Open a streamed completion (usage always requested); errors opening it raise here."""
+        options = {k: v for k, v in params.items() if v is not None}
+        with self._mapped_errors():
+            upstream = self.client.chat.completions.create(
+                model=model or self.default_model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                **options,
+            )
+        return ChatStream(self._chunks(upstream), model or self.default_model, close=upstream.close)
+
+    def _chunks(self, upstream: Any) -> Iterator[dict[str, Any]]:
+        finished = False
+        with self._mapped_errors():
+            try:
+                for chunk in upstream:
+                    data = chunk.model_dump(mode="json", exclude_unset=True)
+                    finished = finished or any(c.get("finish_reason") for c in data.get("choices") or [])
+                    yield data
+            except (openai.APIConnectionError, OSError):
+                # The connection dropped (or stalled past the timeout) mid-body.
+                raise UpstreamUnavailable("The language model's stream broke off") from None
+            except (openai.APIError, ValueError):
+                raise
+            except Exception:
+                # The HTTP layer's own errors (a malformed chunked body and the like).
+                raise UpstreamUnavailable("The language model's stream broke off") from None
+        if not finished:
+            raise UpstreamUnavailable("The language model's stream ended before its answer did")
 
     @staticmethod
     def _completion_from(response: Any, requested_model: str) -> Completion:
@@ -195,6 +285,22 @@ class OfflineChat:
 
     offline = True
     default_model = OFFLINE_MODEL
+
+    def stream(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> ChatStream:
+        """The same answer as complete(), a word per chunk, usage last (as OpenAI streams)."""
+        answer = self.complete(messages)
+
+        def chunks() -> Iterator[dict[str, Any]]:
+            created = int(time.time())
+            base = {"id": answer.completion_id, "object": "chat.completion.chunk", "created": created}
+            words = answer.text.split(" ")
+            for i, word in enumerate(words):
+                delta = {"content": word + (" " if i < len(words) - 1 else "")}
+                yield {**base, "model": OFFLINE_MODEL, "choices": [{"index": 0, "delta": delta}]}
+            yield {**base, "model": OFFLINE_MODEL, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield {**base, "model": OFFLINE_MODEL, "choices": [], "usage": answer.usage()}
+
+        return ChatStream(chunks(), OFFLINE_MODEL, close=lambda: None)
 
     def describe(self) -> str:
         return "the built-in offline model (no upstream configured)"

@@ -163,14 +163,63 @@ def runner(app):
     return app.test_cli_runner()
 
 
+class _TrackedResponses:
+    """WSGI middleware counting responses not yet closed, so a test can wait for them."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.active = 0
+        self.idle = threading.Condition()
+
+    def __call__(self, environ, start_response):
+        with self.idle:
+            self.active += 1
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return _Closing(body, self._done)
+
+    def _done(self) -> None:
+        with self.idle:
+            self.active -= 1
+            self.idle.notify_all()
+
+    def wait_idle(self, timeout: float = 20) -> bool:
+        """Block until every response has been closed (streams included)."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.active == 0, timeout)
+
+
+class _Closing:
+    def __init__(self, body, on_close) -> None:
+        self._body, self._on_close = body, on_close
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._body, "close"):
+                self._body.close()
+        finally:
+            self._on_close()
+
+
 class LiveServer:
     """The app served over real HTTP by werkzeug in a thread, on a free port."""
 
     def __init__(self, app) -> None:
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.tracker = _TrackedResponses(app)
+        self._server = make_server("127.0.0.1", 0, self.tracker, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def wait_idle(self, timeout: float = 20) -> bool:
+        """Block until every response, streamed ones included, is finished and closed."""
+        return self.tracker.wait_idle(timeout)
 
     def stop(self) -> None:
         self._server.shutdown()

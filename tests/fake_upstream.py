@@ -9,6 +9,7 @@ with a deterministic echo of the last user message; a test can queue scripted re
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -25,6 +26,28 @@ class Reply:
     model: str = "fake-model"
     prompt_tokens: int = 11
     completion_tokens: int = 7
+
+
+@dataclass
+class StreamReply:
+    """A streamed answer (when the request asks for one): `pieces` as SSE chunks.
+
+    `hold_after`: after that many pieces, wait for `resume` before the rest.
+    `break_after`: after that many pieces, drop the connection mid-body.
+    `error_after`: after that many pieces, send an error event and end.
+    `endless`: after the pieces, keep sending the last one until the reader hangs up
+    (at most 30 s), so a test can see that the service closes the upstream stream.
+    """
+
+    pieces: list[str]
+    model: str = "fake-model"
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+    hold_after: int | None = None
+    resume: threading.Event | None = None
+    break_after: int | None = None
+    error_after: int | None = None
+    endless: bool = False
 
 
 @dataclass
@@ -84,6 +107,7 @@ class FakeUpstream:
         self.received: list[Received] = []
         self.script: deque = deque()
         self.on_request = None  # optional callable(Received) run inside the handler
+        self.stream_closed_by_client = threading.Event()  # a streamed answer's reader went away
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -119,6 +143,7 @@ class FakeUpstream:
             self.script.clear()
             self.received.clear()
         self.on_request = None
+        self.stream_closed_by_client = threading.Event()
 
     def chat_requests(self) -> list[dict]:
         """The JSON bodies of the chat completion requests received so far."""
@@ -175,15 +200,69 @@ class FakeUpstream:
                         self._send_json(answer.code, {"error": error}, answer.headers)
                 elif isinstance(answer, RawBody):
                     self._send_raw(200, answer.body, answer.content_type)
+                elif isinstance(answer, StreamReply) or (isinstance(answer, Reply) and body.get("stream")):
+                    if isinstance(answer, Reply):
+                        text = answer.text if answer.text is not None else self._echo(body)
+                        words = text.split(" ")
+                        answer = StreamReply([w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)])
+                    self._send_stream(answer, body)
                 elif isinstance(answer, Reply):
                     self._send_completion(answer, body)
                 else:  # pragma: no cover - a test wrote an unknown answer
                     raise TypeError(answer)
 
-            def _send_completion(self, reply: Reply, body: dict):
+            @staticmethod
+            def _echo(body: dict) -> str:
                 messages = body.get("messages") or []
                 last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-                text = reply.text if reply.text is not None else f"echo: {_text_of(last_user.get('content'))}"
+                return f"echo: {_text_of(last_user.get('content'))}"
+
+            def _send_stream(self, reply: StreamReply, body: dict):
+                completion_id = f"chatcmpl-fake-{time.monotonic_ns()}"
+                base = {"id": completion_id, "object": "chat.completion.chunk", "created": 0, "model": reply.model}
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+
+                def event(payload) -> None:
+                    data = payload if isinstance(payload, str) else json.dumps(payload)
+                    raw = f"data: {data}\n\n".encode()
+                    self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+                    self.wfile.flush()
+
+                try:
+                    for index, piece in enumerate(reply.pieces):
+                        if reply.break_after is not None and index == reply.break_after:
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        if reply.error_after is not None and index == reply.error_after:
+                            event({"error": {"message": "upstream overloaded mid-stream", "type": "server_error"}})
+                            self.wfile.write(b"0\r\n\r\n")
+                            return
+                        if reply.hold_after is not None and index == reply.hold_after and reply.resume:
+                            reply.resume.wait(10)
+                        event({**base, "choices": [{"index": 0, "delta": {"content": piece}}]})
+                    deadline = time.monotonic() + 30
+                    while reply.endless and time.monotonic() < deadline:
+                        event({**base, "choices": [{"index": 0, "delta": {"content": reply.pieces[-1]}}]})
+                    event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        usage = {
+                            "prompt_tokens": reply.prompt_tokens,
+                            "completion_tokens": reply.completion_tokens,
+                            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                        }
+                        event({**base, "choices": [], "usage": usage})
+                    event("[DONE]")
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    upstream.stream_closed_by_client.set()
+                    self.close_connection = True
+
+            def _send_completion(self, reply: Reply, body: dict):
+                text = reply.text if reply.text is not None else self._echo(body)
                 completion = {
                     "id": f"chatcmpl-fake-{time.monotonic_ns()}",
                     "object": "chat.completion",

@@ -3,6 +3,7 @@ concurrent writers, graceful SIGTERM, metrics summed across processes."""
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from itertools import cycle
@@ -193,3 +194,34 @@ def test_sqlite_takes_many_concurrent_writers_without_locking_errors(tmp_path, u
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     engine.dispose()
+
+
+def test_a_stream_longer_than_the_worker_timeout_completes(tmp_path, upstream):
+    from fake_upstream import StreamReply
+
+    env = _upstream_env(tmp_path, upstream, WEB_CONCURRENCY="1", TIMEOUT="2")
+    served = Served(env)
+    resume = threading.Event()
+    upstream.enqueue(StreamReply(["slow ", "but ", "complete"], hold_after=1, resume=resume))
+    try:
+        served.wait_for(WORKER_READY)
+        # The stream stays open three times the worker timeout: the duration is what is tested.
+        timer = threading.Timer(6, resume.set)
+        timer.start()
+        with requests.post(
+            f"{served.url}/openai-completion",
+            json={"prompt": "take your time", "user_id": "slow-stream", "stream": True},
+            stream=True,
+            timeout=60,
+        ) as response:
+            text = response.text
+        timer.join()
+    finally:
+        log = served.stop()
+
+    assert "WORKER TIMEOUT" not in log
+    deltas = [json.loads(line[6:])["text"] for line in text.splitlines() if line.startswith('data: {"text"')]
+    assert "".join(deltas) == "slow but complete"
+    assert "event: done" in text
+    rows = _rows(env["DATABASE_URL"])
+    assert [(r[2], r[4]) for r in rows] == [("user", "completed"), ("assistant", "completed")]
