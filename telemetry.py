@@ -84,6 +84,8 @@ def note_upstream_call(seconds: float, outcome: str, completion: Any = None) -> 
             if used:
                 TOKENS.labels(kind=kind, model=completion.model).inc(used)
     g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
+    if g.get("streaming"):
+        g.stream_outcome = {"ok": "completed", "ClientDisconnected": "disconnected"}.get(outcome, "failed")
     if completion is not None:
         g.usage = completion.usage()
         g.model = completion.model
@@ -114,27 +116,40 @@ def register_request_telemetry(app: Flask) -> None:
     def log_request(response: Response) -> Response:
         request_id = g.get("request_id") or uuid.uuid4().hex
         response.headers[REQUEST_ID_HEADER] = request_id
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        route = _route_label()
-        if route != "/metrics":
-            REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
-            REQUEST_LATENCY.labels(route=route).observe(seconds)
-        fields: dict[str, Any] = {
+        request_fields = {
             "event": "request",
             "request_id": request_id,
             "method": request.method,
-            "route": route,
+            "route": _route_label(),
             "path": request.path,
             "status": response.status_code,
-            "latency_ms": round(seconds * 1000, 3),
         }
-        if "upstream_seconds" in g:
-            fields["upstream_latency_ms"] = round(g.upstream_seconds * 1000, 3)
-        for name in ("user_id", "model", "usage", "prompt_text"):
-            if name in g:
-                fields[name] = g.get(name)
-        access_log.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": fields})
+        if response.is_streamed:
+            # A stream's latency, upstream time and usage are known only when it ends:
+            # write its line then (the WSGI server closes the response last).
+            request_globals = g._get_current_object()
+            response.call_on_close(lambda: _finish_request(request_fields, request_globals))
+        else:
+            _finish_request(request_fields, g._get_current_object())
         return response
+
+
+def _finish_request(fields: dict[str, Any], request_globals: Any) -> None:
+    """Count the request in the metrics and write its one log line."""
+    seconds = time.perf_counter() - getattr(request_globals, "started", time.perf_counter())
+    route = fields["route"]
+    if route != "/metrics":
+        REQUESTS.labels(route=route, method=fields["method"], status=str(fields["status"])).inc()
+        REQUEST_LATENCY.labels(route=route).observe(seconds)
+    fields = {**fields, "latency_ms": round(seconds * 1000, 3)}
+    if hasattr(request_globals, "upstream_seconds"):
+        fields["upstream_latency_ms"] = round(request_globals.upstream_seconds * 1000, 3)
+    for name in ("user_id", "model", "usage", "prompt_text"):
+        if hasattr(request_globals, name):
+            fields[name] = getattr(request_globals, name)
+    if getattr(request_globals, "stream_outcome", None):
+        fields["stream_outcome"] = request_globals.stream_outcome
+    access_log.info("%s %s %s", fields["method"], fields["path"], fields["status"], extra={"fields": fields})
 
 
 def metrics_response() -> Response:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
+from flask import current_app, g
 
 from models import MessageStatus
 from services.conversation import Exchange, HistoryLimits, record_failure, record_reply, start_exchange
@@ -85,6 +85,7 @@ def start_streamed_exchange(
     """Record the new turn and open the upstream stream. Raises UpstreamError (recorded as
     failed) when the stream cannot be opened, before any byte goes to the client."""
     exchange = start_exchange(user_id, leading, new_messages, history_limits(), new_conversation=new_conversation)
+    g.streaming = True
     started = time.perf_counter()
     try:
         stream = get_llm().stream(exchange.context, model=model, **params)

@@ -186,3 +186,33 @@ def test_offline_model_streams_too(make_app):
     deltas = [json.loads(line[6:])["text"] for line in text.splitlines() if line.startswith('data: {"text"')]
     assert "".join(deltas) == "[offline model] You said: 'hi'. I received 0 earlier messages of this conversation."
     assert [r["status"] for r in rows_of(app, "s-off")] == ["completed", "completed"]
+
+
+def test_a_stream_writes_its_log_line_when_it_ends_with_usage(live_server, upstream):
+    import logging
+
+    records = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Capture()
+    logging.getLogger("gateway.request").addHandler(handler)
+    try:
+        with requests.post(
+            f"{live_server.url}/openai-completion",
+            json={"prompt": "log me", "user_id": "s-log", "stream": True},
+            headers={"X-Request-ID": "stream-1"},
+            stream=True,
+            timeout=30,
+        ) as response:
+            _events(response)
+        live_server.wait_idle()
+    finally:
+        logging.getLogger("gateway.request").removeHandler(handler)
+
+    [line] = [r.fields for r in records if r.fields["request_id"] == "stream-1"]
+    assert line["usage"] == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    assert line["stream_outcome"] == "completed"
+    assert line["latency_ms"] >= line["upstream_latency_ms"] > 0
