@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from errors import ApiError
 from extensions import completion_limit, limiter
-from routes.request_body import json_body
+from routes.request_body import json_body, validated_body
 from routes.streaming import simple_events, sse_response
 from schemas import (
     CompletionRequest,
@@ -68,13 +68,7 @@ def openai_completion():
 @limiter.limit(completion_limit)
 def process_payload():
     """Answer an OpenAI-style message list, adding the stored history of `user_id`."""
-    data = json_body()
-    if not isinstance(data, dict):
-        raise ApiError(400, "Request body must be a JSON object")
-    try:
-        body = ProcessPayloadRequest.model_validate(data)
-    except ValidationError as exc:
-        raise ApiError(400, "Invalid payload", details=error_details(exc)) from None
+    body, _ = validated_body(ProcessPayloadRequest, "Invalid payload")
 
     messages = [m.as_openai() for m in body.messages]
     _check_length(sum(len(text_of(m["content"])) for m in messages))

@@ -12,13 +12,12 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, current_app, jsonify, request
-from pydantic import ValidationError
 
 from errors import ApiError
 from extensions import completion_limit, limiter
-from routes.request_body import json_body
+from routes.request_body import validated_body
 from routes.streaming import openai_events, sse_response
-from schemas import USER_ID_PATTERN, OpenAIChatRequest, error_details
+from schemas import USER_ID_PATTERN, OpenAIChatRequest
 from services.chat import complete_exchange, start_streamed_exchange
 from services.conversation import new_user_id
 from telemetry import note_conversation
@@ -53,15 +52,7 @@ def _conversation_id(body: OpenAIChatRequest) -> str | None:
 @limiter.limit(completion_limit)
 def chat_completions():
     """OpenAI's chat completion, recorded, with the conversation's history when asked for."""
-    data = json_body()
-    if not isinstance(data, dict):
-        raise ApiError(400, "Request body must be a JSON object")
-    try:
-        body = OpenAIChatRequest.model_validate(data)
-    except ValidationError as exc:
-        details = error_details(exc)
-        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-        raise ApiError(400, f"Invalid request: {summary}", details=details) from None
+    body, data = validated_body(OpenAIChatRequest, "Invalid request", name_fields=True)
 
     conversation = _conversation_id(body)
     user_id = conversation or new_user_id()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import request
+from pydantic import BaseModel, ValidationError
 
 from errors import ApiError
+from schemas import error_details
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def json_body() -> Any:
@@ -17,3 +21,21 @@ def json_body() -> Any:
     if data is None:
         raise ApiError(400, "Request body is not valid JSON")
     return data
+
+
+def validated_body(model: type[ModelT], error: str, *, name_fields: bool = False) -> tuple[ModelT, dict[str, Any]]:
+    """The JSON object body validated as `model` (and the raw dict), or a 400 saying `error`.
+
+    The 400 lists each bad field in `details`; `name_fields` also names them in the
+    sentence itself, for clients (OpenAI's SDKs) that show only the message.
+    """
+    data = json_body()
+    if not isinstance(data, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    try:
+        return model.model_validate(data), data
+    except ValidationError as exc:
+        details = error_details(exc)
+        if name_fields:
+            error = f"{error}: " + "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        raise ApiError(400, error, details=details) from None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app, g
 
@@ -13,6 +13,8 @@ from models import MessageStatus
 from services.conversation import Exchange, HistoryLimits, record_failure, record_reply, start_exchange
 from services.llm import ChatStream, Completion, UpstreamError, get_llm
 from telemetry import note_upstream_call
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,21 @@ def configured_system_messages() -> list[dict[str, Any]]:
     return [{"role": "system", "content": prompt}] if prompt else []
 
 
+def _ask(exchange: Exchange, call: Callable[[], T]) -> tuple[T, float]:
+    """Run one upstream call for `exchange`; a failure is counted, recorded, and re-raised."""
+    started = time.perf_counter()
+    try:
+        return call(), started
+    except UpstreamError as exc:
+        note_upstream_call(time.perf_counter() - started, type(exc).__name__)
+        record_failure(exchange, exc.message)
+        raise
+    except Exception:
+        note_upstream_call(time.perf_counter() - started, "InternalError")
+        record_failure(exchange, "internal error while calling the language model")
+        raise
+
+
 def complete_exchange(
     user_id: str,
     leading: list[dict[str, Any]],
@@ -48,17 +65,7 @@ def complete_exchange(
     The database is not touched while the model is working.
     """
     exchange = start_exchange(user_id, leading, new_messages, history_limits(), new_conversation=new_conversation)
-    started = time.perf_counter()
-    try:
-        completion = get_llm().complete(exchange.context, model=model, **params)
-    except UpstreamError as exc:
-        note_upstream_call(time.perf_counter() - started, type(exc).__name__)
-        record_failure(exchange, exc.message)
-        raise
-    except Exception:
-        note_upstream_call(time.perf_counter() - started, "InternalError")
-        record_failure(exchange, "internal error while calling the language model")
-        raise
+    completion, started = _ask(exchange, lambda: get_llm().complete(exchange.context, model=model, **params))
     note_upstream_call(time.perf_counter() - started, "ok", completion)
     record_reply(exchange, completion)
     return ChatResult(exchange=exchange, completion=completion)
@@ -86,13 +93,7 @@ def start_streamed_exchange(
     failed) when the stream cannot be opened, before any byte goes to the client."""
     exchange = start_exchange(user_id, leading, new_messages, history_limits(), new_conversation=new_conversation)
     g.streaming = True
-    started = time.perf_counter()
-    try:
-        stream = get_llm().stream(exchange.context, model=model, **params)
-    except UpstreamError as exc:
-        note_upstream_call(time.perf_counter() - started, type(exc).__name__)
-        record_failure(exchange, exc.message)
-        raise
+    stream, started = _ask(exchange, lambda: get_llm().stream(exchange.context, model=model, **params))
     return StreamedExchange(exchange=exchange, stream=stream, started=started)
 
 
