@@ -8,6 +8,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 from flask import Flask
+from flask_openapi3 import Info, OpenAPI
 
 from cli import register_commands
 from config import load_settings, validate_settings
@@ -25,7 +26,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment (then `test_config`), extensions, routes."""
     if test_config is None:
         load_dotenv()  # gunicorn does not read .env itself; existing variables win
-    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    app = OpenAPI(
+        __name__,
+        info=Info(title="LLM chat gateway", version="0.1.0", description="Chat with server-side memory."),
+        doc_prefix="/openapi",
+        instance_relative_config=True,
+        static_folder=None,
+    )
     configure(app, test_config)
     configure_logging(app)
     register_request_telemetry(app)  # first, so even a rate-limited request is timed and logged

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import current_app, jsonify
+from flask_openapi3 import APIBlueprint, Tag
 from pydantic import ValidationError
 
 from errors import ApiError
 from extensions import completion_limit, limiter
+from routes.api_docs import delay_validation, responses
 from routes.request_body import json_body, validated_body
 from routes.streaming import simple_events, sse_response
 from schemas import (
@@ -22,7 +24,7 @@ from services.conversation import new_user_id
 from services.tokens import text_of
 from telemetry import note_conversation
 
-bp = Blueprint("completions", __name__)
+bp = APIBlueprint("completions", __name__, abp_tags=[Tag(name="chat")])
 
 
 def _check_length(characters: int) -> None:
@@ -31,9 +33,10 @@ def _check_length(characters: int) -> None:
         raise ApiError(400, f"Prompt is too long: {characters} characters, the limit is {limit}")
 
 
-@bp.post("/openai-completion", strict_slashes=False)
+@bp.post("/openai-completion", strict_slashes=False, responses=responses({200: CompletionResponse}))
 @limiter.limit(completion_limit)
-def openai_completion():
+@delay_validation
+def openai_completion(body: CompletionRequest = None):
     """Continue the caller's conversation with one prompt."""
     data = json_body()
     try:
@@ -64,9 +67,10 @@ def openai_completion():
     return jsonify(response.model_dump())
 
 
-@bp.post("/process-payload/", strict_slashes=False)
+@bp.post("/process-payload/", strict_slashes=False, responses=responses({200: ProcessPayloadResponse}))
 @limiter.limit(completion_limit)
-def process_payload():
+@delay_validation
+def process_payload(body: ProcessPayloadRequest = None):
     """Answer an OpenAI-style message list, adding the stored history of `user_id`."""
     body, _ = validated_body(ProcessPayloadRequest, "Invalid payload")
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import jsonify, request
+from flask_openapi3 import APIBlueprint, Tag
 from pydantic import ValidationError
 
 from errors import ApiError
-from schemas import ConversationPageQuery, UserIdPath, error_details
+from routes.api_docs import delay_validation, responses
+from schemas import (
+    ConversationPageQuery,
+    ConversationPageResponse,
+    ConversationUsageResponse,
+    UserIdPath,
+    error_details,
+)
 from services.conversation import conversation_exists, conversation_page, conversation_usage, delete_conversation
 
-bp = Blueprint("conversations", __name__)
+bp = APIBlueprint("conversations", __name__, abp_tags=[Tag(name="conversations")])
 
 NOT_FOUND = "Conversation not found"
 
@@ -21,8 +29,9 @@ def _user_id(raw: str) -> str:
         raise ApiError(400, "Invalid user_id", details=error_details(exc)) from None
 
 
-@bp.get("/conversations/<user_id>")
-def get_conversation(user_id: str):
+@bp.get("/conversations/<user_id>", responses=responses({200: ConversationPageResponse}, read_only=True))
+@delay_validation
+def get_conversation(user_id: str, path: UserIdPath = None, query: ConversationPageQuery = None):
     """The stored rows of one conversation, oldest first, `limit` at a time after `cursor`."""
     user_id = _user_id(user_id)
     try:
@@ -35,8 +44,9 @@ def get_conversation(user_id: str):
     return jsonify({"user_id": user_id, "messages": page.rows, "next_cursor": page.next_cursor})
 
 
-@bp.get("/conversations/<user_id>/usage")
-def get_conversation_usage(user_id: str):
+@bp.get("/conversations/<user_id>/usage", responses=responses({200: ConversationUsageResponse}, read_only=True))
+@delay_validation
+def get_conversation_usage(user_id: str, path: UserIdPath = None):
     """Token totals and exchange counts of one conversation."""
     usage = conversation_usage(_user_id(user_id))
     if usage is None:
@@ -44,8 +54,9 @@ def get_conversation_usage(user_id: str):
     return jsonify(usage)
 
 
-@bp.delete("/conversations/<user_id>")
-def erase_conversation(user_id: str):
+@bp.delete("/conversations/<user_id>", responses=responses({204: None}, read_only=True))
+@delay_validation
+def erase_conversation(user_id: str, path: UserIdPath = None):
     """Erase every row of one conversation: 204, and it is gone from any later history."""
     if not delete_conversation(_user_id(user_id)):
         raise ApiError(404, NOT_FOUND)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify
+from flask import jsonify
+from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from extensions import db, limiter
+from schemas import HealthResponse, ReadinessResponse
 from telemetry import metrics_response
 
-bp = Blueprint("health", __name__)
+bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="operations")])
 log = logging.getLogger(__name__)
 
 
-@bp.get("/healthz")
+@bp.get("/healthz", responses={200: HealthResponse})
 @limiter.exempt
 def healthz():
     """Alive: the process answers. No I/O, so a slow database never restarts it."""
@@ -43,7 +45,7 @@ def _limiter_storage_ready() -> bool:
         return False
 
 
-@bp.get("/readyz")
+@bp.get("/readyz", responses={200: ReadinessResponse, 503: ReadinessResponse})
 @limiter.exempt
 def readyz():
     """Ready: the database and the rate limit storage both answer; 503 when either does not."""
@@ -58,7 +60,7 @@ def readyz():
     return response
 
 
-@bp.get("/metrics")
+@bp.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 @limiter.exempt
 def metrics():
     """Prometheus metrics, summed over every gunicorn process."""

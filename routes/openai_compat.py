@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import current_app, jsonify, request
+from flask_openapi3 import APIBlueprint, Tag
 
 from errors import ApiError
 from extensions import completion_limit, limiter
+from routes.api_docs import delay_validation, responses
 from routes.request_body import validated_body
 from routes.streaming import openai_events, sse_response
-from schemas import USER_ID_PATTERN, OpenAIChatRequest
+from schemas import USER_ID_PATTERN, ChatCompletionResponse, ConversationHeader, ModelList, OpenAIChatRequest
 from services.chat import complete_exchange, start_streamed_exchange
 from services.conversation import new_user_id
 from telemetry import note_conversation
 
-bp = Blueprint("openai_compat", __name__, url_prefix="/v1")
+bp = APIBlueprint("openai_compat", __name__, url_prefix="/v1", abp_tags=[Tag(name="openai-compatible")])
 
 CONVERSATION_HEADER = "X-Conversation-Id"
 _LEADING_ROLES = {"system", "developer"}
@@ -30,7 +32,7 @@ _LEADING_ROLES = {"system", "developer"}
 _OWN_FIELDS = {"model", "messages", "stream", "stream_options", "user_id"}
 
 
-@bp.get("/models")
+@bp.get("/models", responses=responses({200: ModelList}, openai=True, read_only=True))
 def list_models():
     """The models this service serves."""
     model = current_app.extensions["llm"].default_model
@@ -38,7 +40,8 @@ def list_models():
 
 
 def _conversation_id(body: OpenAIChatRequest) -> str | None:
-    offered = request.headers.get(CONVERSATION_HEADER) or body.user_id
+    header = request.headers.get(CONVERSATION_HEADER)
+    offered = header if header is not None else body.user_id
     if offered is not None and not re.match(USER_ID_PATTERN, offered):
         raise ApiError(
             400,
@@ -48,9 +51,10 @@ def _conversation_id(body: OpenAIChatRequest) -> str | None:
     return offered
 
 
-@bp.post("/chat/completions")
+@bp.post("/chat/completions", responses=responses({200: ChatCompletionResponse}, openai=True))
 @limiter.limit(completion_limit)
-def chat_completions():
+@delay_validation
+def chat_completions(body: OpenAIChatRequest = None, header: ConversationHeader = None):
     """OpenAI's chat completion, recorded, with the conversation's history when asked for."""
     body, data = validated_body(OpenAIChatRequest, "Invalid request", name_fields=True)
 

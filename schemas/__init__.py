@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from annotated_types import Ge
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -17,6 +19,16 @@ from pydantic import (
 
 USER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON has one number type: 800.0 is the integer 800 to JSON Schema, and so to us.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+TokenCount = Annotated[int, Ge(1), BeforeValidator(_whole_number)]
 
 
 class _Strict(BaseModel):
@@ -44,7 +56,7 @@ class ImageUrlPart(_Strict):
 
 def _part_kind(value: Any) -> str | None:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return {"text": "text_part", "image_url": "image_part"}.get(kind)
+    return {"text": "text_part", "image_url": "image_part"}.get(kind) if isinstance(kind, str) else None
 
 
 ContentPart = Annotated[
@@ -87,25 +99,23 @@ class ChatMessage(_Strict):
 class CompletionRequest(_Strict):
     """POST /openai-completion."""
 
-    prompt: str
+    # At least one character that is not white space (the pattern is a search).
+    prompt: Annotated[str, StringConstraints(pattern=r"\S")]
     user_id: UserId | None = None
     stream: bool = False
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("Prompt is required")
-        return value
+
+# JSON Schema for "at least one message that is not a system message".
+_A_TURN = {"type": "object", "properties": {"role": {"enum": ["user", "assistant"]}}, "required": ["role"]}
 
 
 class ProcessPayloadRequest(_Strict):
     """POST /process-payload: the payload of the original FastAPI integration."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, json_schema_extra={"contains": _A_TURN})
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: TokenCount | None = None
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     user_id: UserId | None = None
     stream: bool = False
@@ -131,11 +141,20 @@ class OpenAIChatRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow")
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    messages: list[OpenAIMessage] = Field(min_length=1)
+    messages: list[OpenAIMessage] = Field(
+        min_length=1,
+        json_schema_extra={
+            "contains": {
+                "type": "object",
+                "properties": {"role": {"enum": ["user", "assistant", "tool"]}},
+                "required": ["role"],
+            }
+        },
+    )
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: TokenCount | None = None
     # Opt-in server-side memory (the X-Conversation-Id header does the same).
     user_id: UserId | None = None
 
@@ -151,7 +170,8 @@ class ConversationPageQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")] | None = None
+    # Row ids are 64-bit: 18 digits always fit.
+    cursor: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
 
 
 class Usage(BaseModel):
@@ -160,7 +180,13 @@ class Usage(BaseModel):
     total_tokens: int | None
 
 
+# With "stream": true the same routes answer Server-Sent Events instead.
+# Each event's data is JSON: see the README for the event format of each route.
+_ALSO_STREAMED = {"openapi_extra": {"content": {"text/event-stream": {"schema": {}}}}}
+
+
 class CompletionResponse(BaseModel):
+    model_config = ConfigDict(**_ALSO_STREAMED)
     user_id: str
     completion: str
     model: str
@@ -168,10 +194,123 @@ class CompletionResponse(BaseModel):
 
 
 class ProcessPayloadResponse(BaseModel):
+    model_config = ConfigDict(**_ALSO_STREAMED)
     content: str
     user_id: str
     model: str
     usage: Usage
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error outside /v1: a sentence, and the bad fields for validation errors."""
+
+    error: str
+    details: list[ErrorDetail] | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Every error under /v1, in OpenAI's shape."""
+
+    error: OpenAIErrorBody
+
+
+class ChatCompletionResponse(BaseModel):
+    """OpenAI's chat.completion object, as the upstream sent it."""
+
+    model_config = ConfigDict(extra="allow", **_ALSO_STREAMED)
+    id: str | None = None
+    object: str
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelInfo]
+
+
+class StoredMessage(BaseModel):
+    id: int
+    user_id: str
+    exchange_id: str
+    timestamp: str
+    role: str
+    content: Any
+    status: str
+    error: str | None
+    completion_id: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+
+
+class ConversationPageResponse(BaseModel):
+    user_id: str
+    messages: list[StoredMessage]
+    next_cursor: str | None
+
+
+class ExchangeCounts(BaseModel):
+    total: int
+    completed: int
+    failed: int
+    pending: int
+
+
+class TokenTotals(BaseModel):
+    prompt: int
+    completion: int
+    total: int
+
+
+class ConversationUsageResponse(BaseModel):
+    user_id: str
+    exchanges: ExchangeCounts
+    messages: int
+    tokens: TokenTotals
+    first_message_at: str | None
+    last_message_at: str | None
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadinessResponse(BaseModel):
+    status: str | None = None
+    error: str | None = None
+    database: str
+    ratelimit_storage: str
+
+
+class ConversationHeader(BaseModel):
+    """Opt-in server-side memory for /v1/chat/completions."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    conversation_id: Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)] | None = Field(
+        default=None, alias="X-Conversation-Id"
+    )
 
 
 # Field names that may appear in an error location; anything else pydantic adds there

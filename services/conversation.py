@@ -148,7 +148,8 @@ def start_exchange(
                     "user_id": user_id,
                     "exchange_id": exchange_id,
                     "role": message["role"],
-                    "content": message["content"],
+                    # OpenAI allows a message without content (tool calls): store "" for it.
+                    "content": message["content"] if message.get("content") is not None else "",
                     "status": MessageStatus.PENDING,
                 }
                 for message in new_messages

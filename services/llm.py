@@ -313,7 +313,7 @@ class OfflineChat:
         from services.tokens import estimate_message_tokens, text_of
 
         last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
-        prompt = text_of(last_user["content"]) if last_user else ""
+        prompt = text_of(last_user.get("content")) if last_user else ""
         earlier = sum(1 for m in messages if m["role"] in ("user", "assistant")) - (1 if last_user else 0)
         text = (
             f"[offline model] You said: {prompt!r}. "
