@@ -66,3 +66,8 @@ def register_docs_routes(app) -> None:
     @limiter.exempt
     def swagger_ui():
         return redirect("/openapi/swagger")
+
+    # Reading the documentation (the UI page and its assets) never spends the API budget.
+    for name in ("openapi", "swagger"):
+        if name in app.blueprints:
+            limiter.exempt(app.blueprints[name])

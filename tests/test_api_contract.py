@@ -69,3 +69,16 @@ def test_postman_collection_matches_the_openapi_document():
     items = [item for folder in collection["item"] for item in folder.get("item", [folder])]
     in_collection = {(i["request"]["method"], "/" + "/".join(i["request"]["url"]["path"])) for i in items}
     assert in_collection == documented
+
+
+def test_reading_the_docs_does_not_spend_the_rate_limit(make_app):
+    client = make_app(RATELIMIT_ENABLED=True, RATELIMIT_APPLICATION="2 per hour").test_client()
+    for _ in range(3):
+        assert client.get("/docs", follow_redirects=True).status_code == 200
+        assert client.get("/openapi.json").status_code == 200
+        asset = client.get("/openapi/swagger/css/swagger-ui.css")
+        assert asset.status_code == 200
+        asset.close()
+    assert client.post("/openai-completion", json={"prompt": "a"}).status_code == 200
+    assert client.post("/openai-completion", json={"prompt": "b"}).status_code == 200
+    assert client.post("/openai-completion", json={"prompt": "c"}).status_code == 429
