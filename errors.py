@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, has_request_context, jsonify, request
+from flask import Flask, g, has_request_context, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -102,4 +102,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
         log.exception("unhandled error")
-        return error_response(500, "Internal server error")
+        # The request id lets an operator find the logged trace; nothing else is said.
+        return error_response(500, "Internal server error", request_id=g.get("request_id"))

@@ -116,6 +116,8 @@ def register_request_telemetry(app: Flask) -> None:
     def log_request(response: Response) -> Response:
         request_id = g.get("request_id") or uuid.uuid4().hex
         response.headers[REQUEST_ID_HEADER] = request_id
+        # JSON and event streams only: never let a browser sniff them into something else.
+        response.headers["X-Content-Type-Options"] = "nosniff"
         request_fields = {
             "event": "request",
             "request_id": request_id,

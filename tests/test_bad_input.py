@@ -231,6 +231,6 @@ def test_unexpected_exception_answers_500_json_without_a_trace(make_app):
     response = app.test_client().post("/openai-completion", json={"prompt": "hi", "user_id": "e-1"})
 
     assert response.status_code == 500
-    assert response.get_json() == {"error": "Internal server error"}
+    assert response.get_json() == {"error": "Internal server error", "request_id": response.headers["X-Request-ID"]}
     assert "internal detail" not in response.get_data(as_text=True)
     assert [r["status"] for r in rows_of(app, "e-1")] == ["failed"]

@@ -192,3 +192,9 @@ def test_prune_rejects_a_malformed_age(runner):
     result = runner.invoke(args=["messages", "prune", "--older-than", "ninety days"])
     assert result.exit_code != 0
     assert "is not an age such as 90d, 12h or 30m" in result.output
+
+
+def test_every_response_forbids_content_sniffing(client):
+    for response in (client.get("/healthz"), client.get("/nope"), client.post("/openai-completion", json={})):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Access-Control-Allow-Origin" not in client.get("/healthz").headers  # no CORS
