@@ -9,6 +9,7 @@ from typing import Any
 from dotenv import load_dotenv
 from flask import Flask
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cli import register_commands
 from config import load_settings, validate_settings
@@ -34,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         static_folder=None,
     )
     configure(app, test_config)
+    trust_proxies(app)
     configure_logging(app)
     register_request_telemetry(app)  # first, so even a rate-limited request is timed and logged
     register_extensions(app)
@@ -56,6 +58,17 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config)
     app.json.sort_keys = False
     validate_settings(app.config)
+
+
+def trust_proxies(app: Flask) -> None:
+    """Believe X-Forwarded-For only from the TRUSTED_PROXIES proxies in front of us.
+
+    With 0 (the default) the header is ignored: a client cannot name itself someone else
+    to escape its rate limit. With N, the address N hops back is the client's.
+    """
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
 
 
 def configure_logging(app: Flask) -> None:

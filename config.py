@@ -99,6 +99,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RATELIMIT_APPLICATION": _str(env, "RATELIMIT_DEFAULT", "200 per day;50 per hour"),
         "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "10 per minute"),
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
+        # How many proxies in front of the service may set X-Forwarded-For.
+        "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "RATELIMIT_HEADERS_ENABLED": True,
         "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
         "LOG_CONTENT": _bool(env, "LOG_CONTENT", False),

@@ -80,3 +80,25 @@ def test_limits_can_be_switched_off(make_app):
     client = make_app(RATELIMIT_ENABLED=False, RATELIMIT_COMPLETION="1 per minute").test_client()
     statuses = {client.post("/openai-completion", json={"prompt": "a"}).status_code for _ in range(3)}
     assert statuses == {200}
+
+
+def test_a_spoofed_forwarded_for_does_not_escape_the_limit(make_app):
+    client = _limited_app(make_app, RATELIMIT_COMPLETION="1 per minute").test_client()
+    assert client.post("/openai-completion", json={"prompt": "a"}).status_code == 200
+    spoofed = client.post("/openai-completion", json={"prompt": "a"}, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert spoofed.status_code == 429  # with TRUSTED_PROXIES=0 the header is not believed
+
+
+def test_behind_one_trusted_proxy_the_forwarded_client_is_limited(make_app):
+    client = _limited_app(make_app, RATELIMIT_COMPLETION="1 per minute", TRUSTED_PROXIES=1).test_client()
+    proxy = {"REMOTE_ADDR": "10.0.0.254"}
+
+    def post(forwarded_for: str) -> int:
+        headers = {"X-Forwarded-For": forwarded_for}
+        return client.post("/openai-completion", json={"prompt": "a"}, headers=headers, environ_base=proxy).status_code
+
+    assert post("198.51.100.1") == 200
+    assert post("198.51.100.2") == 200  # another client behind the same proxy
+    assert post("198.51.100.1") == 429
+    # A client prepending a fake address is still known by the hop the proxy added.
+    assert post("203.0.113.9, 198.51.100.1") == 429
