@@ -82,6 +82,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "OPENAI_API_KEY": _str(env, "OPENAI_API_KEY"),
         "OPENAI_BASE_URL": _str(env, "OPENAI_BASE_URL"),
         "OPENAI_MODEL": _str(env, "OPENAI_MODEL", "gpt-4o-mini"),
+        # Comma-separated; empty means any model a client names is passed on.
+        "ALLOWED_MODELS": [m.strip() for m in (_str(env, "ALLOWED_MODELS", "") or "").split(",") if m.strip()],
         "OPENAI_TIMEOUT": _float(env, "OPENAI_TIMEOUT", 60.0),
         "OPENAI_MAX_RETRIES": _int(env, "OPENAI_MAX_RETRIES", 2),
         "AZURE_OPENAI_ENDPOINT": _str(env, "AZURE_OPENAI_ENDPOINT"),

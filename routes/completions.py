@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from errors import ApiError
 from extensions import completion_limit, limiter
 from routes.api_docs import delay_validation, responses
-from routes.request_body import json_body, validated_body
+from routes.request_body import check_model_allowed, json_body, validated_body
 from routes.streaming import simple_events, sse_response
 from schemas import (
     CompletionRequest,
@@ -73,6 +73,7 @@ def openai_completion(body: CompletionRequest = None):
 def process_payload(body: ProcessPayloadRequest = None):
     """Answer an OpenAI-style message list, adding the stored history of `user_id`."""
     body, _ = validated_body(ProcessPayloadRequest, "Invalid payload")
+    check_model_allowed(body.model)
 
     messages = [m.as_openai() for m in body.messages]
     _check_length(sum(len(text_of(m["content"])) for m in messages))

@@ -17,7 +17,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from errors import ApiError
 from extensions import completion_limit, limiter
 from routes.api_docs import delay_validation, responses
-from routes.request_body import validated_body
+from routes.request_body import check_model_allowed, validated_body
 from routes.streaming import openai_events, sse_response
 from schemas import USER_ID_PATTERN, ChatCompletionResponse, ConversationHeader, ModelList, OpenAIChatRequest
 from services.chat import complete_exchange, start_streamed_exchange
@@ -35,8 +35,9 @@ _OWN_FIELDS = {"model", "messages", "stream", "stream_options", "user_id"}
 @bp.get("/models", responses=responses({200: ModelList}, openai=True, read_only=True))
 def list_models():
     """The models this service serves."""
-    model = current_app.extensions["llm"].default_model
-    return jsonify({"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "gateway"}]})
+    models = current_app.config.get("ALLOWED_MODELS") or [current_app.extensions["llm"].default_model]
+    data = [{"id": model, "object": "model", "created": 0, "owned_by": "gateway"} for model in models]
+    return jsonify({"object": "list", "data": data})
 
 
 def _conversation_id(body: OpenAIChatRequest) -> str | None:
@@ -57,6 +58,7 @@ def _conversation_id(body: OpenAIChatRequest) -> str | None:
 def chat_completions(body: OpenAIChatRequest = None, header: ConversationHeader = None):
     """OpenAI's chat completion, recorded, with the conversation's history when asked for."""
     body, data = validated_body(OpenAIChatRequest, "Invalid request", name_fields=True)
+    check_model_allowed(body.model)
 
     conversation = _conversation_id(body)
     user_id = conversation or new_user_id()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from flask import request
+from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
 from errors import ApiError
@@ -21,6 +21,18 @@ def json_body() -> Any:
     if data is None:
         raise ApiError(400, "Request body is not valid JSON")
     return data
+
+
+def check_model_allowed(model: str | None) -> None:
+    """400 when `model` is named but not in ALLOWED_MODELS (when that list is set)."""
+    allowed = current_app.config.get("ALLOWED_MODELS") or []
+    if model is not None and allowed and model not in allowed:
+        raise ApiError(
+            400,
+            f"Model {model!r} is not allowed here; allowed: {', '.join(allowed)}",
+            details=[{"field": "model", "message": "not an allowed model"}],
+            code="model_not_allowed",
+        )
 
 
 def validated_body(model: type[ModelT], error: str, *, name_fields: bool = False) -> tuple[ModelT, dict[str, Any]]:

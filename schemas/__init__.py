@@ -211,6 +211,7 @@ class ErrorResponse(BaseModel):
 
     error: str
     details: list[ErrorDetail] | None = None
+    code: str | None = None
     request_id: str | None = None
 
 

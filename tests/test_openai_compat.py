@@ -88,3 +88,24 @@ def test_offline_model_answers_in_openai_shape(make_app):
     assert body["object"] == "chat.completion"
     assert body["model"] == "offline"
     assert body["choices"][0]["message"]["content"].startswith("[offline model] You said: 'hi'")
+
+
+def test_allowed_models_are_listed_and_enforced(make_app, upstream):
+    client = make_app(ALLOWED_MODELS=["fake-model", "fake-mini"]).test_client()
+
+    assert [m["id"] for m in client.get("/v1/models").get_json()["data"]] == ["fake-model", "fake-mini"]
+    refused = client.post(
+        "/v1/chat/completions", json={"model": "gpt-5-pro", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["code"] == "model_not_allowed"
+    payload = client.post(
+        "/process-payload/", json={"model": "gpt-5-pro", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert payload.status_code == 400
+    assert payload.get_json()["error"] == "Model 'gpt-5-pro' is not allowed here; allowed: fake-model, fake-mini"
+    assert upstream.received == []
+    ok = client.post(
+        "/v1/chat/completions", json={"model": "fake-mini", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert ok.status_code == 200
