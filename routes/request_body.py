@@ -13,10 +13,38 @@ from schemas import error_details
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+def nesting_deeper_than(raw: bytes, limit: int) -> bool:
+    """True when the JSON text `raw` nests arrays/objects more than `limit` levels deep."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # cannot be deeper than the number of brackets it has
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
 def json_body() -> Any:
-    """The parsed JSON body; 415 when it is not declared JSON, 400 when it does not parse."""
+    """The parsed JSON body; 415 when it is not declared JSON, 400 when it does not parse
+    or nests deeper than MAX_JSON_DEPTH (the parser would recurse out of stack first)."""
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json")
+    limit = current_app.config["MAX_JSON_DEPTH"]
+    if nesting_deeper_than(request.get_data(cache=True), limit):
+        raise ApiError(400, f"Request body nests deeper than {limit} levels")
     data = request.get_json(silent=True)
     if data is None:
         raise ApiError(400, "Request body is not valid JSON")

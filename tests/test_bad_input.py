@@ -234,3 +234,25 @@ def test_unexpected_exception_answers_500_json_without_a_trace(make_app):
     assert response.get_json() == {"error": "Internal server error", "request_id": response.headers["X-Request-ID"]}
     assert "internal detail" not in response.get_data(as_text=True)
     assert [r["status"] for r in rows_of(app, "e-1")] == ["failed"]
+
+
+@pytest.mark.parametrize("path", ["/openai-completion", "/process-payload/", "/v1/chat/completions"])
+def test_deeply_nested_json_is_refused_not_crashed_on(make_app, upstream, path):
+    app = make_app(MAX_JSON_DEPTH=32)
+    client = app.test_client()
+    # 200,000 levels would exhaust the parser's recursion; 33 is just past the limit.
+    for depth in (200_000, 33):
+        body = '{"prompt": "x", "model": "m", "messages": [], "x": ' + "[" * depth + "]" * depth + "}"
+        response = client.post(path, data=body, content_type="application/json")
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert (error["message"] if isinstance(error, dict) else error) == "Request body nests deeper than 32 levels"
+    assert rows_of(app) == [] and upstream.received == []
+
+
+def test_brackets_inside_strings_are_not_nesting(make_app):
+    app = make_app(MAX_JSON_DEPTH=4)
+    prompt = "[{" * 50 + ' and a \\" quote ' + "}]" * 50
+    response = app.test_client().post("/openai-completion", json={"prompt": prompt, "user_id": "brackets"})
+    assert response.status_code == 200
+    assert rows_of(app, "brackets")[0]["content"] == prompt
