@@ -37,9 +37,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
+# Bounds on what one request may carry (each breach is a 400 naming the field).
+MAX_MESSAGES = 256
+MAX_PARTS = 64
+MAX_MESSAGE_CHARS = 100_000
+MessageText = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
+
+
 class TextPart(_Strict):
     type: Literal["text"]
-    text: str
+    text: MessageText
 
 
 class ImageUrl(_Strict):
@@ -78,7 +85,8 @@ def _content_kind(value: Any) -> str | None:
 
 
 Content = Annotated[
-    Annotated[str, Tag("string")] | Annotated[list[ContentPart], Field(min_length=1), Tag("parts")],
+    Annotated[MessageText, Tag("string")]
+    | Annotated[list[ContentPart], Field(min_length=1, max_length=MAX_PARTS), Tag("parts")],
     Discriminator(
         _content_kind,
         custom_error_type="content_type",
@@ -112,7 +120,7 @@ _A_TURN = {"type": "object", "properties": {"role": {"enum": ["user", "assistant
 class ProcessPayloadRequest(_Strict):
     """POST /process-payload: the payload of the original FastAPI integration."""
 
-    messages: list[ChatMessage] = Field(min_length=1, json_schema_extra={"contains": _A_TURN})
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES, json_schema_extra={"contains": _A_TURN})
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: TokenCount | None = None
@@ -133,7 +141,7 @@ class OpenAIMessage(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: MessageText | Annotated[list[dict[str, Any]], Field(max_length=MAX_PARTS)] | None = None
 
 
 class OpenAIChatRequest(BaseModel):
@@ -143,6 +151,7 @@ class OpenAIChatRequest(BaseModel):
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     messages: list[OpenAIMessage] = Field(
         min_length=1,
+        max_length=MAX_MESSAGES,
         json_schema_extra={
             "contains": {
                 "type": "object",

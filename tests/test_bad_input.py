@@ -145,6 +145,21 @@ PAYLOAD_CASES = [
         id="bad-user-id",
     ),
     pytest.param(
+        {"messages": [{"role": "user", "content": "hi"}] * 257},
+        [("messages", "List should have at most 256 items after validation, not 257")],
+        id="too-many-messages",
+    ),
+    pytest.param(
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "p"}] * 65}]},
+        [("messages.0.content", "List should have at most 64 items after validation, not 65")],
+        id="too-many-parts",
+    ),
+    pytest.param(
+        {"messages": [{"role": "user", "content": "x" * 100_001}]},
+        [("messages.0.content", "String should have at most 100000 characters")],
+        id="message-too-long",
+    ),
+    pytest.param(
         {"messages": [{"role": "robot", "content": "hi"}], "temperature": 9, "top_p": -1},
         [
             ("messages.0.role", "Input should be 'system', 'user' or 'assistant'"),
