@@ -14,6 +14,9 @@ from sqlalchemy.engine import Engine, make_url
 
 from config import ConfigError
 
+# How long a SQLite writer waits for the lock before "database is locked".
+SQLITE_BUSY_SECONDS = 15
+
 
 def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
     """SQLAlchemy engine options for the database behind `url`."""
@@ -27,7 +30,7 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
     pool = {"pool_size": config["DATABASE_POOL_SIZE"], "max_overflow": 0, "pool_timeout": 10}
     if backend == "sqlite":
         # The driver's own wait for a locked database, on top of busy_timeout below.
-        return {**pool, "connect_args": {"timeout": 15}}
+        return {**pool, "connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
     options: dict[str, Any] = {**pool, "pool_pre_ping": True}
     if backend == "postgresql":
         # Fail fast (then answer 503) when the server is gone, instead of hanging a thread.
@@ -53,7 +56,7 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # Wait up to 15 s for the write lock instead of failing with "database is locked".
-    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, g, has_request_context, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from services.llm import UpstreamError
 
@@ -83,8 +83,8 @@ def register_error_handlers(app: Flask) -> None:
         else:
             message = _MESSAGES.get(status) or exc.name
         response = error_response(status, message)
-        if status == 405 and exc.get_response().headers.get("Allow"):
-            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
     @app.errorhandler(SQLAlchemyError)

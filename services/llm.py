@@ -20,6 +20,7 @@ import openai
 from flask import current_app
 
 from config import uses_offline_model
+from services.tokens import estimate_message_tokens, text_of
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +311,6 @@ class OfflineChat:
 
     def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
         """Answer from the messages alone: same input, same reply."""
-        from services.tokens import estimate_message_tokens, text_of
-
         last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
         prompt = text_of(last_user.get("content")) if last_user else ""
         earlier = sum(1 for m in messages if m["role"] in ("user", "assistant")) - (1 if last_user else 0)

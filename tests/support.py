@@ -21,6 +21,23 @@ from extensions import db
 UPSTREAM_KEY = "sk-" + "testonly" * 4
 
 
+def sse_events(lines) -> list[tuple[str | None, str]]:
+    """(event name, data) pairs from the lines of a text/event-stream body."""
+    events, name = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name, line[len("data: ") :]))
+            name = None
+    return events
+
+
+def delta_texts(events) -> list[str]:
+    """The text of each `delta` event, in order."""
+    return [json.loads(data)["text"] for name, data in events if name == "delta"]
+
+
 def rows_of(app, user_id: str | None = None) -> list[dict]:
     """Every stored message row (of `user_id` when given), oldest first, as dicts."""
     from models import Message

@@ -3,7 +3,6 @@ concurrent writers, graceful SIGTERM, metrics summed across processes."""
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from itertools import cycle
@@ -12,7 +11,7 @@ import requests
 import sqlalchemy as sa
 from fake_upstream import Hang, Reply
 from prometheus_client.parser import text_string_to_metric_families
-from support import UPSTREAM_KEY, Served, service_env
+from support import UPSTREAM_KEY, Served, delta_texts, service_env, sse_events
 
 WORKER_READY = "LLM upstream: OpenAI at"
 
@@ -220,7 +219,7 @@ def test_a_stream_longer_than_the_worker_timeout_completes(tmp_path, upstream):
         log = served.stop()
 
     assert "WORKER TIMEOUT" not in log
-    deltas = [json.loads(line[6:])["text"] for line in text.splitlines() if line.startswith('data: {"text"')]
+    deltas = delta_texts(sse_events(text.splitlines()))
     assert "".join(deltas) == "slow but complete"
     assert "event: done" in text
     rows = _rows(env["DATABASE_URL"])

@@ -9,19 +9,12 @@ import openai
 import pytest
 import requests
 from fake_upstream import Status, StreamReply
-from support import rows_of
+from support import delta_texts, rows_of, sse_events
 
 
 def _events(response) -> list[tuple[str | None, str]]:
     """(event name, data) pairs of a text/event-stream response, read to its end."""
-    events, name = [], None
-    for line in response.iter_lines(decode_unicode=True):
-        if line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            events.append((name, line[len("data: ") :]))
-            name = None
-    return events
+    return sse_events(response.iter_lines(decode_unicode=True))
 
 
 def test_openai_completion_streams_deltas_then_done_and_records_the_whole_reply(live_server, app, upstream):
@@ -35,7 +28,7 @@ def test_openai_completion_streams_deltas_then_done_and_records_the_whole_reply(
         events = _events(response)
     live_server.wait_idle()
 
-    deltas = [json.loads(data)["text"] for name, data in events if name == "delta"]
+    deltas = delta_texts(events)
     assert "".join(deltas) == "echo: hello there friend"
     assert len(deltas) == 4  # token by token, as the upstream sent them
     assert events[-1][0] == "done"
@@ -63,7 +56,7 @@ def test_process_payload_streams_and_a_streamed_reply_becomes_history(live_serve
     with requests.post(f"{live_server.url}/process-payload/", json=body, stream=True, timeout=30) as response:
         events = _events(response)
     live_server.wait_idle()
-    assert "".join(json.loads(d)["text"] for n, d in events if n == "delta") == "echo: a"
+    assert "".join(delta_texts(events)) == "echo: a"
 
     requests.post(f"{live_server.url}/openai-completion", json={"prompt": "b", "user_id": "s-2"}, timeout=30)
     assert upstream.chat_requests()[-1]["messages"] == [
@@ -152,7 +145,7 @@ def test_upstream_breaking_off_mid_stream_ends_with_an_error_event_and_is_record
         events = _events(response)
     live_server.wait_idle()
 
-    assert [json.loads(d)["text"] for n, d in events if n == "delta"] == ["Half ", "an "]
+    assert delta_texts(events) == ["Half ", "an "]
     assert events[-1][0] == "error"
     assert json.loads(events[-1][1])["error"].startswith(reason)
     rows = rows_of(app, "s-broken")
@@ -183,7 +176,7 @@ def test_offline_model_streams_too(make_app):
     app = make_app(OPENAI_API_KEY=None, OPENAI_BASE_URL=None)
     response = app.test_client().post("/openai-completion", json={"prompt": "hi", "user_id": "s-off", "stream": True})
     text = response.get_data(as_text=True)
-    deltas = [json.loads(line[6:])["text"] for line in text.splitlines() if line.startswith('data: {"text"')]
+    deltas = delta_texts(sse_events(text.splitlines()))
     assert "".join(deltas) == "[offline model] You said: 'hi'. I received 0 earlier messages of this conversation."
     assert [r["status"] for r in rows_of(app, "s-off")] == ["completed", "completed"]
 
