@@ -8,17 +8,21 @@ from typing import Any
 
 from dotenv import load_dotenv
 from flask import Flask
+from flask_cors import CORS
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from auth import register_authentication
 from cli import register_commands
-from config import load_settings, validate_settings
+from config import load_settings, resolve_defaults, validate_settings
 from database import configure_engine, engine_options, writer_queue_for
 from errors import register_error_handlers
 from extensions import db, limiter, migrate
 from routes import register_blueprints
+from routes.api_docs import SECURITY_SCHEMES
+from routes.openai_compat import CONVERSATION_HEADER
 from services.llm import build_llm
-from telemetry import JsonFormatter, register_request_telemetry
+from telemetry import REQUEST_ID_HEADER, JsonFormatter, register_request_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         __name__,
         info=Info(title="LLM chat gateway", version="0.1.0", description="Chat with server-side memory."),
         doc_prefix="/openapi",
+        security_schemes=SECURITY_SCHEMES,
         instance_relative_config=True,
         static_folder=None,
     )
@@ -38,6 +43,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     trust_proxies(app)
     configure_logging(app)
     register_request_telemetry(app)  # first, so even a rate-limited request is timed and logged
+    register_authentication(app)  # before the limiter, which counts per key
+    register_cors(app)
     register_extensions(app)
     register_llm(app)
     register_blueprints(app)
@@ -55,6 +62,7 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "chat_history.db")
+    resolve_defaults(app.config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config)
     app.json.sort_keys = False
     validate_settings(app.config)
@@ -69,6 +77,29 @@ def trust_proxies(app: Flask) -> None:
     hops = app.config["TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
+
+
+def register_cors(app: Flask) -> None:
+    """CORS headers for the CORS_ORIGINS only; with none set, browsers get no cross-origin access."""
+    origins = app.config["CORS_ORIGINS"]
+    if not origins:
+        return
+    CORS(
+        app,
+        origins=origins,
+        allow_headers=["Authorization", "Content-Type", CONVERSATION_HEADER, REQUEST_ID_HEADER],
+        expose_headers=[
+            CONVERSATION_HEADER,
+            REQUEST_ID_HEADER,
+            "Retry-After",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        ],
+        methods=["GET", "POST", "DELETE", "OPTIONS"],
+        max_age=600,
+        supports_credentials=False,  # keys travel in Authorization, never in cookies
+    )
 
 
 def configure_logging(app: Flask) -> None:

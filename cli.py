@@ -1,4 +1,4 @@
-"""Flask CLI commands: `flask conversation show USER_ID`."""
+"""Flask CLI commands: `flask conversation ...`, `flask messages prune`, `flask keys ...`."""
 
 from __future__ import annotations
 
@@ -10,17 +10,38 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from services.conversation import conversation_rows, delete_conversation, iter_rows, prune_exchanges
+from services.client_keys import check_rate_limit, create_key, key_id_for, list_keys, revoke_key
+from services.conversation import ANY_KEY, conversation_rows, delete_conversation, iter_rows, prune_exchanges
 
 conversation_cli = AppGroup("conversation", help="Inspect stored conversations.")
+
+
+def _owner(prefix: str | None):
+    """The rows `--key PREFIX` selects: that key's, or every key's without it."""
+    if prefix is None:
+        return ANY_KEY
+    key_id = key_id_for(prefix)
+    if key_id is None:
+        raise click.BadParameter(f"no key with prefix {prefix!r}", param_hint="--key")
+    return key_id
+
+
+# A user_id names one conversation per client key; operators see every key's unless narrowed.
+key_option = click.option(
+    "--key",
+    "key_prefix",
+    metavar="PREFIX",
+    help="Only the conversation of this client key (default: the user_id under every key).",
+)
 
 
 @conversation_cli.command("show")
 @click.argument("user_id")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead of text.")
-def show_conversation(user_id: str, as_json: bool) -> None:
+@key_option
+def show_conversation(user_id: str, as_json: bool, key_prefix: str | None) -> None:
     """Print every stored row of USER_ID, oldest first, failed exchanges included."""
-    rows = conversation_rows(user_id)
+    rows = conversation_rows(user_id, _owner(key_prefix))
     if not rows:
         raise click.ClickException(f"No conversation stored for user_id {user_id!r}")
     for row in rows:
@@ -65,11 +86,13 @@ def prune_messages(older_than: str | None, batch_size: int) -> None:
 @conversation_cli.command("delete")
 @click.argument("user_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def delete_conversation_command(user_id: str, yes: bool) -> None:
+@key_option
+def delete_conversation_command(user_id: str, yes: bool, key_prefix: str | None) -> None:
     """Erase every stored row of USER_ID."""
+    owner = _owner(key_prefix)
     if not yes:
         click.confirm(f"Erase every message of {user_id!r}?", abort=True)
-    deleted = delete_conversation(user_id)
+    deleted = delete_conversation(user_id, owner)
     if not deleted:
         raise click.ClickException(f"No conversation stored for user_id {user_id!r}")
     click.echo(f"Deleted {deleted} message rows of {user_id!r}")
@@ -79,17 +102,82 @@ def delete_conversation_command(user_id: str, yes: bool) -> None:
 @click.argument("user_id", required=False)
 @click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
 @click.option("--output", type=click.File("w"), default="-", help="File to write (default: standard output).")
-def export_conversations(user_id: str | None, fmt: str, output) -> None:
+@key_option
+def export_conversations(user_id: str | None, fmt: str, output, key_prefix: str | None) -> None:
     """Write every stored row (of USER_ID, or of everyone) as one JSON object per line, for audits."""
     count = 0
-    for row in iter_rows(user_id):
+    for row in iter_rows(user_id, _owner(key_prefix)):
         output.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
     if user_id is not None and not count:
         raise click.ClickException(f"No conversation stored for user_id {user_id!r}")
 
 
+keys_cli = AppGroup("keys", help="Client API keys: create, list, revoke.")
+
+
+def _rate_limit_option(ctx, param, value: str | None) -> str | None:
+    try:
+        return check_rate_limit(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@keys_cli.command("create")
+@click.option("--name", required=True, help="Who the key is for (shown in `flask keys list`).")
+@click.option(
+    "--rate",
+    callback=_rate_limit_option,
+    help="Its own rate limit, e.g. '100 per minute' (default: RATELIMIT_DEFAULT).",
+)
+@click.option(
+    "--daily-tokens", type=click.IntRange(min=1), help="Tokens it may spend per UTC day (default: no budget)."
+)
+def create_key_command(name: str, rate: str | None, daily_tokens: int | None) -> None:
+    """Create a key and print it. It is shown this once: only its hash is stored."""
+    if not name.strip() or len(name) > 100:
+        raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
+    record, key = create_key(name.strip(), rate, daily_tokens)
+    click.echo(key)
+    click.echo(
+        f"Created key {record['prefix']} for {record['name']!r} "
+        f"(rate {record['rate_limit'] or 'default'}, daily tokens {record['daily_tokens'] or 'unlimited'}). "
+        "Store it now: it cannot be shown again.",
+        err=True,
+    )
+
+
+@keys_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key instead of a table.")
+def list_keys_command(as_json: bool) -> None:
+    """Every key: prefix, name, limits, today's usage and whether it is revoked."""
+    keys = list_keys()
+    if as_json:
+        for key in keys:
+            click.echo(json.dumps(key))
+        return
+    click.echo(f"{'PREFIX':<13}{'NAME':<24}{'RATE':<20}{'DAILY TOKENS':>13}{'USED TODAY':>12}  STATUS")
+    for key in keys:
+        status = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
+        daily = key["daily_tokens"] if key["daily_tokens"] is not None else "-"
+        click.echo(
+            f"{key['prefix']:<13}{key['name'][:23]:<24}{(key['rate_limit'] or 'default')[:19]:<20}"
+            f"{daily:>13}{key['tokens_today']:>12}  {status}"
+        )
+
+
+@keys_cli.command("revoke")
+@click.argument("prefix")
+def revoke_key_command(prefix: str) -> None:
+    """Revoke the key with this PREFIX (as `flask keys list` shows it); refused from the next request."""
+    revoked = revoke_key(prefix)
+    if revoked is None:
+        raise click.ClickException(f"No key with prefix {prefix!r}")
+    click.echo(f"Revoked key {revoked['prefix']} ({revoked['name']!r}) at {revoked['revoked_at']}")
+
+
 def register_commands(app: Flask) -> None:
     """Attach the CLI groups to `app`."""
     app.cli.add_command(conversation_cli)
     app.cli.add_command(messages_cli)
+    app.cli.add_command(keys_cli)

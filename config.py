@@ -7,6 +7,7 @@ at start-up with a message naming the variable, never at the first request.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value in _FALSE:
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _optional_bool(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return _bool(env, name, False)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -102,6 +110,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RATELIMIT_APPLICATION": _str(env, "RATELIMIT_DEFAULT", "200 per day;50 per hour"),
         "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "10 per minute"),
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
+        # None: decided by APP_ENV once the configuration is complete (see resolve_defaults).
+        "REQUIRE_API_KEY": _optional_bool(env, "REQUIRE_API_KEY"),
+        # Origins a browser may call the API from; empty means no CORS headers at all.
+        "CORS_ORIGINS": [o.strip() for o in (_str(env, "CORS_ORIGINS", "") or "").split(",") if o.strip()],
         # How many proxies in front of the service may set X-Forwarded-For.
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "RATELIMIT_HEADERS_ENABLED": True,
@@ -112,18 +124,37 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return settings
 
 
+def resolve_defaults(config: dict[str, Any]) -> None:
+    """Fill the settings whose default depends on others: REQUIRE_API_KEY follows APP_ENV."""
+    if config.get("REQUIRE_API_KEY") is None:
+        config["REQUIRE_API_KEY"] = config.get("APP_ENV") == "production"
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def is_rate_limit(text: str | None) -> bool:
+    """True when `text` is a rate limit Flask-Limiter understands ("10 per minute", "1/second;50/hour")."""
+    try:
+        return bool(text) and bool(parse_many(text))
+    except ValueError:
+        return False
+
+
 def validate_settings(config: Mapping[str, Any]) -> None:
     """Check the merged configuration as a whole; raise ConfigError on the first problem."""
     for name in ("RATELIMIT_APPLICATION", "RATELIMIT_COMPLETION"):
         value = config.get(name)
         env_name = "RATELIMIT_DEFAULT" if name == "RATELIMIT_APPLICATION" else name
-        try:
-            if not value or not parse_many(value):
-                raise ValueError
-        except ValueError:
+        if not is_rate_limit(value):
             raise ConfigError(
                 f"{env_name} must be a rate limit such as '10 per minute' or '200 per day;50 per hour', got {value!r}"
-            ) from None
+            )
+    for origin in config.get("CORS_ORIGINS") or []:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ConfigError(
+                f"CORS_ORIGINS must be '*' or origins such as https://app.example.com (no path), got {origin!r}"
+            )
     storage = config.get("RATELIMIT_STORAGE_URI") or ""
     if not storage.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
         raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or redis://..., got {storage!r}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, g, has_request_context, jsonify, request
@@ -10,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from services.client_keys import BudgetSpent
 from services.llm import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -27,10 +30,11 @@ _MESSAGES = {
 class ApiError(Exception):
     """A client error raised by a route: answered as `status` with the envelope."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
         self.extra = extra
 
 
@@ -65,13 +69,27 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def handle_api_error(exc: ApiError):
-        return error_response(exc.status, exc.message, **exc.extra)
+        return error_response(exc.status, exc.message, exc.headers, **exc.extra)
 
     @app.errorhandler(UpstreamError)
     def handle_upstream_error(exc: UpstreamError):
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         log.warning("upstream failure answered %s: %s", exc.status_code, exc.message)
         return error_response(exc.status_code, exc.message, headers)
+
+    @app.errorhandler(BudgetSpent)
+    def handle_budget_spent(exc: BudgetSpent):
+        budget = exc.client.daily_tokens
+        resets_at = exc.resets_at.isoformat()
+        wait = max(1, math.ceil((exc.resets_at - datetime.now(UTC)).total_seconds()))
+        return error_response(
+            429,
+            f"Daily token budget of {budget} tokens for this API key is spent ({exc.used} used today); "
+            f"it resets at {resets_at}",
+            {"Retry-After": str(wait)},
+            code="daily_token_budget_exceeded",
+            budget={"daily_tokens": budget, "used_today": exc.used, "resets_at": resets_at},
+        )
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):

@@ -2,7 +2,7 @@
 
 import os
 
-from flask import current_app
+from flask import current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
@@ -25,13 +25,28 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def _own_rate_limit() -> str | None:
+    client = g.get("client")  # set by auth.authenticate, which runs before the limiter
+    return client.rate_limit if client is not None else None
+
+
 def _application_limit() -> str:
-    return current_app.config["RATELIMIT_APPLICATION"]
+    """One budget over every route: the client key's own limit, else RATELIMIT_DEFAULT."""
+    return _own_rate_limit() or current_app.config["RATELIMIT_APPLICATION"]
 
 
 def completion_limit() -> str:
-    """The per-route limit of the completion routes, read per request from the config."""
-    return current_app.config["RATELIMIT_COMPLETION"]
+    """The completion routes' limit: the client key's own limit, else RATELIMIT_COMPLETION."""
+    return _own_rate_limit() or current_app.config["RATELIMIT_COMPLETION"]
+
+
+def rate_limit_key() -> str:
+    """Whom a request counts against: its client key, or its address when keys are off.
+
+    The address is the peer's unless TRUSTED_PROXIES lets ProxyFix believe X-Forwarded-For.
+    """
+    client = g.get("client")
+    return f"key:{client.id}" if client is not None else f"ip:{get_remote_address()}"
 
 
 db = SQLAlchemy(model_class=Base)
@@ -41,7 +56,9 @@ migrate = Migrate(directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=T
 # Limits are callables read from the app's config on each request, not strings fixed
 # here: Flask-Limiter keeps the first app's limit strings on the instance otherwise.
 limiter = Limiter(
-    key_func=get_remote_address,
+    key_func=rate_limit_key,
     application_limits=[_application_limit],
     headers_enabled=True,
 )
+# A CORS preflight carries no key and asks nothing of the API: it never spends a budget.
+limiter.request_filter(lambda: request.method == "OPTIONS")

@@ -149,6 +149,9 @@ def _finish_request(fields: dict[str, Any], request_globals: Any) -> None:
     for name in ("user_id", "model", "usage", "prompt_text"):
         if hasattr(request_globals, name):
             fields[name] = getattr(request_globals, name)
+    client = getattr(request_globals, "client", None)
+    if client is not None:
+        fields["client_key"] = client.prefix
     if getattr(request_globals, "stream_outcome", None):
         fields["stream_outcome"] = request_globals.stream_outcome
     access_log.info("%s %s %s", fields["method"], fields["path"], fields["status"], extra={"fields": fields})

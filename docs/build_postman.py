@@ -52,6 +52,8 @@ def build(document: dict) -> dict:
                     "variable": [{"key": s[1:], "value": "alice"} for s in segments if s.startswith(":")],
                 },
             }
+            if not operation.get("security"):
+                request["auth"] = {"type": "noauth"}  # health, metrics: open to anyone
             example = EXAMPLES.get((method.upper(), path))
             if example is not None:
                 request["body"] = {
@@ -68,7 +70,12 @@ def build(document: dict) -> dict:
             "name": document["info"]["title"],
             "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
         },
-        "variable": [{"key": "baseUrl", "value": "http://127.0.0.1:5000"}],
+        # Every request sends {{apiKey}} (from `flask keys create`) unless it is marked noauth.
+        "auth": {"type": "bearer", "bearer": [{"key": "token", "value": "{{apiKey}}", "type": "string"}]},
+        "variable": [
+            {"key": "baseUrl", "value": "http://127.0.0.1:5000"},
+            {"key": "apiKey", "value": "", "description": "A client key; needed when REQUIRE_API_KEY is on"},
+        ],
         "item": [{"name": tag, "item": items} for tag, items in folders.items()],
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from extensions import db
@@ -41,11 +41,16 @@ class Message(db.Model):
     __table_args__ = (
         # History is read per user, completed exchanges only, in insertion order.
         Index("ix_messages_user_id_status_id", "user_id", "status", "id"),
+        # A key's conversations are listed by user_id, and each is read within its key.
+        Index("ix_messages_api_key_id_user_id", "api_key_id", "user_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(128), index=True)
     exchange_id: Mapped[str] = mapped_column(String(36), index=True)
+    # The client key the conversation belongs to; NULL when keys are off. A user_id is
+    # a conversation within its key: two keys using the same user_id never share one.
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
     role: Mapped[str] = mapped_column(String(16))
     # A string, or a list of content parts kept as the client sent them.

@@ -12,11 +12,23 @@ from typing import Any
 
 from flask import current_app, jsonify, redirect
 
+from auth import public
 from schemas import ErrorResponse, OpenAIErrorResponse
 
-# Statuses any route may answer besides its success: bad input, too large, not JSON,
-# rate limited, our own failure, and the database or upstream failing.
-_CLIENT_ERRORS = (400, 413, 415, 429)
+# How clients authenticate (REQUIRE_API_KEY): a key from `flask keys create` as a bearer token.
+SECURITY_SCHEMES = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A client key from `flask keys create`. Required when REQUIRE_API_KEY is on "
+        "(the default with APP_ENV=production); ignored otherwise.",
+    }
+}
+KEY_REQUIRED = [{"bearerAuth": []}]
+
+# Statuses any route may answer besides its success: bad input, no or bad key, too large,
+# not JSON, rate limited, our own failure, and the database or upstream failing.
+_CLIENT_ERRORS = (400, 401, 413, 415, 429)
 _SERVER_ERRORS = (500, 502, 503, 504)
 
 
@@ -29,7 +41,7 @@ def delay_validation(view: Callable[..., Any]) -> Callable[..., Any]:
 def responses(success: dict[int, Any], *, openai: bool = False, read_only: bool = False) -> dict[int, Any]:
     """The responses of one operation: its successes and the error envelope for the rest."""
     error = OpenAIErrorResponse if openai else ErrorResponse
-    codes = (400, 404, 429, 500, 503) if read_only else (*_CLIENT_ERRORS, 404, *_SERVER_ERRORS)
+    codes = (400, 401, 404, 429, 500, 503) if read_only else (*_CLIENT_ERRORS, 404, *_SERVER_ERRORS)
     return {**{code: error for code in codes}, **success}
 
 
@@ -48,22 +60,52 @@ def _restore_contains(component_schemas: dict[str, Any]) -> None:
                 component["properties"][field]["contains"] = spec["contains"]
 
 
+# OpenAPI links: which answers lead to which operations, and with what user_id. Clients
+# (and schemathesis' stateful tests) follow them: start a conversation, then read it.
+_CONVERSATION_OPERATIONS = (
+    ("get", "/conversations/{user_id}", "ReadConversation"),
+    ("get", "/conversations/{user_id}/usage", "ReadConversationUsage"),
+    ("delete", "/conversations/{user_id}", "EraseConversation"),
+)
+_CONVERSATION_SOURCES = (
+    ("post", "/openai-completion", "$response.body#/user_id"),
+    ("post", "/process-payload/", "$response.body#/user_id"),
+    ("post", "/v1/chat/completions", "$response.header.X-Conversation-Id"),
+    ("get", "/conversations", "$response.body#/conversations/0/user_id"),
+)
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    for method, path, user_id in _CONVERSATION_SOURCES:
+        success = paths.get(path, {}).get(method, {}).get("responses", {}).get("200")
+        if success is None:
+            continue
+        success["links"] = {
+            name: {"operationId": paths[target][verb]["operationId"], "parameters": {"user_id": user_id}}
+            for verb, target, name in _CONVERSATION_OPERATIONS
+            if verb in paths.get(target, {})
+        }
+
+
 def register_docs_routes(app) -> None:
     """/openapi.json (the document) and /docs (Swagger UI, served from the package's assets)."""
     from extensions import limiter
 
     @app.get("/openapi.json", doc_ui=False)
     @limiter.exempt
+    @public
     def openapi_document():
         document = dict(current_app.api_doc)
         # flask-openapi3 writes `securitySchemes: null` when there are none; OpenAPI wants it absent.
         components = {k: v for k, v in (document.get("components") or {}).items() if v is not None}
         document["components"] = components
         _restore_contains(components.get("schemas", {}))
+        _add_links(document.get("paths", {}))
         return jsonify(document)
 
     @app.get("/docs", doc_ui=False)
     @limiter.exempt
+    @public
     def swagger_ui():
         return redirect("/openapi/swagger")
 

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from errors import ApiError
 from extensions import completion_limit, limiter
-from routes.api_docs import delay_validation, responses
+from routes.api_docs import KEY_REQUIRED, delay_validation, responses
 from routes.request_body import check_model_allowed, json_body, validated_body
 from routes.streaming import simple_events, sse_response
 from schemas import (
@@ -24,7 +24,7 @@ from services.conversation import new_user_id
 from services.tokens import text_of
 from telemetry import note_conversation
 
-bp = APIBlueprint("completions", __name__, abp_tags=[Tag(name="chat")])
+bp = APIBlueprint("completions", __name__, abp_tags=[Tag(name="chat")], abp_security=KEY_REQUIRED)
 
 
 def _check_length(characters: int) -> None:

@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness and metrics. Exempt from rate limits."""
+"""Operations: liveness, readiness and metrics. Exempt from rate limits and client keys."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from auth import public
 from extensions import db, limiter
 from schemas import HealthResponse, ReadinessResponse
 from telemetry import metrics_response
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 @bp.get("/healthz", responses={200: HealthResponse})
 @limiter.exempt
+@public
 def healthz():
     """Alive: the process answers. No I/O, so a slow database never restarts it."""
     return jsonify({"status": "ok"})
@@ -47,6 +49,7 @@ def _limiter_storage_ready() -> bool:
 
 @bp.get("/readyz", responses={200: ReadinessResponse, 503: ReadinessResponse})
 @limiter.exempt
+@public
 def readyz():
     """Ready: the database and the rate limit storage both answer; 503 when either does not."""
     checks = {
@@ -62,6 +65,7 @@ def readyz():
 
 @bp.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 @limiter.exempt
+@public
 def metrics():
     """Prometheus metrics, summed over every gunicorn process."""
     return metrics_response()

@@ -16,7 +16,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from errors import ApiError
 from extensions import completion_limit, limiter
-from routes.api_docs import delay_validation, responses
+from routes.api_docs import KEY_REQUIRED, delay_validation, responses
 from routes.request_body import check_model_allowed, validated_body
 from routes.streaming import openai_events, sse_response
 from schemas import USER_ID_PATTERN, ChatCompletionResponse, ConversationHeader, ModelList, OpenAIChatRequest
@@ -24,7 +24,9 @@ from services.chat import complete_exchange, start_streamed_exchange
 from services.conversation import new_user_id
 from telemetry import note_conversation
 
-bp = APIBlueprint("openai_compat", __name__, url_prefix="/v1", abp_tags=[Tag(name="openai-compatible")])
+bp = APIBlueprint(
+    "openai_compat", __name__, url_prefix="/v1", abp_tags=[Tag(name="openai-compatible")], abp_security=KEY_REQUIRED
+)
 
 CONVERSATION_HEADER = "X-Conversation-Id"
 _LEADING_ROLES = {"system", "developer"}

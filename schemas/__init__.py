@@ -183,6 +183,14 @@ class ConversationPageQuery(BaseModel):
     cursor: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
 
 
+class ConversationListQuery(BaseModel):
+    """GET /conversations: `limit` conversations after the user_id `cursor`."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)] | None = None
+
+
 class Usage(BaseModel):
     prompt_tokens: int | None
     completion_tokens: int | None
@@ -215,6 +223,14 @@ class ErrorDetail(BaseModel):
     message: str
 
 
+class TokenBudget(BaseModel):
+    """A client key's daily token budget, on the 429 that says it is spent."""
+
+    daily_tokens: int
+    used_today: int
+    resets_at: str
+
+
 class ErrorResponse(BaseModel):
     """Every error outside /v1: a sentence, and the bad fields for validation errors."""
 
@@ -222,6 +238,7 @@ class ErrorResponse(BaseModel):
     details: list[ErrorDetail] | None = None
     code: str | None = None
     request_id: str | None = None
+    budget: TokenBudget | None = None
 
 
 class OpenAIErrorBody(BaseModel):
@@ -279,6 +296,17 @@ class StoredMessage(BaseModel):
 class ConversationPageResponse(BaseModel):
     user_id: str
     messages: list[StoredMessage]
+    next_cursor: str | None
+
+
+class ConversationSummary(BaseModel):
+    user_id: str
+    messages: int
+    last_message_at: str
+
+
+class ConversationListResponse(BaseModel):
+    conversations: list[ConversationSummary]
     next_cursor: str | None
 
 

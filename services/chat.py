@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g
 
+from auth import current_client
 from models import MessageStatus
 from services.conversation import Exchange, HistoryLimits, record_failure, record_reply, start_exchange
 from services.llm import ChatStream, Completion, UpstreamError, get_llm
@@ -61,10 +62,14 @@ def complete_exchange(
 ) -> ChatResult:
     """Record the new turn, ask the model with the trimmed history, record the reply.
 
-    Raises UpstreamError (after recording the exchange as failed) when the model fails.
-    The database is not touched while the model is working.
+    The exchange belongs to the request's client key, which is charged for the tokens.
+    Raises BudgetSpent (nothing recorded, nothing sent) when the key's daily budget is
+    used up, and UpstreamError (after recording the exchange as failed) when the model
+    fails. The database is not touched while the model is working.
     """
-    exchange = start_exchange(user_id, leading, new_messages, history_limits(), new_conversation=new_conversation)
+    exchange = start_exchange(
+        user_id, leading, new_messages, history_limits(), client=current_client(), new_conversation=new_conversation
+    )
     completion, started = _ask(exchange, lambda: get_llm().complete(exchange.context, model=model, **params))
     note_upstream_call(time.perf_counter() - started, "ok", completion)
     record_reply(exchange, completion)
@@ -91,7 +96,9 @@ def start_streamed_exchange(
 ) -> StreamedExchange:
     """Record the new turn and open the upstream stream. Raises UpstreamError (recorded as
     failed) when the stream cannot be opened, before any byte goes to the client."""
-    exchange = start_exchange(user_id, leading, new_messages, history_limits(), new_conversation=new_conversation)
+    exchange = start_exchange(
+        user_id, leading, new_messages, history_limits(), client=current_client(), new_conversation=new_conversation
+    )
     g.streaming = True
     stream, started = _ask(exchange, lambda: get_llm().stream(exchange.context, model=model, **params))
     return StreamedExchange(exchange=exchange, stream=stream, started=started)

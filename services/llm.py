@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline"
 
-# Anything shaped like an OpenAI-style secret key; removed from every upstream message.
-_KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
+# Anything shaped like a secret key, OpenAI's (sk-...) or this service's client keys
+# (gw_...); removed from every upstream message and log line.
+# A client key's 12-character prefix is not a secret and stays readable.
+_KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}|\bgw_[A-Za-z0-9_\-]{20,}")
 
 
 @dataclass(frozen=True)

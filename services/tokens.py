@@ -33,5 +33,9 @@ def estimate_message_tokens(message: dict[str, Any]) -> int:
     images = 0
     if isinstance(content, list):
         images = sum(1 for part in content if isinstance(part, dict) and part.get("type") != "text")
-    text_bytes = len(text_of(content).encode("utf-8"))
-    return TOKENS_PER_MESSAGE + math.ceil(text_bytes / 4) + images * TOKENS_PER_IMAGE
+    return TOKENS_PER_MESSAGE + estimate_text_tokens(text_of(content)) + images * TOKENS_PER_IMAGE
+
+
+def estimate_text_tokens(text: str) -> int:
+    """An estimate of the tokens of a bare text (a reply): one per 4 bytes of UTF-8."""
+    return math.ceil(len(text.encode("utf-8")) / 4)

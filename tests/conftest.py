@@ -23,10 +23,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_upstream import FakeUpstream  # noqa: E402
-from support import UPSTREAM_KEY  # noqa: E402
+from support import CASES_RUN, UPSTREAM_KEY  # noqa: E402
 
 from app import create_app  # noqa: E402
 from extensions import db  # noqa: E402
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say how many generated cases the property-based tests ran (closing notes quote it)."""
+    if CASES_RUN:
+        terminalreporter.section("property-based cases run")
+        for kind, count in sorted(CASES_RUN.items()):
+            terminalreporter.write_line(f"{kind}: {count}")
+        terminalreporter.write_line(f"total: {sum(CASES_RUN.values())}")
 
 
 def run_migrations(url: str) -> None:
@@ -92,7 +101,7 @@ def database_url(request, tmp_path) -> str:
     url = request.getfixturevalue("postgres_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE messages RESTART IDENTITY"))
+        conn.execute(sa.text("TRUNCATE messages, api_key_usage, api_keys RESTART IDENTITY"))
     engine.dispose()
     return url
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -13,8 +14,12 @@ import threading
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from extensions import db
+
+# Property-based cases run, by kind: conftest prints them at the end of the session.
+CASES_RUN: collections.Counter[str] = collections.Counter()
 
 # Built at run time so no key-shaped literal sits in the repository; tests search
 # responses, rows and logs for it.
@@ -36,6 +41,29 @@ def sse_events(lines) -> list[tuple[str | None, str]]:
 def delta_texts(events) -> list[str]:
     """The text of each `delta` event, in order."""
     return [json.loads(data)["text"] for name, data in events if name == "delta"]
+
+
+def create_client_key(app, name: str = "acme", *options: str) -> str:
+    """A new client key, made as an operator makes one: `flask keys create`."""
+    result = app.test_cli_runner().invoke(args=["keys", "create", "--name", name, *options])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The header that presents `key`."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def all_rows(app) -> dict[str, list[tuple]]:
+    """Every row of every table, as tuples of values, by table name."""
+    with app.app_context():
+        inspector = sa.inspect(db.engine)
+        with db.engine.connect() as conn:
+            return {
+                table: [tuple(row) for row in conn.execute(sa.text(f'SELECT * FROM "{table}"'))]
+                for table in inspector.get_table_names()
+            }
 
 
 def rows_of(app, user_id: str | None = None) -> list[dict]:
@@ -70,6 +98,10 @@ _OURS = (
     "GUNICORN_THREADS",
     "PROMETHEUS_MULTIPROC_DIR",
     "LOG_CONTENT",
+    "REQUIRE_API_KEY",
+    "CORS_ORIGINS",
+    "TRUSTED_PROXIES",
+    "ALLOWED_MODELS",
 )
 
 

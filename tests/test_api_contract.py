@@ -9,8 +9,10 @@ from pathlib import Path
 import schemathesis
 from conftest import ROOT, run_migrations
 from hypothesis import HealthCheck, settings
+from support import CASES_RUN, bearer, create_client_key
 
 from app import create_app
+from services.client_keys import create_key
 
 _DB = Path(tempfile.mkdtemp(prefix="contract-")) / "contract.db"
 run_migrations(f"sqlite:///{_DB}")
@@ -22,20 +24,65 @@ CONTRACT_APP = create_app(
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{_DB}",
         "LLM_OFFLINE": True,
         "RATELIMIT_ENABLED": False,
+        # As in production: every API route needs a key (schemathesis also checks that one
+        # sent without it is refused with 401).
+        "REQUIRE_API_KEY": True,
         # Room for the oversized bodies the fuzzer builds to break the per-message bounds,
         # so they meet validation (400) rather than the size limit (413, tested elsewhere).
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
     }
 )
+with CONTRACT_APP.app_context():
+    _, CONTRACT_KEY = create_key("schemathesis")
 schema = schemathesis.openapi.from_wsgi("/openapi.json", CONTRACT_APP)
 
 
-@schema.parametrize()
+@schema.auth()
+class ContractKey:
+    """Every generated request presents the contract key, as a real client would."""
+
+    def get(self, case, context):
+        return CONTRACT_KEY
+
+    def set(self, case, key, context):
+        case.headers = {**(case.headers or {}), **bearer(key)}
+
+
 # derandomize: CI replays exactly the examples that passed here, never a new draw.
-@settings(max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+REPLAYABLE = {"deadline": None, "derandomize": True, "database": None, "suppress_health_check": list(HealthCheck)}
+
+
+@schema.parametrize()
+@settings(max_examples=100, **REPLAYABLE)
 def test_every_documented_endpoint_conforms_and_never_fails(case):
-    # Checks: no 5xx, status codes, content types, headers and bodies all as documented.
+    # Checks: no 5xx, status codes, content types, headers and bodies all as documented,
+    # and (ignored_auth) that the same request without the key is refused.
+    CASES_RUN["schemathesis: single operations"] += 1
     case.call_and_validate()
+
+
+class AuthenticatedScenarios(schema.as_state_machine()):
+    """Sequences that follow the document's links: start a conversation, then read its
+    rows and usage, list it, erase it, and read it again, with the user_id each answer gave."""
+
+    def before_call(self, case):
+        CASES_RUN["schemathesis: stateful steps"] += 1
+
+
+def test_linked_operations_conform_in_sequence():
+    AuthenticatedScenarios.run(settings=settings(max_examples=60, stateful_step_count=6, **REPLAYABLE))
+
+
+def test_the_document_links_conversations_to_the_routes_that_read_them():
+    document = CONTRACT_APP.test_client().get("/openapi.json").get_json()
+    links = document["paths"]["/openai-completion"]["post"]["responses"]["200"]["links"]
+    read = document["paths"]["/conversations/{user_id}"]["get"]["operationId"]
+    assert links["ReadConversation"] == {"operationId": read, "parameters": {"user_id": "$response.body#/user_id"}}
+    v1 = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["links"]
+    assert v1["EraseConversation"]["parameters"] == {"user_id": "$response.header.X-Conversation-Id"}
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert document["paths"]["/healthz"]["get"].get("security") is None
+    assert document["paths"]["/conversations"]["get"]["security"] == [{"bearerAuth": []}]
 
 
 def test_openapi_document_is_generated_from_the_schemas():
@@ -76,13 +123,15 @@ def test_postman_collection_matches_the_openapi_document():
 
 
 def test_reading_the_docs_does_not_spend_the_rate_limit(make_app):
-    client = make_app(RATELIMIT_ENABLED=True, RATELIMIT_APPLICATION="2 per hour").test_client()
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_APPLICATION="2 per hour", REQUIRE_API_KEY=True)
+    client = app.test_client()
     for _ in range(3):
         assert client.get("/docs", follow_redirects=True).status_code == 200
         assert client.get("/openapi.json").status_code == 200
         asset = client.get("/openapi/swagger/css/swagger-ui.css")
         assert asset.status_code == 200
         asset.close()
-    assert client.post("/openai-completion", json={"prompt": "a"}).status_code == 200
-    assert client.post("/openai-completion", json={"prompt": "b"}).status_code == 200
-    assert client.post("/openai-completion", json={"prompt": "c"}).status_code == 429
+    key = bearer(create_client_key(app))
+    assert client.post("/openai-completion", json={"prompt": "a"}, headers=key).status_code == 200
+    assert client.post("/openai-completion", json={"prompt": "b"}, headers=key).status_code == 200
+    assert client.post("/openai-completion", json={"prompt": "c"}, headers=key).status_code == 429

@@ -1,0 +1,78 @@
+"""Client authentication: with REQUIRE_API_KEY, every API route needs `Authorization: Bearer <key>`.
+
+Health, readiness, metrics and the API documentation stay open (`public`), and so do
+CORS preflights, which browsers send without credentials. The key found is `g.client`:
+rate limits are counted per key, conversations belong to it, its budget is charged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, current_app, g, request
+
+from errors import ApiError
+from services.client_keys import ClientKey, find_active_key
+
+# flask-openapi3's own blueprints: the Swagger UI page and its assets.
+_DOCS_BLUEPRINTS = {"openapi", "swagger"}
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="llm-gateway"'}
+
+
+def public(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view as open to anyone, key or not (health, metrics, docs)."""
+    view.public = True
+    return view
+
+
+def current_client() -> ClientKey | None:
+    """The key this request was made with; None when keys are off (or for a public route)."""
+    return g.get("client")
+
+
+def current_owner() -> int | None:
+    """Whose conversations this request may see: its key's id, or None (keyless mode)."""
+    client = current_client()
+    return client.id if client else None
+
+
+def _is_public() -> bool:
+    if request.method == "OPTIONS" or request.routing_exception is not None:
+        return True  # a preflight, or a 404/405 that no key would change
+    view = current_app.view_functions.get(request.endpoint or "")
+    return getattr(view, "public", False) or request.blueprint in _DOCS_BLUEPRINTS
+
+
+def _presented_key() -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def register_authentication(app: Flask) -> None:
+    """Check the client's key before anything else a request does (rate limits included)."""
+
+    if not app.config["REQUIRE_API_KEY"] and app.config["APP_ENV"] == "production":
+        app.logger.warning(
+            "REQUIRE_API_KEY=false in production: anyone who can reach the service can spend the upstream key"
+        )
+
+    @app.before_request
+    def authenticate() -> None:
+        g.client = None
+        if not current_app.config["REQUIRE_API_KEY"] or _is_public():
+            return
+        presented = _presented_key()
+        if presented is None:
+            raise ApiError(
+                401,
+                "An API key is required: send it as 'Authorization: Bearer <key>'",
+                headers=_CHALLENGE,
+                code="missing_api_key",
+            )
+        client = find_active_key(presented)
+        if client is None:
+            raise ApiError(401, "Invalid or revoked API key", headers=_CHALLENGE, code="invalid_api_key")
+        g.client = client

@@ -1,0 +1,182 @@
+"""Client API keys: issue, list, revoke and check them; count and enforce daily token budgets.
+
+A key is `gw_` and 43 characters of a 256-bit random token. It is shown once, when it is
+created; the database keeps only its SHA-256 and its first characters (the prefix, for
+people to recognise it in `flask keys list`). Every request looks its key up again, so a
+revocation takes effect on the next request in every worker and on every host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from config import is_rate_limit
+from extensions import db
+from models import ApiKey, ApiKeyUsage
+
+KEY_PREFIX = "gw_"
+PREFIX_LENGTH = 12  # "gw_" and 9 characters of the token: recognisable, and never enough to use
+USAGE = ApiKeyUsage.__table__
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """The key a request was made with: who it is and what it may spend."""
+
+    id: int
+    name: str
+    prefix: str
+    rate_limit: str | None
+    daily_tokens: int | None
+
+
+class BudgetSpent(Exception):
+    """The key has spent its daily token budget; nothing may reach the upstream until `resets_at`."""
+
+    def __init__(self, client: ClientKey, used: int, resets_at: datetime) -> None:
+        super().__init__(f"daily token budget of key {client.prefix} spent")
+        self.client = client
+        self.used = used
+        self.resets_at = resets_at
+
+
+def hash_key(key: str) -> str:
+    """The stored form of `key`: its SHA-256, hex."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def check_rate_limit(text: str | None) -> str | None:
+    """`text` when it is a rate limit Flask-Limiter understands ("100 per minute"); ValueError if not."""
+    if text is not None and not is_rate_limit(text):
+        raise ValueError(f"{text!r} is not a rate limit such as '100 per minute' or '1000 per day;100 per hour'")
+    return text
+
+
+def create_key(name: str, rate_limit: str | None = None, daily_tokens: int | None = None) -> tuple[dict[str, Any], str]:
+    """Store a new key; return its record and the key itself (the only time it is known)."""
+    check_rate_limit(rate_limit)
+    for _ in range(3):  # a prefix collision is a 1 in 2^54 event; try again rather than fail
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = ApiKey(
+            name=name,
+            prefix=key[:PREFIX_LENGTH],
+            key_hash=hash_key(key),
+            rate_limit=rate_limit,
+            daily_tokens=daily_tokens,
+        )
+        db.session.add(record)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            continue
+        created = record.to_dict()
+        db.session.close()
+        return created, key
+    raise RuntimeError("could not draw a unique key prefix")
+
+
+def list_keys() -> list[dict[str, Any]]:
+    """Every key, oldest first, with the tokens and requests it spent today."""
+    today = utc_today()
+    rows = db.session.execute(
+        select(ApiKey, USAGE.c.total_tokens, USAGE.c.requests)
+        .outerjoin(USAGE, (USAGE.c.api_key_id == ApiKey.id) & (USAGE.c.day == today))
+        .order_by(ApiKey.id)
+    ).all()
+    keys = [
+        {**key.to_dict(), "tokens_today": tokens or 0, "requests_today": requests or 0}
+        for key, tokens, requests in rows
+    ]
+    db.session.close()
+    return keys
+
+
+def revoke_key(prefix_or_key: str) -> dict[str, Any] | None:
+    """Revoke the key with this prefix (or the whole key); None when there is no such key.
+
+    Revoking twice keeps the first revocation's time.
+    """
+    if prefix_or_key.startswith(KEY_PREFIX) and len(prefix_or_key) > PREFIX_LENGTH:
+        where = ApiKey.key_hash == hash_key(prefix_or_key)
+    else:
+        where = ApiKey.prefix == prefix_or_key
+    db.session.execute(update(ApiKey).where(where, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC)))
+    db.session.commit()
+    key = db.session.scalar(select(ApiKey).where(where))
+    revoked = key.to_dict() if key else None
+    db.session.close()
+    return revoked
+
+
+def find_active_key(presented: str) -> ClientKey | None:
+    """The live (unrevoked) key `presented` is, or None. One indexed read; no connection kept."""
+    if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
+        return None
+    row = db.session.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.rate_limit, ApiKey.daily_tokens).where(
+            ApiKey.key_hash == hash_key(presented), ApiKey.revoked_at.is_(None)
+        )
+    ).first()
+    db.session.close()
+    return ClientKey(*row) if row else None
+
+
+def utc_today() -> date:
+    """Today in UTC: budgets are per UTC day."""
+    return datetime.now(UTC).date()
+
+
+def next_reset(day: date) -> datetime:
+    """When the budget of `day` resets: the next UTC midnight."""
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+def ensure_budget_left(session: Session, client: ClientKey | None) -> None:
+    """Raise BudgetSpent when `client` has used its daily tokens; called before the upstream is."""
+    if client is None or client.daily_tokens is None:
+        return
+    today = utc_today()
+    used = session.scalar(select(USAGE.c.total_tokens).where(USAGE.c.api_key_id == client.id, USAGE.c.day == today))
+    if used is not None and used >= client.daily_tokens:
+        raise BudgetSpent(client, used, next_reset(today))
+
+
+def charge_usage(session: Session, key_id: int, prompt_tokens: int, completion_tokens: int) -> None:
+    """Add one request's tokens to today's counter of `key_id`, in the caller's transaction.
+
+    An upsert, so concurrent replies of one key add up instead of racing on a read.
+    """
+    values = {
+        "api_key_id": key_id,
+        "day": utc_today(),
+        "requests": 1,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(USAGE).values(values)
+    added = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[USAGE.c.api_key_id, USAGE.c.day],
+            set_={name: USAGE.c[name] + statement.excluded[name] for name in added},
+        )
+    )
+
+
+def key_id_for(prefix: str) -> int | None:
+    """The id of the key with this prefix (revoked or not), or None."""
+    found = db.session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix))
+    db.session.close()
+    return found
