@@ -18,11 +18,12 @@ from config import load_settings, resolve_defaults, validate_settings
 from database import configure_engine, engine_options, writer_queue_for
 from errors import register_error_handlers
 from extensions import db, limiter, migrate
+from logformat import JsonFormatter
 from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
 from routes.openai_compat import CONVERSATION_HEADER
 from services.llm import build_llm
-from telemetry import REQUEST_ID_HEADER, JsonFormatter, register_request_telemetry
+from telemetry import REQUEST_ID_HEADER, register_request_telemetry
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,15 @@ Concurrency is WEB_CONCURRENCY x GUNICORN_THREADS.
 
 import glob
 import os
+import sys
 import tempfile
 
 from dotenv import load_dotenv
+from gunicorn.glogging import Logger
 
 load_dotenv()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from logformat import JsonFormatter  # noqa: E402  (standard library only: the master stays light)
 
 
 def _int(name: str, default: int) -> int:
@@ -41,6 +45,23 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+class JsonLogger(Logger):
+    """gunicorn's own messages as JSON lines, scrubbed of keys like the app's.
+
+    At debug level gunicorn logs each request's path, where a careless client may have
+    put a key; every line goes through the same redaction as the app's.
+    """
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        secrets = tuple(filter(None, (os.environ.get("OPENAI_API_KEY"), os.environ.get("AZURE_OPENAI_API_KEY"))))
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter(secrets))
+
+
+logger_class = JsonLogger
 # gunicorn's runtime control socket sits at one fixed path per user: several instances
 # on one host (tests, blue/green) would take it from each other. Nothing here uses it.
 control_socket_disable = True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,16 +19,12 @@ import openai
 from flask import current_app
 
 from config import uses_offline_model
+from logformat import redact
 from services.tokens import estimate_message_tokens, text_of
 
 log = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline"
-
-# Anything shaped like a secret key, OpenAI's (sk-...) or this service's client keys
-# (gw_...); removed from every upstream message and log line.
-# A client key's 12-character prefix is not a secret and stays readable.
-_KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}|\bgw_[A-Za-z0-9_\-]{20,}")
 
 
 @dataclass(frozen=True)
@@ -144,14 +139,6 @@ class UpstreamRejected(UpstreamError):
     """The upstream refused the request itself (for example: context too long)."""
 
     status_code = 400
-
-
-def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
-    """Remove every configured secret and anything shaped like an API key from `text`."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _KEY_PATTERN.sub("[redacted]", text)
 
 
 def _upstream_message(exc: openai.APIStatusError) -> str:

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import UPSTREAM_KEY, free_port, rows_of
 
 from extensions import db
+from logformat import JsonFormatter
 from models import Message
-from telemetry import JsonFormatter
 
 
 def _samples(client) -> dict[tuple[str, tuple], float]:
