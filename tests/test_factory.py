@@ -44,6 +44,7 @@ def test_default_database_is_sqlite_in_the_instance_folder(monkeypatch):
         ({"RATELIMIT_ENABLED": "maybe"}, "RATELIMIT_ENABLED must be true or false, got 'maybe'"),
         ({"HISTORY_MAX_MESSAGES": "many"}, "HISTORY_MAX_MESSAGES must be a whole number, got 'many'"),
         ({"APP_ENV": "staging"}, "APP_ENV must be development, production or testing, got 'staging'"),
+        ({"REQUIRE_API_KEY": "sometimes"}, "REQUIRE_API_KEY must be true or false, got 'sometimes'"),
     ],
 )
 def test_bad_values_fail_at_start_up_naming_the_variable(env, message):
@@ -59,6 +60,8 @@ def test_bad_values_fail_at_start_up_naming_the_variable(env, message):
         ({"RATELIMIT_COMPLETION": "10 per fortnight"}, "RATELIMIT_COMPLETION must be a rate limit"),
         ({"RATELIMIT_STORAGE_URI": "mongodb://x"}, "RATELIMIT_STORAGE_URI must be memory:// or redis://"),
         ({"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"}, "AZURE_OPENAI_API_KEY is missing"),
+        ({"CORS_ORIGINS": ["https://app.example.com/path"]}, "CORS_ORIGINS must be '\\*' or origins"),
+        ({"CORS_ORIGINS": ["app.example.com"]}, "CORS_ORIGINS must be"),
     ],
 )
 def test_inconsistent_settings_fail_at_start_up(overrides, fragment):
@@ -138,3 +141,11 @@ def test_azure_endpoint_uses_the_azure_client_and_deployment(make_app, upstream)
     request = upstream.received[0]
     assert request.path == "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"
     assert request.headers["api-key"] == UPSTREAM_KEY
+
+
+def test_access_settings_are_read_from_the_environment():
+    settings = load_settings({"REQUIRE_API_KEY": "yes", "CORS_ORIGINS": "https://a.example, http://localhost:3000"})
+    assert settings["REQUIRE_API_KEY"] is True
+    assert settings["CORS_ORIGINS"] == ["https://a.example", "http://localhost:3000"]
+    validate_settings(settings)
+    assert load_settings({})["REQUIRE_API_KEY"] is None  # decided by APP_ENV in create_app
