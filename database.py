@@ -61,11 +61,17 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+# Set while this thread holds a SqliteWriterQueue turn: its transaction is a writer's.
+_writing = threading.local()
+
+
 def _sqlite_begin_immediate(connection) -> None:
-    # Take the write lock at BEGIN. A deferred transaction that reads and then writes
-    # fails at once with "database is locked" if another writer committed in between
-    # (busy_timeout cannot help there); IMMEDIATE makes it wait its turn instead.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A writer takes the write lock at BEGIN. A deferred transaction that reads and then
+    # writes fails at once with "database is locked" if another writer committed in
+    # between (busy_timeout cannot help there); IMMEDIATE makes it wait its turn instead.
+    # A reader (a key lookup, a conversation page) begins deferred: in WAL mode it never
+    # waits for the writer, where IMMEDIATE would queue it behind every write.
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if getattr(_writing, "active", False) else "BEGIN")
 
 
 class SqliteWriterQueue:
@@ -96,9 +102,11 @@ class SqliteWriterQueue:
         with self._thread_lock:
             fd = self._process_fd()
             fcntl.flock(fd, fcntl.LOCK_EX)
+            _writing.active = True
             try:
                 yield
             finally:
+                _writing.active = False
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
 

@@ -145,7 +145,10 @@ def ensure_litellm() -> Path:
     return binary
 
 
-def start_ours(stack: ExitStack, name: str, port: int, upstream_port: int, workdir: Path) -> Process:
+def start_ours(
+    stack: ExitStack, name: str, port: int, upstream_port: int, workdir: Path, require_key: bool = False
+) -> tuple[Process, str | None]:
+    """This service under gunicorn; with `require_key`, REQUIRE_API_KEY on and a client key made for wrk."""
     db = workdir / f"{name}.db"
     env = {
         **os.environ,
@@ -162,16 +165,28 @@ def start_ours(stack: ExitStack, name: str, port: int, upstream_port: int, workd
         "DATABASE_POOL_SIZE": "8",
         "RATELIMIT_ENABLED": "false",  # LiteLLM runs without limits too
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{name}-metrics"),
+        "REQUIRE_API_KEY": "true" if require_key else "false",
     }
     subprocess.run(
         [str(VENV / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True
     )
+    key = None
+    if require_key:
+        created = subprocess.run(
+            [str(VENV / "flask"), "--app", "app", "keys", "create", "--name", "bench"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        key = created.stdout.strip()
     process = Process(
         name, pinned(SERVER_CPUS, [str(VENV / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]), env
     )
     stack.callback(process.stop)
     wait_http(f"http://127.0.0.1:{port}/healthz")
-    return process
+    return process, key
 
 
 def start_litellm(stack: ExitStack, name: str, port: int, upstream_port: int, workdir: Path) -> Process:
@@ -217,9 +232,11 @@ def main() -> None:
         wait_http("http://127.0.0.1:9100/v1/models")
         wait_http("http://127.0.0.1:9101/v1/models")
         ours = {
-            0: start_ours(stack, "ours-0s", 9200, 9100, workdir),
-            1: start_ours(stack, "ours-1s", 9201, 9101, workdir),
+            0: start_ours(stack, "ours-0s", 9200, 9100, workdir)[0],
+            1: start_ours(stack, "ours-1s", 9201, 9101, workdir)[0],
         }
+        # The same service with client keys required: each request also looks its key up.
+        _, bench_key = start_ours(stack, "ours-key-0s", 9202, 9100, workdir, require_key=True)
         peer = {}
         if not args.no_peer:
             peer = {
@@ -229,6 +246,7 @@ def main() -> None:
         targets = {
             "direct": ("http://127.0.0.1:9100/v1/chat/completions", OPENAI_BODY, None),
             "ours": ("http://127.0.0.1:9200/openai-completion", OURS_BODY, None),
+            "ours-key": ("http://127.0.0.1:9202/openai-completion", OURS_BODY, bench_key),
             "litellm": ("http://127.0.0.1:9300/v1/chat/completions", OPENAI_BODY, LITELLM_KEY),
         }
         if args.no_peer:
@@ -303,6 +321,13 @@ def markdown(results: dict) -> str:
             f"| **{ours_over[0]:.2f} / {ours_over[1]:.2f} ms** | {p['p50_ms']:.2f} / {p['p99_ms']:.2f} ms "
             f"| {peer_over[0]:.2f} / {peer_over[1]:.2f} ms | {ratio:.1f}x |"
         )
+    for clients in (1, 32):
+        d, k = o[f"direct-{clients}"], o.get(f"ours-key-{clients}")
+        if k:
+            lines.append(
+                f"| {clients}, ours with a client key | | {k['p50_ms']:.2f} / {k['p99_ms']:.2f} ms "
+                f"| **{k['p50_ms'] - d['p50_ms']:.2f} / {k['p99_ms'] - d['p99_ms']:.2f} ms** | | | |"
+            )
     lines += ["", "Throughput at delay 0 (req/s): " + ", ".join(f"{k} {v['rps']:.0f}" for k, v in o.items()), ""]
     lines += ["### 2. Capacity (upstream delay 1 s; ideal = clients / 1 s)", ""]
     lines += [

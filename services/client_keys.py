@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -118,16 +118,19 @@ def revoke_key(prefix_or_key: str) -> dict[str, Any] | None:
     return revoked
 
 
+# Built once: every request runs it, and building the statement costs more than the read.
+_FIND_ACTIVE_KEY = select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.rate_limit, ApiKey.daily_tokens).where(
+    ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None)
+)
+
+
 def find_active_key(presented: str) -> ClientKey | None:
-    """The live (unrevoked) key `presented` is, or None. One indexed read; no connection kept."""
+    """The live (unrevoked) key `presented` is, or None. One indexed read on a connection
+    of its own (no ORM session), handed back before the request goes on."""
     if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
         return None
-    row = db.session.execute(
-        select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.rate_limit, ApiKey.daily_tokens).where(
-            ApiKey.key_hash == hash_key(presented), ApiKey.revoked_at.is_(None)
-        )
-    ).first()
-    db.session.close()
+    with db.engine.connect() as connection:
+        row = connection.execute(_FIND_ACTIVE_KEY, {"key_hash": hash_key(presented)}).first()
     return ClientKey(*row) if row else None
 
 
@@ -151,6 +154,23 @@ def ensure_budget_left(session: Session, client: ClientKey | None) -> None:
         raise BudgetSpent(client, used, next_reset(today))
 
 
+_USAGE_UPSERTS: dict[str, Any] = {}
+
+
+def _usage_upsert(dialect_name: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE adding to today's counters, built once per backend."""
+    statement = _USAGE_UPSERTS.get(dialect_name)
+    if statement is None:
+        insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(USAGE)
+        added = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
+        statement = insert.on_conflict_do_update(
+            index_elements=[USAGE.c.api_key_id, USAGE.c.day],
+            set_={name: USAGE.c[name] + insert.excluded[name] for name in added},
+        )
+        _USAGE_UPSERTS[dialect_name] = statement
+    return statement
+
+
 def charge_usage(session: Session, key_id: int, prompt_tokens: int, completion_tokens: int) -> None:
     """Add one request's tokens to today's counter of `key_id`, in the caller's transaction.
 
@@ -164,15 +184,7 @@ def charge_usage(session: Session, key_id: int, prompt_tokens: int, completion_t
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(USAGE).values(values)
-    added = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[USAGE.c.api_key_id, USAGE.c.day],
-            set_={name: USAGE.c[name] + statement.excluded[name] for name in added},
-        )
-    )
+    session.execute(_usage_upsert(session.get_bind().dialect.name), values)
 
 
 def key_id_for(prefix: str) -> int | None:

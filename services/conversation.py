@@ -364,7 +364,7 @@ def conversation_usage(user_id: str, owner: Owner) -> dict[str, Any] | None:
 
 
 def iter_rows(user_id: str | None = None, owner: Owner = ANY_KEY, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
-    """Every stored row (of `user_id` when given) as dicts, by user then id, in batches."""
+    """Every stored row (of `user_id` when given) as dicts with their api_key_id, by user then id, in batches."""
     after = ("", 0)
     while True:
         query = select(Message).where(_owned_by(owner)).order_by(Message.user_id, Message.id).limit(batch_size)
@@ -374,7 +374,8 @@ def iter_rows(user_id: str | None = None, owner: Owner = ANY_KEY, batch_size: in
             query = query.where(
                 (Message.user_id > after[0]) | ((Message.user_id == after[0]) & (Message.id > after[1]))
             )
-        batch = [row.to_dict() for row in db.session.scalars(query)]
+        # The key's id too: an export of every key's rows must say whose each one is.
+        batch = [{**row.to_dict(), "api_key_id": row.api_key_id} for row in db.session.scalars(query)]
         db.session.close()
         if not batch:
             return

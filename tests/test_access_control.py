@@ -199,3 +199,29 @@ def test_require_api_key_follows_app_env_unless_set(app_factory, database_url, c
         open_production = app_factory(database_url, APP_ENV="production", REQUIRE_API_KEY=False)
     assert open_production.config["REQUIRE_API_KEY"] is False
     assert "REQUIRE_API_KEY=false in production" in caplog.text
+
+
+def test_on_sqlite_a_key_lookup_and_a_read_do_not_wait_for_a_writer(app_factory, sqlite_template, tmp_path):
+    """Readers begin deferred: in WAL mode they read while a writer holds the lock, where a
+    BEGIN IMMEDIATE would queue every authenticated request behind every write."""
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "chat_history.db"
+    shutil.copy(sqlite_template, path)
+    app = app_factory(f"sqlite:///{path}", REQUIRE_API_KEY=True)
+    key = bearer(create_client_key(app))
+    client = app.test_client()
+    assert client.post("/openai-completion", json={"prompt": "hi", "user_id": "alice"}, headers=key).status_code == 200
+
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process is mid-write and holds the lock
+    writer.execute("DELETE FROM messages WHERE user_id = 'nobody'")
+    try:
+        read = client.get("/conversations/alice", headers=key)
+        listed = client.get("/conversations", headers=key)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert read.status_code == 200 and len(read.get_json()["messages"]) == 2
+    assert [c["user_id"] for c in listed.get_json()["conversations"]] == ["alice"]

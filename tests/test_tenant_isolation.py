@@ -174,5 +174,10 @@ def test_operators_cli_sees_every_keys_conversation_and_can_narrow_to_one(tenant
     erased = runner.invoke(args=["conversation", "delete", "alice", "--key", a_prefix, "--yes"])
     assert erased.exit_code == 0 and "Deleted 4 message rows" in erased.output
     assert _contents(app) == ["B's alice", rows_of(app, "alice")[1]["content"]]
+    exported = [
+        json.loads(line) for line in runner.invoke(args=["conversation", "export", "alice"]).stdout.splitlines()
+    ]
+    assert {row["content"] for row in exported} == set(_contents(app))
+    assert len({row["api_key_id"] for row in exported}) == 1 and exported[0]["api_key_id"] is not None
     unknown = runner.invoke(args=["conversation", "show", "alice", "--key", "gw_nosuch"])
     assert unknown.exit_code == 2 and "no key with prefix 'gw_nosuch'" in unknown.output
