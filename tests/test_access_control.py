@@ -225,3 +225,46 @@ def test_on_sqlite_a_key_lookup_and_a_read_do_not_wait_for_a_writer(app_factory,
         writer.close()
     assert read.status_code == 200 and len(read.get_json()["messages"]) == 2
     assert [c["user_id"] for c in listed.get_json()["conversations"]] == ["alice"]
+
+
+def test_a_revocation_reaches_every_gunicorn_worker_at_once(tmp_path, upstream):
+    """No worker caches keys: revoked from the CLI, refused by whichever process answers."""
+    import subprocess
+
+    import requests
+    from support import BIN, ROOT, Served, service_env
+
+    env = service_env(
+        tmp_path,
+        APP_ENV="production",
+        OPENAI_API_KEY="sk-" + "serve" * 5,
+        OPENAI_BASE_URL=upstream.base_url,
+        WEB_CONCURRENCY="3",
+    )
+    served = Served(env)  # migrates first
+    try:
+        served.wait_for("LLM upstream: OpenAI at", count=3)
+
+        def flask(*args: str) -> str:
+            done = subprocess.run(
+                [str(BIN / "flask"), "--app", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout.strip()
+
+        key = flask("keys", "create", "--name", "roaming")
+
+        def statuses() -> list[int]:
+            # A fresh connection per request, so the kernel hands them to any of the workers.
+            return [
+                requests.get(served.url + "/conversations", headers=bearer(key), timeout=10).status_code
+                for _ in range(12)
+            ]
+
+        assert statuses() == [200] * 12
+        flask("keys", "revoke", key[:12])
+        assert statuses() == [401] * 12
+        answered_by = {line["pid"] for line in served.request_lines() if line["route"] == "/conversations"}
+        assert len(answered_by) >= 2, "the requests were not spread over several workers"
+    finally:
+        served.stop()
