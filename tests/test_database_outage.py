@@ -93,3 +93,28 @@ def test_database_lost_during_the_upstream_call_costs_only_that_request(proxied,
     assert upstream.chat_requests()[-1]["messages"] == [{"role": "user", "content": "next"}]
     statuses = [(r["content"], r["status"]) for r in rows_of(app, "pg-3")]
     assert statuses == [("in flight", "pending"), ("next", "completed"), ("echo: next", "completed")]
+
+
+def test_with_keys_required_an_outage_answers_503_not_401(postgres_url, app_factory, upstream):
+    """The key lookup is the first thing to need the database: an outage must not read as
+    a bad key (401), nor as our failure (500)."""
+    from support import bearer, create_client_key
+
+    url = sa.make_url(postgres_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    try:
+        via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        app = app_factory(via_proxy, REQUIRE_API_KEY=True)
+        key = bearer(create_client_key(app, "outage"))
+        client = app.test_client()
+        assert client.get("/conversations", headers=key).status_code == 200
+
+        proxy.cut()
+        down = client.post("/openai-completion", json={"prompt": "x"}, headers=key)
+        assert (down.status_code, down.get_json(), down.headers["Retry-After"]) == (503, UNAVAILABLE, "1")
+        assert upstream.chat_requests() == []
+
+        proxy.restore()
+        assert client.post("/openai-completion", json={"prompt": "x"}, headers=key).status_code == 200
+    finally:
+        proxy.close()
