@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -120,27 +121,40 @@ def _fresh_upstream(request) -> None:
         request.getfixturevalue("upstream").reset()
 
 
+def app_settings(database_url: str, upstream: FakeUpstream | None = None, **overrides) -> dict:
+    """The test configuration of an app on `database_url`, answered by `upstream` when given
+    (set LLM_OFFLINE=True otherwise), rate limits off, then `overrides`."""
+    config = {
+        "TESTING": True,
+        "APP_ENV": "testing",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "OPENAI_MODEL": "fake-model",
+        "OPENAI_MAX_RETRIES": 0,
+        "OPENAI_TIMEOUT": 10.0,
+        "SYSTEM_PROMPT": "",
+        "RATELIMIT_ENABLED": False,
+        "RATELIMIT_STORAGE_URI": "memory://",
+    }
+    if upstream is not None:
+        config.update({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": upstream.base_url})
+    config.update(overrides)
+    return config
+
+
+def migrated_sqlite(name: str) -> str:
+    """The URL of a new, migrated SQLite file in a temporary folder, for a module's own app."""
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-")) / f"{name}.db"
+    run_migrations(f"sqlite:///{path}")
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
 def app_factory(upstream) -> Iterator[Callable[..., object]]:
     """Build apps on the fake upstream, on the database given; closed after the test."""
     apps = []
 
     def factory(database_url: str, **overrides):
-        config = {
-            "TESTING": True,
-            "APP_ENV": "testing",
-            "SQLALCHEMY_DATABASE_URI": database_url,
-            "OPENAI_API_KEY": UPSTREAM_KEY,
-            "OPENAI_BASE_URL": upstream.base_url,
-            "OPENAI_MODEL": "fake-model",
-            "OPENAI_MAX_RETRIES": 0,
-            "OPENAI_TIMEOUT": 10.0,
-            "SYSTEM_PROMPT": "",
-            "RATELIMIT_ENABLED": False,
-            "RATELIMIT_STORAGE_URI": "memory://",
-        }
-        config.update(overrides)
-        app = create_app(config)
+        app = create_app(app_settings(database_url, upstream, **overrides))
         apps.append(app)
         return app
 

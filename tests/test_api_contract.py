@@ -3,34 +3,27 @@
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import schemathesis
-from conftest import ROOT, run_migrations
+from conftest import ROOT, app_settings, migrated_sqlite
 from hypothesis import HealthCheck, settings
 from support import CASES_RUN, bearer, create_client_key
 
 from app import create_app
 from services.client_keys import create_key
 
-_DB = Path(tempfile.mkdtemp(prefix="contract-")) / "contract.db"
-run_migrations(f"sqlite:///{_DB}")
-# The offline model answers, so every exchange the fuzzer starts completes for real.
 CONTRACT_APP = create_app(
-    {
-        "TESTING": True,
-        "APP_ENV": "testing",
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{_DB}",
-        "LLM_OFFLINE": True,
-        "RATELIMIT_ENABLED": False,
+    app_settings(
+        migrated_sqlite("contract"),
+        # The offline model answers, so every exchange the fuzzer starts completes for real.
+        LLM_OFFLINE=True,
         # As in production: every API route needs a key (schemathesis also checks that one
         # sent without it is refused with 401).
-        "REQUIRE_API_KEY": True,
+        REQUIRE_API_KEY=True,
         # Room for the oversized bodies the fuzzer builds to break the per-message bounds,
         # so they meet validation (400) rather than the size limit (413, tested elsewhere).
-        "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
-    }
+        MAX_CONTENT_LENGTH=64 * 1024 * 1024,
+    )
 )
 with CONTRACT_APP.app_context():
     _, CONTRACT_KEY = create_key("schemathesis")

@@ -11,17 +11,15 @@ conversation header are drawn as arbitrary text. Runs are derandomized (CI repla
 
 from __future__ import annotations
 
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from conftest import run_migrations
+from conftest import app_settings, migrated_sqlite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import CASES_RUN, UPSTREAM_KEY, bearer
+from support import CASES_RUN, bearer
 
 from app import create_app
 from extensions import db
@@ -116,21 +114,7 @@ SUCCESS_MODELS = {
 def service(upstream):
     """One app for every example (a fixture per example would be rebuilt each time): keys
     required, the fake upstream answering, a migrated SQLite database."""
-    path = Path(tempfile.mkdtemp(prefix="properties-")) / "properties.db"
-    run_migrations(f"sqlite:///{path}")
-    app = create_app(
-        {
-            "TESTING": True,
-            "APP_ENV": "testing",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
-            "OPENAI_API_KEY": UPSTREAM_KEY,
-            "OPENAI_BASE_URL": upstream.base_url,
-            "OPENAI_MODEL": "fake-model",
-            "OPENAI_MAX_RETRIES": 0,
-            "RATELIMIT_ENABLED": False,
-            "REQUIRE_API_KEY": True,
-        }
-    )
+    app = create_app(app_settings(migrated_sqlite("properties"), upstream, REQUIRE_API_KEY=True))
     with app.app_context():
         _, key = create_key("properties")
     document = app.test_client().get("/openapi.json").get_json()
