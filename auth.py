@@ -10,20 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Blueprint, Flask, current_app, g, request
 
 from errors import ApiError
+from extensions import limiter
 from services.client_keys import ClientKey, find_active_key
 
-# flask-openapi3's own blueprints: the Swagger UI page and its assets.
-_DOCS_BLUEPRINTS = {"openapi", "swagger"}
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="llm-gateway"'}
 
 
 def public(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a view as open to anyone, key or not (health, metrics, docs)."""
+    """Open a view to anyone: no key needed, no rate limit spent (health, metrics, docs).
+
+    Put it below the route decorator, so it marks the function the route wraps.
+    """
     view.public = True
-    return view
+    return limiter.exempt(view)
+
+
+def public_blueprint(blueprint: Blueprint) -> None:
+    """Open every view of `blueprint` as `public` does one (the Swagger UI and its assets)."""
+    blueprint.public = True
+    limiter.exempt(blueprint)
 
 
 def current_client() -> ClientKey | None:
@@ -41,7 +49,8 @@ def _is_public() -> bool:
     if request.method == "OPTIONS" or request.routing_exception is not None:
         return True  # a preflight, or a 404/405 that no key would change
     view = current_app.view_functions.get(request.endpoint or "")
-    return getattr(view, "public", False) or request.blueprint in _DOCS_BLUEPRINTS
+    blueprint = current_app.blueprints.get(request.blueprint or "")
+    return getattr(view, "public", False) or getattr(blueprint, "public", False)
 
 
 def _presented_key() -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import current_app, jsonify, redirect
 
-from auth import public
+from auth import public, public_blueprint
 from schemas import ErrorResponse, OpenAIErrorResponse
 
 # How clients authenticate (REQUIRE_API_KEY): a key from `flask keys create` as a bearer token.
@@ -89,10 +89,8 @@ def _add_links(paths: dict[str, Any]) -> None:
 
 def register_docs_routes(app) -> None:
     """/openapi.json (the document) and /docs (Swagger UI, served from the package's assets)."""
-    from extensions import limiter
 
     @app.get("/openapi.json", doc_ui=False)
-    @limiter.exempt
     @public
     def openapi_document():
         document = dict(current_app.api_doc)
@@ -104,12 +102,12 @@ def register_docs_routes(app) -> None:
         return jsonify(document)
 
     @app.get("/docs", doc_ui=False)
-    @limiter.exempt
     @public
     def swagger_ui():
         return redirect("/openapi/swagger")
 
-    # Reading the documentation (the UI page and its assets) never spends the API budget.
+    # Reading the documentation (flask-openapi3's UI page and assets) needs no key and
+    # never spends the API budget.
     for name in ("openapi", "swagger"):
         if name in app.blueprints:
-            limiter.exempt(app.blueprints[name])
+            public_blueprint(app.blueprints[name])

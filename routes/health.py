@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 
 @bp.get("/healthz", responses={200: HealthResponse})
-@limiter.exempt
 @public
 def healthz():
     """Alive: the process answers. No I/O, so a slow database never restarts it."""
@@ -48,7 +47,6 @@ def _limiter_storage_ready() -> bool:
 
 
 @bp.get("/readyz", responses={200: ReadinessResponse, 503: ReadinessResponse})
-@limiter.exempt
 @public
 def readyz():
     """Ready: the database and the rate limit storage both answer; 503 when either does not."""
@@ -64,7 +62,6 @@ def readyz():
 
 
 @bp.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
-@limiter.exempt
 @public
 def metrics():
     """Prometheus metrics, summed over every gunicorn process."""

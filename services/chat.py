@@ -30,6 +30,15 @@ def history_limits() -> HistoryLimits:
     return HistoryLimits(max_messages=config["HISTORY_MAX_MESSAGES"], max_tokens=config["HISTORY_MAX_TOKENS"])
 
 
+def _record_turn(
+    user_id: str, leading: list[dict[str, Any]], new_messages: list[dict[str, Any]], new_conversation: bool
+) -> Exchange:
+    """Transaction 1 for this request: its key's budget checked, its turn recorded."""
+    return start_exchange(
+        user_id, leading, new_messages, history_limits(), client=current_client(), new_conversation=new_conversation
+    )
+
+
 def configured_system_messages() -> list[dict[str, Any]]:
     """The SYSTEM_PROMPT as a leading system message, or nothing when it is unset."""
     prompt = current_app.config.get("SYSTEM_PROMPT")
@@ -67,9 +76,7 @@ def complete_exchange(
     used up, and UpstreamError (after recording the exchange as failed) when the model
     fails. The database is not touched while the model is working.
     """
-    exchange = start_exchange(
-        user_id, leading, new_messages, history_limits(), client=current_client(), new_conversation=new_conversation
-    )
+    exchange = _record_turn(user_id, leading, new_messages, new_conversation)
     completion, started = _ask(exchange, lambda: get_llm().complete(exchange.context, model=model, **params))
     note_upstream_call(time.perf_counter() - started, "ok", completion)
     record_reply(exchange, completion)
@@ -96,9 +103,7 @@ def start_streamed_exchange(
 ) -> StreamedExchange:
     """Record the new turn and open the upstream stream. Raises UpstreamError (recorded as
     failed) when the stream cannot be opened, before any byte goes to the client."""
-    exchange = start_exchange(
-        user_id, leading, new_messages, history_limits(), client=current_client(), new_conversation=new_conversation
-    )
+    exchange = _record_turn(user_id, leading, new_messages, new_conversation)
     g.streaming = True
     stream, started = _ask(exchange, lambda: get_llm().stream(exchange.context, model=model, **params))
     return StreamedExchange(exchange=exchange, stream=stream, started=started)

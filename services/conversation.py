@@ -207,9 +207,10 @@ def record_reply(
     charged for the tokens either way, the upstream's count or, when a cut-off stream
     brought none, the estimate.
     """
+    spent = _tokens_spent(exchange, completion) if exchange.owner is not None else None
     with _transaction() as session:
-        if exchange.owner is not None:
-            charge_usage(session, exchange.owner, *_tokens_spent(exchange, completion))
+        if spent is not None:
+            charge_usage(session, exchange.owner, *spent)
         result = session.execute(
             update(MESSAGES).where(MESSAGES.c.exchange_id == exchange.exchange_id).values(status=status, error=error)
         )

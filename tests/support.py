@@ -127,13 +127,18 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`flask --app app ARGS...` in its own process with `env`, as an operator runs it."""
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
 class Served:
     """gunicorn started as `make run` starts it, stopped with SIGTERM."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        migrate = subprocess.run(
-            [str(BIN / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True
-        )
+        migrate = run_flask(env, "db", "upgrade")
         assert migrate.returncode == 0, migrate.stderr
         self.url = f"http://{env['HOST']}:{env['PORT']}"
         self.lines: queue.Queue[str] = queue.Queue()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import sqlite3
 
 import openai
 import pytest
+import requests
 from conftest import LiveServer
-from support import all_rows, bearer, create_client_key, rows_of
+from support import Served, all_rows, bearer, create_client_key, rows_of, run_flask, service_env
 
 from models import ApiKey
 from services.client_keys import hash_key
@@ -204,9 +207,6 @@ def test_require_api_key_follows_app_env_unless_set(app_factory, database_url, c
 def test_on_sqlite_a_key_lookup_and_a_read_do_not_wait_for_a_writer(app_factory, sqlite_template, tmp_path):
     """Readers begin deferred: in WAL mode they read while a writer holds the lock, where a
     BEGIN IMMEDIATE would queue every authenticated request behind every write."""
-    import shutil
-    import sqlite3
-
     path = tmp_path / "chat_history.db"
     shutil.copy(sqlite_template, path)
     app = app_factory(f"sqlite:///{path}", REQUIRE_API_KEY=True)
@@ -229,11 +229,6 @@ def test_on_sqlite_a_key_lookup_and_a_read_do_not_wait_for_a_writer(app_factory,
 
 def test_a_revocation_reaches_every_gunicorn_worker_at_once(tmp_path, upstream):
     """No worker caches keys: revoked from the CLI, refused by whichever process answers."""
-    import subprocess
-
-    import requests
-    from support import BIN, ROOT, Served, service_env
-
     env = service_env(
         tmp_path,
         APP_ENV="production",
@@ -246,9 +241,7 @@ def test_a_revocation_reaches_every_gunicorn_worker_at_once(tmp_path, upstream):
         served.wait_for("LLM upstream: OpenAI at", count=3)
 
         def flask(*args: str) -> str:
-            done = subprocess.run(
-                [str(BIN / "flask"), "--app", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True
-            )
+            done = run_flask(env, *args)
             assert done.returncode == 0, done.stderr
             return done.stdout.strip()
 

@@ -7,20 +7,13 @@ Keys are drawn at run time, so nothing key-shaped sits in the repository.
 from __future__ import annotations
 
 import secrets
-import subprocess
 from pathlib import Path
 
 import requests
 from fake_upstream import Status, StreamReply
-from support import BIN, ROOT, Served, free_port, service_env
+from support import Served, free_port, run_flask, service_env
 
 from services.client_keys import KEY_PREFIX
-
-
-def _flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "flask"), "--app", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
 
 
 def test_no_key_appears_in_any_response_log_line_or_database_byte(tmp_path, upstream):
@@ -39,16 +32,16 @@ def test_no_key_appears_in_any_response_log_line_or_database_byte(tmp_path, upst
         PORT=str(free_port()),
         DATABASE_URL=f"sqlite:///{database}",
     )
-    assert _flask(env, "db", "upgrade").returncode == 0
+    assert run_flask(env, "db", "upgrade").returncode == 0
     created = [
-        _flask(env, "keys", "create", "--name", "a", "--daily-tokens", "30"),  # spent after two calls
-        _flask(env, "keys", "create", "--name", "b"),
-        _flask(env, "keys", "create", "--name", "gone"),
+        run_flask(env, "keys", "create", "--name", "a", "--daily-tokens", "30"),  # spent after two calls
+        run_flask(env, "keys", "create", "--name", "b"),
+        run_flask(env, "keys", "create", "--name", "gone"),
     ]
     client_keys = [c.stdout.strip() for c in created]
     assert all(k.startswith(KEY_PREFIX) for k in client_keys)
     key_a, key_b, revoked = client_keys
-    revoking = _flask(env, "keys", "revoke", revoked[:12])
+    revoking = run_flask(env, "keys", "revoke", revoked[:12])
     assert revoking.returncode == 0
     never_issued = KEY_PREFIX + secrets.token_urlsafe(32)
     secrets_to_find = [upstream_key, *client_keys, never_issued]
@@ -98,7 +91,7 @@ def test_no_key_appears_in_any_response_log_line_or_database_byte(tmp_path, upst
         log = served.stop()
 
     assert len(upstream.chat_requests()) == 6  # the traffic really reached the model
-    listed = _flask(env, "keys", "list")
+    listed = run_flask(env, "keys", "list")
     outputs = {
         "responses": "\n".join(f"{r.status_code} {dict(r.headers)} {r.text}" for r in responses),
         "gunicorn log": log,
