@@ -1,4 +1,4 @@
-"""Helpers shared by the tests."""
+"""Helpers shared by the tests: everything a test module imports (conftest.py holds only fixtures)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ import queue
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fake_upstream import FakeUpstream
+from werkzeug.serving import make_server
 
+from app import create_app
 from extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Property-based cases run, by kind: conftest prints them at the end of the session.
 CASES_RUN: collections.Counter[str] = collections.Counter()
@@ -77,7 +83,6 @@ def rows_of(app, user_id: str | None = None) -> list[dict]:
         return [m.to_dict() for m in db.session.scalars(query)]
 
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 # Variables a developer's shell might carry that would change what is tested here.
@@ -250,3 +255,104 @@ class TcpProxy:
         self._running = False
         self.cut()
         self._listener.close()
+
+
+def run_migrations(url: str) -> None:
+    """Build the schema at `url` from nothing with the project's migrations."""
+    from flask_migrate import upgrade
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "APP_ENV": "testing", "LLM_OFFLINE": True})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    app.extensions["llm"].close()
+
+
+def app_settings(database_url: str, upstream: FakeUpstream | None = None, **overrides) -> dict:
+    """The test configuration of an app on `database_url`, answered by `upstream` when given
+    (set LLM_OFFLINE=True otherwise), rate limits off, then `overrides`."""
+    config = {
+        "TESTING": True,
+        "APP_ENV": "testing",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "OPENAI_MODEL": "fake-model",
+        "OPENAI_MAX_RETRIES": 0,
+        "OPENAI_TIMEOUT": 10.0,
+        "SYSTEM_PROMPT": "",
+        "RATELIMIT_ENABLED": False,
+        "RATELIMIT_STORAGE_URI": "memory://",
+    }
+    if upstream is not None:
+        config.update({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": upstream.base_url})
+    config.update(overrides)
+    return config
+
+
+def migrated_sqlite(name: str) -> str:
+    """The URL of a new, migrated SQLite file in a temporary folder, for a module's own app."""
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-")) / f"{name}.db"
+    run_migrations(f"sqlite:///{path}")
+    return f"sqlite:///{path}"
+
+
+class _TrackedResponses:
+    """WSGI middleware counting responses not yet closed, so a test can wait for them."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.active = 0
+        self.idle = threading.Condition()
+
+    def __call__(self, environ, start_response):
+        with self.idle:
+            self.active += 1
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return _Closing(body, self._done)
+
+    def _done(self) -> None:
+        with self.idle:
+            self.active -= 1
+            self.idle.notify_all()
+
+    def wait_idle(self, timeout: float = 20) -> bool:
+        """Block until every response has been closed (streams included)."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.active == 0, timeout)
+
+
+class _Closing:
+    def __init__(self, body, on_close) -> None:
+        self._body, self._on_close = body, on_close
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._body, "close"):
+                self._body.close()
+        finally:
+            self._on_close()
+
+
+class LiveServer:
+    """The app served over real HTTP by werkzeug in a thread, on a free port."""
+
+    def __init__(self, app) -> None:
+        self.tracker = _TrackedResponses(app)
+        self._server = make_server("127.0.0.1", 0, self.tracker, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def wait_idle(self, timeout: float = 20) -> bool:
+        """Block until every response, streamed ones included, is finished and closed."""
+        return self.tracker.wait_idle(timeout)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -10,8 +10,7 @@ import sqlite3
 import openai
 import pytest
 import requests
-from conftest import LiveServer
-from support import Served, all_rows, bearer, create_client_key, rows_of, run_flask, service_env
+from support import LiveServer, Served, all_rows, bearer, create_client_key, rows_of, run_flask, service_env
 
 from models import ApiKey
 from services.client_keys import hash_key

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import schemathesis
-from conftest import ROOT, app_settings, migrated_sqlite
 from hypothesis import HealthCheck, settings
-from support import CASES_RUN, bearer, create_client_key
+from support import CASES_RUN, ROOT, app_settings, bearer, create_client_key, migrated_sqlite
 
 from app import create_app
 from services.client_keys import create_key

@@ -85,7 +85,7 @@ def test_delete_erases_every_row_and_the_history(make_app, upstream):
 
 
 def test_a_reply_arriving_after_delete_does_not_bring_the_conversation_back(make_app, upstream):
-    from conftest import LiveServer
+    from support import LiveServer
 
     app = make_app()
     server = LiveServer(app)

@@ -98,7 +98,7 @@ def test_trim_exchanges_walks_from_the_newest_and_stops_at_the_first_misfit():
 
 def test_concurrent_requests_for_one_user_are_recorded_as_whole_exchanges(make_app, upstream):
     app = make_app()
-    from conftest import LiveServer
+    from support import LiveServer
 
     server = LiveServer(app)
     parallel = 6

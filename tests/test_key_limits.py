@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 import openai
 import pytest
 import requests
-from conftest import LiveServer
 from fake_upstream import Reply, StreamReply
-from support import all_rows, bearer, create_client_key, rows_of, sse_events
+from support import LiveServer, all_rows, bearer, create_client_key, rows_of, sse_events
 
 PROMPT = {"prompt": "hi", "user_id": "alice"}
 

@@ -16,10 +16,9 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from conftest import app_settings, migrated_sqlite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import CASES_RUN, bearer
+from support import CASES_RUN, app_settings, bearer, migrated_sqlite
 
 from app import create_app
 from extensions import db
