@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, Response
 from flask_cors import CORS
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -15,17 +15,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from auth import register_authentication
 from cli import register_commands
 from config import load_settings, resolve_defaults, validate_settings
-from database import configure_engine, engine_options, writer_queue_for
-from errors import register_error_handlers
+from database import WRITER_QUEUE, configure_engine, engine_options, writer_queue_for
+from errors import register_error_handlers, reject_invalid
 from extensions import db, limiter, migrate
 from logformat import JsonFormatter
 from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
-from routes.openai_compat import CONVERSATION_HEADER
+from schemas import CONVERSATION_HEADER
+from services.chat import ChatPipeline, ChatSettings
 from services.llm import build_llm
 from telemetry import REQUEST_ID_HEADER, register_request_telemetry
-
-log = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -37,6 +36,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         info=Info(title="LLM chat gateway", version="0.1.0", description="Chat with server-side memory."),
         doc_prefix="/openapi",
         security_schemes=SECURITY_SCHEMES,
+        # The schemas validate every view's parameters; a failure is our JSON 400.
+        validation_error_status=400,
+        validation_error_callback=reject_invalid,
         instance_relative_config=True,
         static_folder=None,
     )
@@ -44,10 +46,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     trust_proxies(app)
     configure_logging(app)
     register_request_telemetry(app)  # first, so even a rate-limited request is timed and logged
+    register_security_headers(app)
     register_authentication(app)  # before the limiter, which counts per key
     register_cors(app)
     register_extensions(app)
-    register_llm(app)
+    register_chat(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
@@ -78,6 +81,16 @@ def trust_proxies(app: Flask) -> None:
     hops = app.config["TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
+
+
+def register_security_headers(app: Flask) -> None:
+    """Headers every answer carries, whatever produced it."""
+
+    @app.after_request
+    def no_sniffing(response: Response) -> Response:
+        # JSON and event streams only: never let a browser sniff them into something else.
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def register_cors(app: Flask) -> None:
@@ -126,13 +139,14 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
-        app.extensions["sqlite_writer_queue"] = writer_queue_for(db.engine)
+        app.extensions[WRITER_QUEUE] = writer_queue_for(db.engine)
 
 
-def register_llm(app: Flask) -> None:
-    """Build this process's one LLM client and say which model answers."""
+def register_chat(app: Flask) -> None:
+    """Build this process's one LLM client and chat pipeline, and say which model answers."""
     llm = build_llm(app.config)
     app.extensions["llm"] = llm
+    app.extensions["chat"] = ChatPipeline(llm, ChatSettings.from_config(app.config))
     if llm.offline:
         app.logger.warning(
             "No OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT: answering from the built-in "

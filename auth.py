@@ -1,7 +1,7 @@
 """Client authentication: with REQUIRE_API_KEY, every API route needs `Authorization: Bearer <key>`.
 
 Health, readiness, metrics and the API documentation stay open (`public`), and so do
-CORS preflights, which browsers send without credentials. The key found is `g.client`:
+CORS preflights, which browsers send without credentials. The key found is `g.client_key`:
 rate limits are counted per key, conversations belong to it, its budget is charged.
 """
 
@@ -34,15 +34,15 @@ def public_blueprint(blueprint: Blueprint) -> None:
     limiter.exempt(blueprint)
 
 
-def current_client() -> ClientKey | None:
+def current_client_key() -> ClientKey | None:
     """The key this request was made with; None when keys are off (or for a public route)."""
-    return g.get("client")
+    return g.get("client_key")
 
 
-def current_owner() -> int | None:
-    """Whose conversations this request may see: its key's id, or None (keyless mode)."""
-    client = current_client()
-    return client.id if client else None
+def current_client_key_id() -> int | None:
+    """Whose conversations this request may see: its key's id, or None (keys off)."""
+    client_key = current_client_key()
+    return client_key.id if client_key else None
 
 
 def _is_public() -> bool:
@@ -70,7 +70,7 @@ def register_authentication(app: Flask) -> None:
 
     @app.before_request
     def authenticate() -> None:
-        g.client = None
+        g.client_key = None
         if not current_app.config["REQUIRE_API_KEY"] or _is_public():
             return
         presented = _presented_key()
@@ -81,7 +81,7 @@ def register_authentication(app: Flask) -> None:
                 headers=_CHALLENGE,
                 code="missing_api_key",
             )
-        client = find_active_key(presented)
-        if client is None:
+        client_key = find_active_key(presented)
+        if client_key is None:
             raise ApiError(401, "Invalid or revoked API key", headers=_CHALLENGE, code="invalid_api_key")
-        g.client = client
+        g.client_key = client_key

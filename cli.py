@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from database import unit_of_work
 from services.client_keys import check_rate_limit, create_key, key_id_for, list_keys, revoke_key
-from services.conversation import ANY_KEY, conversation_rows, delete_conversation, iter_rows, prune_exchanges
+from services.conversation import ANY_KEY, KeyScope, conversation_rows, delete_conversation, prune_batch, rows_batch
 
 conversation_cli = AppGroup("conversation", help="Inspect stored conversations.")
 
 
-def _owner(prefix: str | None):
-    """The rows `--key PREFIX` selects: that key's, or every key's without it."""
+def _key_scope(prefix: str | None) -> KeyScope:
+    """The rows `--key PREFIX` selects: that client key's, or every key's without it."""
     if prefix is None:
         return ANY_KEY
-    key_id = key_id_for(prefix)
+    with unit_of_work(write=False) as session:
+        key_id = key_id_for(session, prefix)
     if key_id is None:
         raise click.BadParameter(f"no key with prefix {prefix!r}", param_hint="--key")
     return key_id
@@ -41,14 +45,15 @@ key_option = click.option(
 @key_option
 def show_conversation(user_id: str, as_json: bool, key_prefix: str | None) -> None:
     """Print every stored row of USER_ID, oldest first, failed exchanges included."""
-    rows = conversation_rows(user_id, _owner(key_prefix))
+    scope = _key_scope(key_prefix)
+    with unit_of_work(write=False) as session:
+        rows = [(row, row.to_dict()) for row in conversation_rows(session, user_id, scope)]
     if not rows:
         raise click.ClickException(f"No conversation stored for user_id {user_id!r}")
-    for row in rows:
+    for row, data in rows:
         if as_json:
-            click.echo(json.dumps(row.to_dict(), ensure_ascii=False))
+            click.echo(json.dumps(data, ensure_ascii=False))
             continue
-        data = row.to_dict()
         content = row.content if isinstance(row.content, str) else json.dumps(row.content, ensure_ascii=False)
         extra = ""
         if row.role == "assistant":
@@ -79,7 +84,15 @@ def prune_messages(older_than: str | None, batch_size: int) -> None:
     """Delete whole exchanges that began before the cut-off, a short batch at a time."""
     age = parse_age(older_than) if older_than else timedelta(days=current_app.config["RETENTION_DAYS"])
     cutoff = datetime.now(UTC) - age
-    deleted = prune_exchanges(cutoff, batch_size=batch_size)
+    # Each batch is its own short transaction, so live traffic (and SQLite's one writer)
+    # waits at most one batch at a time.
+    deleted = 0
+    while True:
+        with unit_of_work() as session:
+            batch = prune_batch(session, cutoff, batch_size)
+        if batch is None:
+            break
+        deleted += batch
     click.echo(f"Deleted {deleted} message rows older than {cutoff.isoformat(timespec='seconds')}")
 
 
@@ -89,13 +102,29 @@ def prune_messages(older_than: str | None, batch_size: int) -> None:
 @key_option
 def delete_conversation_command(user_id: str, yes: bool, key_prefix: str | None) -> None:
     """Erase every stored row of USER_ID."""
-    owner = _owner(key_prefix)
+    scope = _key_scope(key_prefix)
     if not yes:
         click.confirm(f"Erase every message of {user_id!r}?", abort=True)
-    deleted = delete_conversation(user_id, owner)
+    with unit_of_work() as session:
+        deleted = delete_conversation(session, user_id, scope)
     if not deleted:
         raise click.ClickException(f"No conversation stored for user_id {user_id!r}")
     click.echo(f"Deleted {deleted} message rows of {user_id!r}")
+
+
+def iter_rows(
+    conversation_id: str | None = None, scope: KeyScope = ANY_KEY, batch_size: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """Every stored row (of one conversation when given), by conversation then id, read a
+    batch per short read-only unit of work, never the whole table in one transaction."""
+    after = ("", 0)
+    while True:
+        with unit_of_work(write=False) as session:
+            batch = rows_batch(session, after, conversation_id, scope, batch_size)
+        if not batch:
+            return
+        yield from batch
+        after = (batch[-1]["user_id"], batch[-1]["id"])
 
 
 @conversation_cli.command("export")
@@ -106,7 +135,7 @@ def delete_conversation_command(user_id: str, yes: bool, key_prefix: str | None)
 def export_conversations(user_id: str | None, fmt: str, output, key_prefix: str | None) -> None:
     """Write every stored row (of USER_ID, or of everyone) as one JSON object per line, for audits."""
     count = 0
-    for row in iter_rows(user_id, _owner(key_prefix)):
+    for row in iter_rows(user_id, _key_scope(key_prefix)):
         output.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
     if user_id is not None and not count:
@@ -137,7 +166,8 @@ def create_key_command(name: str, rate: str | None, daily_tokens: int | None) ->
     """Create a key and print it. It is shown this once: only its hash is stored."""
     if not name.strip() or len(name) > 100:
         raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
-    record, key = create_key(name.strip(), rate, daily_tokens)
+    with unit_of_work() as session:
+        record, key = create_key(session, name.strip(), rate, daily_tokens)
     click.echo(key)
     click.echo(
         f"Created key {record['prefix']} for {record['name']!r} "
@@ -151,7 +181,8 @@ def create_key_command(name: str, rate: str | None, daily_tokens: int | None) ->
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per key instead of a table.")
 def list_keys_command(as_json: bool) -> None:
     """Every key: prefix, name, limits, today's usage and whether it is revoked."""
-    keys = list_keys()
+    with unit_of_work(write=False) as session:
+        keys = list_keys(session)
     if as_json:
         for key in keys:
             click.echo(json.dumps(key))
@@ -170,7 +201,8 @@ def list_keys_command(as_json: bool) -> None:
 @click.argument("prefix")
 def revoke_key_command(prefix: str) -> None:
     """Revoke the key with this PREFIX (as `flask keys list` shows it); refused from the next request."""
-    revoked = revoke_key(prefix)
+    with unit_of_work() as session:
+        revoked = revoke_key(session, prefix)
     if revoked is None:
         raise click.ClickException(f"No key with prefix {prefix!r}")
     click.echo(f"Revoked key {revoked['prefix']} ({revoked['name']!r}) at {revoked['revoked_at']}")

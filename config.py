@@ -116,7 +116,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CORS_ORIGINS": [o.strip() for o in (_str(env, "CORS_ORIGINS", "") or "").split(",") if o.strip()],
         # How many proxies in front of the service may set X-Forwarded-For.
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
-        "RATELIMIT_HEADERS_ENABLED": True,
         "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
         "LOG_CONTENT": _bool(env, "LOG_CONTENT", False),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 90, minimum=1),

@@ -1,4 +1,5 @@
-"""Engine settings per backend: pool sizing and pre-ping, SQLite's per-connection pragmas."""
+"""Engine settings per backend (pool sizing, pre-ping, SQLite's pragmas and writer queue),
+and the one unit of work every service uses."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import fcntl
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session
 
 from config import ConfigError
+from extensions import db
 
 # How long a SQLite writer waits for the lock before "database is locked".
 SQLITE_BUSY_SECONDS = 15
@@ -115,3 +119,29 @@ def writer_queue_for(engine: Engine) -> SqliteWriterQueue | None:
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return None
     return SqliteWriterQueue(os.path.abspath(engine.url.database))
+
+
+WRITER_QUEUE = "sqlite_writer_queue"
+
+
+@contextmanager
+def unit_of_work(write: bool = True) -> Iterator[Session]:
+    """One short transaction on the app's session: committed when the block ends, rolled
+    back if it raises, and its connection handed back to the pool either way.
+
+    Stores take the session this yields and never commit or close it themselves. A
+    `write` unit takes SQLite's writer turn (see SqliteWriterQueue); a read-only one
+    (write=False) begins deferred and, in WAL mode, never waits for a writer.
+    Nothing may call the LLM inside a unit of work: no connection is held across it.
+    """
+    queue = current_app.extensions.get(WRITER_QUEUE) if write else None
+    with queue.turn() if queue else nullcontext():
+        try:
+            yield db.session
+            if write:
+                db.session.commit()
+        except BaseException:
+            db.session.rollback()
+            raise
+        finally:
+            db.session.close()

@@ -8,10 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, g, has_request_context, jsonify, request
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from schemas import rejection_of
+from services.chat import TurnRejected
 from services.client_keys import BudgetSpent
 from services.llm import UpstreamError
 
@@ -64,8 +67,21 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return response
 
 
+def reject_invalid(exc: ValidationError):
+    """Raise the 400 for a request that its schema (schemas/) rejects, in the words the
+    model chooses. flask-openapi3 calls this for every view parameter it validates; it
+    raises rather than returns, so the answer goes through the one ApiError handler."""
+    message, details = rejection_of(exc)
+    raise ApiError(400, message, **({"details": details} if details else {}))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer every error as JSON; never a stack trace, SQL or a credential."""
+
+    @app.errorhandler(TurnRejected)
+    def handle_turn_rejected(exc: TurnRejected):
+        extra = {k: v for k, v in (("details", exc.details), ("code", exc.code)) if v}
+        return error_response(400, exc.message, **extra)
 
     @app.errorhandler(ApiError)
     def handle_api_error(exc: ApiError):
@@ -79,7 +95,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(BudgetSpent)
     def handle_budget_spent(exc: BudgetSpent):
-        budget = exc.client.daily_tokens
+        budget = exc.client_key.daily_tokens
         resets_at = exc.resets_at.isoformat()
         wait = max(1, math.ceil((exc.resets_at - datetime.now(UTC)).total_seconds()))
         return error_response(

@@ -26,8 +26,8 @@ class Base(DeclarativeBase):
 
 
 def _own_rate_limit() -> str | None:
-    client = g.get("client")  # set by auth.authenticate, which runs before the limiter
-    return client.rate_limit if client is not None else None
+    client_key = g.get("client_key")  # set by auth.authenticate, which runs before the limiter
+    return client_key.rate_limit if client_key is not None else None
 
 
 def _application_limit() -> str:
@@ -45,8 +45,8 @@ def rate_limit_key() -> str:
 
     The address is the peer's unless TRUSTED_PROXIES lets ProxyFix believe X-Forwarded-For.
     """
-    client = g.get("client")
-    return f"key:{client.id}" if client is not None else f"ip:{get_remote_address()}"
+    client_key = g.get("client_key")
+    return f"key:{client_key.id}" if client_key is not None else f"ip:{get_remote_address()}"
 
 
 db = SQLAlchemy(model_class=Base)

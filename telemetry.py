@@ -48,31 +48,6 @@ UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "LLM upstream failure
 TOKENS = Counter("gateway_tokens_total", "Tokens used, as the upstream reported them", ["kind", "model"])
 
 
-def note_upstream_call(seconds: float, outcome: str, completion: Any = None) -> None:
-    """Record one upstream call in the metrics and in this request's log line."""
-    UPSTREAM_LATENCY.labels(outcome=outcome).observe(seconds)
-    if outcome not in ("ok", "ClientDisconnected"):
-        UPSTREAM_ERRORS.labels(kind=outcome).inc()
-    elif completion is not None:
-        for kind in ("prompt", "completion"):
-            used = getattr(completion, f"{kind}_tokens", None)
-            if used:
-                TOKENS.labels(kind=kind, model=completion.model).inc(used)
-    g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
-    if g.get("streaming"):
-        g.stream_outcome = {"ok": "completed", "ClientDisconnected": "disconnected"}.get(outcome, "failed")
-    if completion is not None:
-        g.usage = completion.usage()
-        g.model = completion.model
-
-
-def note_conversation(user_id: str, prompt_text: str | None = None) -> None:
-    """Name the conversation (and, only with LOG_CONTENT, the prompt) in the log line."""
-    g.user_id = user_id
-    if prompt_text is not None and current_app.config.get("LOG_CONTENT"):
-        g.prompt_text = prompt_text
-
-
 def _route_label() -> str:
     # The rule, not the path: paths carry ids and would explode the label space.
     return request.url_rule.rule if request.url_rule is not None else "unmatched"
@@ -91,8 +66,6 @@ def register_request_telemetry(app: Flask) -> None:
     def log_request(response: Response) -> Response:
         request_id = g.get("request_id") or uuid.uuid4().hex
         response.headers[REQUEST_ID_HEADER] = request_id
-        # JSON and event streams only: never let a browser sniff them into something else.
-        response.headers["X-Content-Type-Options"] = "nosniff"
         request_fields = {
             "event": "request",
             "request_id": request_id,
@@ -100,6 +73,7 @@ def register_request_telemetry(app: Flask) -> None:
             "route": _route_label(),
             "path": request.path,
             "status": response.status_code,
+            "log_content": current_app.config.get("LOG_CONTENT", False),
         }
         if response.is_streamed:
             # A stream's latency, upstream time and usage are known only when it ends:
@@ -118,18 +92,41 @@ def _finish_request(fields: dict[str, Any], request_globals: Any) -> None:
     if route != "/metrics":
         REQUESTS.labels(route=route, method=fields["method"], status=str(fields["status"])).inc()
         REQUEST_LATENCY.labels(route=route).observe(seconds)
+    log_content = fields.pop("log_content")
     fields = {**fields, "latency_ms": round(seconds * 1000, 3)}
-    if hasattr(request_globals, "upstream_seconds"):
-        fields["upstream_latency_ms"] = round(request_globals.upstream_seconds * 1000, 3)
-    for name in ("user_id", "model", "usage", "prompt_text"):
-        if hasattr(request_globals, name):
-            fields[name] = getattr(request_globals, name)
-    client = getattr(request_globals, "client", None)
-    if client is not None:
-        fields["client_key"] = client.prefix
-    if getattr(request_globals, "stream_outcome", None):
-        fields["stream_outcome"] = request_globals.stream_outcome
+    exchange = getattr(request_globals, "exchange", None)
+    if exchange is not None:
+        fields.update(_exchange_fields(exchange, log_content))
+    client_key = getattr(request_globals, "client_key", None)
+    if client_key is not None:
+        fields["client_key"] = client_key.prefix
     access_log.info("%s %s %s", fields["method"], fields["path"], fields["status"], extra={"fields": fields})
+
+
+_STREAM_OUTCOMES = {"ok": "completed", "ClientDisconnected": "disconnected"}
+
+
+def _exchange_fields(exchange: Any, log_content: bool) -> dict[str, Any]:
+    """The upstream metrics of a chat exchange (services.chat.ExchangeReport), and its log fields."""
+    fields: dict[str, Any] = {"user_id": exchange.conversation_id}
+    completion, outcome = exchange.completion, exchange.outcome
+    if exchange.upstream_seconds is not None:
+        UPSTREAM_LATENCY.labels(outcome=outcome or "InternalError").observe(exchange.upstream_seconds)
+        fields["upstream_latency_ms"] = round(exchange.upstream_seconds * 1000, 3)
+    if outcome not in (None, "ok", "ClientDisconnected"):
+        UPSTREAM_ERRORS.labels(kind=outcome).inc()
+    elif completion is not None:
+        for kind in ("prompt", "completion"):
+            used = getattr(completion, f"{kind}_tokens", None)
+            if used:
+                TOKENS.labels(kind=kind, model=completion.model).inc(used)
+    if completion is not None:
+        fields["model"], fields["usage"] = completion.model, completion.usage()
+    if log_content:
+        fields["prompt_text"] = exchange.prompt_text
+    if exchange.streamed and outcome is not None:
+        fields["stream_outcome"] = _STREAM_OUTCOMES.get(outcome, "failed")
+    return fields
 
 
 def metrics_response() -> Response:

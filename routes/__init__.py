@@ -7,10 +7,12 @@ from routes.completions import bp as completions_bp
 from routes.conversations import bp as conversations_bp
 from routes.health import bp as health_bp
 from routes.openai_compat import bp as openai_compat_bp
+from routes.request_body import register_body_checks
 
 
 def register_blueprints(app: OpenAPI) -> None:
-    """Attach every blueprint to `app`."""
+    """Attach every blueprint to `app`, after the checks every JSON body passes first."""
+    register_body_checks(app)
     app.register_api(completions_bp)
     app.register_api(conversations_bp)
     app.register_api(health_bp)

@@ -1,17 +1,17 @@
 """What the OpenAPI document says of each route (flask-openapi3), and /openapi.json, /docs.
 
-Routes keep their own validation (the exact messages the API promises, like "Prompt is
-required"), so flask-openapi3 only documents the models named in their signatures:
-`delay_validation` tells it to pass the view its path arguments untouched.
+The pydantic models a view names in its signature (schemas/) are both what flask-openapi3
+documents and what it validates the request with; their failures are answered by
+errors.validation_error_response, in the words each model chooses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, jsonify, redirect
 
+import schemas
 from auth import public, public_blueprint
 from schemas import ErrorResponse, OpenAIErrorResponse
 
@@ -32,12 +32,6 @@ _CLIENT_ERRORS = (400, 401, 413, 415, 429)
 _SERVER_ERRORS = (500, 502, 503, 504)
 
 
-def delay_validation(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Document the view's annotated models, but let the view validate its own input."""
-    view.__delay_validate_request__ = True  # read by flask-openapi3 at call time
-    return view
-
-
 def responses(success: dict[int, Any], *, openai: bool = False, read_only: bool = False) -> dict[int, Any]:
     """The responses of one operation: its successes and the error envelope for the rest."""
     error = OpenAIErrorResponse if openai else ErrorResponse
@@ -48,8 +42,6 @@ def responses(success: dict[int, Any], *, openai: bool = False, read_only: bool 
 def _restore_contains(component_schemas: dict[str, Any]) -> None:
     # flask-openapi3's Schema model drops JSON Schema's `contains`; put back what the
     # pydantic models say ("at least one message that is not a system message").
-    import schemas
-
     for name, component in component_schemas.items():
         model = getattr(schemas, name, None)
         if not (isinstance(model, type) and issubclass(model, schemas.BaseModel)):

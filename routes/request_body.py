@@ -1,16 +1,16 @@
-"""Reading a JSON request body into a pydantic model, with the envelope's errors."""
+"""What a JSON request body must be before its schema reads it: declared JSON, shallow
+enough to parse, valid JSON, and an object."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, get_type_hints
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 from pydantic import BaseModel, ValidationError
 
-from errors import ApiError
-from schemas import error_details
+from errors import ApiError, reject_invalid
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 def nesting_deeper_than(raw: bytes, limit: int) -> bool:
@@ -37,9 +37,26 @@ def nesting_deeper_than(raw: bytes, limit: int) -> bool:
     return False
 
 
-def json_body() -> Any:
-    """The parsed JSON body; 415 when it is not declared JSON, 400 when it does not parse
-    or nests deeper than MAX_JSON_DEPTH (the parser would recurse out of stack first)."""
+def _body_model(endpoint: str | None) -> type[BaseModel] | None:
+    """The pydantic model the view of `endpoint` takes as its `body`, if any."""
+    view = current_app.view_functions.get(endpoint or "")
+    if view is None:
+        return None
+    cache = current_app.extensions.setdefault("body_models", {})
+    if endpoint not in cache:
+        cache[endpoint] = get_type_hints(view).get("body")
+    return cache[endpoint]
+
+
+def check_json_body() -> Any:
+    """Before a view that takes a JSON body: 415 when it is not declared JSON, 400 when it
+    nests deeper than MAX_JSON_DEPTH (the parser would recurse out of stack first) or does
+    not parse, and the model's own 400 when it is not an object."""
+    if request.method not in _BODY_METHODS:
+        return None
+    model = _body_model(request.endpoint)
+    if model is None:
+        return None
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json")
     limit = current_app.config["MAX_JSON_DEPTH"]
@@ -48,34 +65,14 @@ def json_body() -> Any:
     data = request.get_json(silent=True)
     if data is None:
         raise ApiError(400, "Request body is not valid JSON")
-    return data
-
-
-def check_model_allowed(model: str | None) -> None:
-    """400 when `model` is named but not in ALLOWED_MODELS (when that list is set)."""
-    allowed = current_app.config.get("ALLOWED_MODELS") or []
-    if model is not None and allowed and model not in allowed:
-        raise ApiError(
-            400,
-            f"Model {model!r} is not allowed here; allowed: {', '.join(allowed)}",
-            details=[{"field": "model", "message": "not an allowed model"}],
-            code="model_not_allowed",
-        )
-
-
-def validated_body(model: type[ModelT], error: str, *, name_fields: bool = False) -> tuple[ModelT, dict[str, Any]]:
-    """The JSON object body validated as `model` (and the raw dict), or a 400 saying `error`.
-
-    The 400 lists each bad field in `details`; `name_fields` also names them in the
-    sentence itself, for clients (OpenAI's SDKs) that show only the message.
-    """
-    data = json_body()
     if not isinstance(data, dict):
-        raise ApiError(400, "Request body must be a JSON object")
-    try:
-        return model.model_validate(data), data
-    except ValidationError as exc:
-        details = error_details(exc)
-        if name_fields:
-            error = f"{error}: " + "; ".join(f"{d['field']}: {d['message']}" for d in details)
-        raise ApiError(400, error, details=details) from None
+        try:
+            model.model_validate(data)
+        except ValidationError as exc:
+            reject_invalid(exc)
+    return None
+
+
+def register_body_checks(app: Flask) -> None:
+    """Check JSON bodies before flask-openapi3 validates them with the view's model."""
+    app.before_request(check_json_body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge
 from pydantic import (
@@ -18,6 +18,8 @@ from pydantic import (
 )
 
 USER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# Opt-in server-side memory on /v1/chat/completions: the conversation id as a header.
+CONVERSATION_HEADER = "X-Conversation-Id"
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 
 
@@ -29,6 +31,28 @@ def _whole_number(value: Any) -> Any:
 
 
 TokenCount = Annotated[int, Ge(1), BeforeValidator(_whole_number)]
+
+
+class Validated:
+    """A request model that says how its own validation errors are answered (400).
+
+    flask-openapi3 validates each view's parameters with these models and hands a
+    failure to errors.validation_error_response, which asks the model for the answer.
+    """
+
+    invalid_message: ClassVar[str] = "Invalid request"
+    # Also name the bad fields in the sentence, for clients (OpenAI's SDKs) that show only it.
+    name_fields: ClassVar[bool] = False
+
+    @classmethod
+    def rejection(cls, details: list[dict[str, str]]) -> tuple[str, list[dict[str, str]] | None]:
+        """The error sentence and the details of a 400 for these bad fields."""
+        if any(d["field"] == "body" for d in details):  # not an object at all
+            return "Request body must be a JSON object", None
+        message = cls.invalid_message
+        if cls.name_fields:
+            message += ": " + "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        return message, details
 
 
 class _Strict(BaseModel):
@@ -104,8 +128,15 @@ class ChatMessage(_Strict):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-class CompletionRequest(_Strict):
+class CompletionRequest(Validated, _Strict):
     """POST /openai-completion."""
+
+    @classmethod
+    def rejection(cls, details: list[dict[str, str]]) -> tuple[str, list[dict[str, str]] | None]:
+        # The seed API's documented answer for any missing or unusable prompt.
+        if any(d["field"] in ("prompt", "body") for d in details):
+            return "Prompt is required", None
+        return super().rejection(details)
 
     # At least one character that is not white space (the pattern is a search).
     prompt: Annotated[str, StringConstraints(pattern=r"\S")]
@@ -117,8 +148,10 @@ class CompletionRequest(_Strict):
 _A_TURN = {"type": "object", "properties": {"role": {"enum": ["user", "assistant"]}}, "required": ["role"]}
 
 
-class ProcessPayloadRequest(_Strict):
+class ProcessPayloadRequest(Validated, _Strict):
     """POST /process-payload: the payload of the original FastAPI integration."""
+
+    invalid_message: ClassVar[str] = "Invalid payload"
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES, json_schema_extra={"contains": _A_TURN})
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -144,9 +177,10 @@ class OpenAIMessage(BaseModel):
     content: MessageText | Annotated[list[dict[str, Any]], Field(max_length=MAX_PARTS)] | None = None
 
 
-class OpenAIChatRequest(BaseModel):
+class OpenAIChatRequest(Validated, BaseModel):
     """POST /v1/chat/completions: OpenAI's body; unknown fields are passed to the upstream."""
 
+    name_fields: ClassVar[bool] = True
     model_config = ConfigDict(strict=True, extra="allow")
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     messages: list[OpenAIMessage] = Field(
@@ -167,25 +201,36 @@ class OpenAIChatRequest(BaseModel):
     # Opt-in server-side memory (the X-Conversation-Id header does the same).
     user_id: UserId | None = None
 
+    @field_validator("messages")
+    @classmethod
+    def _has_a_turn(cls, messages: list[OpenAIMessage]) -> list[OpenAIMessage]:
+        if all(m.role in ("system", "developer") for m in messages):
+            raise ValueError("messages must include at least one user, assistant or tool message")
+        return messages
 
-class UserIdPath(_Strict):
+
+class UserIdPath(Validated, _Strict):
     """A user_id taken from the URL path."""
+
+    invalid_message: ClassVar[str] = "Invalid user_id"
 
     user_id: UserId
 
 
-class ConversationPageQuery(BaseModel):
+class ConversationPageQuery(Validated, BaseModel):
     """GET /conversations/<user_id>: `limit` rows after `cursor` (both from the query string)."""
 
+    invalid_message: ClassVar[str] = "Invalid query"
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=200)
     # Row ids are 64-bit: 18 digits always fit.
     cursor: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
 
 
-class ConversationListQuery(BaseModel):
+class ConversationListQuery(Validated, BaseModel):
     """GET /conversations: `limit` conversations after the user_id `cursor`."""
 
+    invalid_message: ClassVar[str] = "Invalid query"
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=200)
     cursor: Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)] | None = None
@@ -343,13 +388,20 @@ class ReadinessResponse(BaseModel):
     ratelimit_storage: str
 
 
-class ConversationHeader(BaseModel):
+class ConversationHeader(Validated, BaseModel):
     """Opt-in server-side memory for /v1/chat/completions."""
 
     model_config = ConfigDict(populate_by_name=True)
     conversation_id: Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)] | None = Field(
-        default=None, alias="X-Conversation-Id"
+        default=None, alias=CONVERSATION_HEADER
     )
+
+    @classmethod
+    def rejection(cls, details: list[dict[str, str]]) -> tuple[str, list[dict[str, str]] | None]:
+        return (
+            f"{CONVERSATION_HEADER} must be 1 to 128 letters, digits or ._:-",
+            [{"field": "user_id", "message": "invalid conversation id"}],
+        )
 
 
 # Field names that may appear in an error location; anything else pydantic adds there
@@ -370,6 +422,27 @@ _FIELD_NAMES = {
     )
     for name in model.model_fields
 }
+
+
+# Request models by name: a ValidationError's `title` names the model that raised it.
+REQUEST_MODELS: dict[str, type[Validated]] = {
+    model.__name__: model
+    for model in (
+        CompletionRequest,
+        ProcessPayloadRequest,
+        OpenAIChatRequest,
+        UserIdPath,
+        ConversationPageQuery,
+        ConversationListQuery,
+        ConversationHeader,
+    )
+}
+
+
+def rejection_of(exc: ValidationError) -> tuple[str, list[dict[str, str]] | None]:
+    """The 400's sentence and details for a request model's ValidationError."""
+    model = REQUEST_MODELS.get(exc.title, Validated)
+    return model.rejection(error_details(exc))
 
 
 def error_details(exc: ValidationError) -> list[dict[str, str]]:

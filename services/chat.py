@@ -1,143 +1,283 @@
-"""One chat exchange end to end: record the turn, call the model, record the outcome."""
+"""The chat pipeline: every chat route's turn, from the shared checks to the recorded reply.
+
+A route turns its own input into one ChatTurn and hands it to `ChatPipeline.answer`,
+which does, in order:
+
+1. the checks every chat route shares (prompt size, allowed model), before anything is
+   stored or sent;
+2. unit of work 1: the key's budget, the trimmed history, the new messages recorded;
+3. the LLM call, with no transaction or connection held;
+4. unit of work 2: the reply recorded with its usage and the key charged, or the
+   failure recorded. A streamed reply is recorded when its stream ends, however it ends.
+
+The pipeline takes what it needs as arguments (the turn with its client key, the
+settings, the LLM client); it reads no request state, and it fills the ExchangeReport it
+is given so the request's log line and metrics can say what happened.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from flask import current_app, g
-
-from auth import current_client
+from database import unit_of_work
 from models import MessageStatus
-from services.conversation import Exchange, HistoryLimits, record_failure, record_reply, start_exchange
-from services.llm import ChatStream, Completion, UpstreamError, get_llm
-from telemetry import note_upstream_call
+from services.client_keys import ClientKey, charge_usage, ensure_budget_left
+from services.conversation import (
+    HistoryLimits,
+    new_conversation_id,
+    new_exchange_id,
+    rebuild_history,
+    record_failure,
+    record_reply,
+    record_turn,
+)
+from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
+from services.tokens import estimate_message_tokens, estimate_text_tokens, text_of
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class ChatResult:
-    exchange: Exchange
-    completion: Completion
+class ChatSettings:
+    """The settings the pipeline reads, taken from the app's configuration once."""
+
+    system_prompt: str
+    history: HistoryLimits
+    max_prompt_chars: int
+    allowed_models: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ChatSettings:
+        """The settings of a Flask configuration (see config.py)."""
+        return cls(
+            system_prompt=config.get("SYSTEM_PROMPT") or "",
+            history=HistoryLimits(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_TOKENS"]),
+            max_prompt_chars=config["MAX_PROMPT_CHARS"],
+            allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
+        )
 
 
-def history_limits() -> HistoryLimits:
-    """The history limits of the current app's configuration."""
-    config = current_app.config
-    return HistoryLimits(max_messages=config["HISTORY_MAX_MESSAGES"], max_tokens=config["HISTORY_MAX_TOKENS"])
+class TurnRejected(Exception):
+    """The turn breaks a limit every chat route shares: a 400, with nothing stored or sent."""
+
+    def __init__(self, message: str, *, details: list[dict[str, str]] | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.code = code
 
 
-def _record_turn(
-    user_id: str, leading: list[dict[str, Any]], new_messages: list[dict[str, Any]], new_conversation: bool
-) -> Exchange:
-    """Transaction 1 for this request: its key's budget checked, its turn recorded."""
-    return start_exchange(
-        user_id, leading, new_messages, history_limits(), client=current_client(), new_conversation=new_conversation
-    )
+@dataclass(frozen=True)
+class ChatTurn:
+    """One chat request, in the terms every chat route shares.
 
-
-def configured_system_messages() -> list[dict[str, Any]]:
-    """The SYSTEM_PROMPT as a leading system message, or nothing when it is unset."""
-    prompt = current_app.config.get("SYSTEM_PROMPT")
-    return [{"role": "system", "content": prompt}] if prompt else []
-
-
-def _ask(exchange: Exchange, call: Callable[[], T]) -> tuple[T, float]:
-    """Run one upstream call for `exchange`; a failure is counted, recorded, and re-raised."""
-    started = time.perf_counter()
-    try:
-        return call(), started
-    except UpstreamError as exc:
-        note_upstream_call(time.perf_counter() - started, type(exc).__name__)
-        record_failure(exchange, exc.message)
-        raise
-    except Exception:
-        note_upstream_call(time.perf_counter() - started, "InternalError")
-        record_failure(exchange, "internal error while calling the language model")
-        raise
-
-
-def complete_exchange(
-    user_id: str,
-    leading: list[dict[str, Any]],
-    new_messages: list[dict[str, Any]],
-    *,
-    model: str | None = None,
-    new_conversation: bool = False,
-    **params: Any,
-) -> ChatResult:
-    """Record the new turn, ask the model with the trimmed history, record the reply.
-
-    The exchange belongs to the request's client key, which is charged for the tokens.
-    Raises BudgetSpent (nothing recorded, nothing sent) when the key's daily budget is
-    used up, and UpstreamError (after recording the exchange as failed) when the model
-    fails. The database is not touched while the model is working.
+    `conversation_id` None starts a new conversation (an id is made). `leading` are the
+    client's system (or developer) messages, sent first and never stored; None means the
+    configured SYSTEM_PROMPT. `messages` are the new turns: recorded, then sent after the
+    stored history. `options` go to the upstream as they are.
     """
-    exchange = _record_turn(user_id, leading, new_messages, new_conversation)
-    completion, started = _ask(exchange, lambda: get_llm().complete(exchange.context, model=model, **params))
-    note_upstream_call(time.perf_counter() - started, "ok", completion)
-    record_reply(exchange, completion)
-    return ChatResult(exchange=exchange, completion=completion)
+
+    conversation_id: str | None
+    messages: list[dict[str, Any]]
+    leading: list[dict[str, Any]] | None = None
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    client_key: ClientKey | None = None
 
 
 @dataclass
-class StreamedExchange:
-    """A recorded user turn and the open upstream stream answering it."""
+class ExchangeReport:
+    """What the request's log line and metrics say of its exchange, filled in as it runs."""
 
-    exchange: Exchange
-    stream: ChatStream
-    started: float
-
-
-def start_streamed_exchange(
-    user_id: str,
-    leading: list[dict[str, Any]],
-    new_messages: list[dict[str, Any]],
-    *,
-    model: str | None = None,
-    new_conversation: bool = False,
-    **params: Any,
-) -> StreamedExchange:
-    """Record the new turn and open the upstream stream. Raises UpstreamError (recorded as
-    failed) when the stream cannot be opened, before any byte goes to the client."""
-    exchange = _record_turn(user_id, leading, new_messages, new_conversation)
-    g.streaming = True
-    stream, started = _ask(exchange, lambda: get_llm().stream(exchange.context, model=model, **params))
-    return StreamedExchange(exchange=exchange, stream=stream, started=started)
+    conversation_id: str | None = None
+    prompt_text: str = ""
+    streamed: bool = False
+    upstream_seconds: float | None = None
+    # "ok", "ClientDisconnected", or the failure's kind (an UpstreamError class name).
+    outcome: str | None = None
+    completion: Completion | None = None
 
 
-def relay_stream(streamed: StreamedExchange) -> Iterator[dict[str, Any] | UpstreamError]:
-    """Yield the upstream's chunks; record the outcome however the stream ends.
+@dataclass(frozen=True)
+class _Exchange:
+    """A recorded turn: its ids, and the context the model receives."""
 
-    Ends normally: the whole reply is recorded with its usage. The upstream breaks off:
-    the UpstreamError is yielded (for an error event) and the partial reply recorded as
-    failed. The client goes away (the server closes this generator): the upstream stream
-    is closed and the partial reply recorded as disconnected. Nothing is lost either way.
-    """
-    stream, exchange = streamed.stream, streamed.exchange
-    outcome = "ok"
-    recorded = False
-    try:
-        try:
-            yield from stream
-        except UpstreamError as exc:
-            outcome = type(exc).__name__
-            record_reply(exchange, stream.completion(), MessageStatus.FAILED, f"stream broke off: {exc.message}")
-            recorded = True
-            yield exc
-            return
-        record_reply(exchange, stream.completion())
-        recorded = True
-    except GeneratorExit:
-        if not recorded:  # the client left before the end
-            outcome = "ClientDisconnected"
-            stream.close()
-            record_reply(
-                exchange, stream.completion(), MessageStatus.DISCONNECTED, "the client disconnected mid-stream"
+    exchange_id: str
+    conversation_id: str
+    client_key_id: int | None
+    context: list[dict[str, Any]]
+
+
+@dataclass
+class ChatAnswer:
+    """The answer to a turn: a whole `completion`, or `chunks` (OpenAI chunk dicts, then an
+    UpstreamError if the upstream broke off) of which `sofar()` sums up what arrived."""
+
+    conversation_id: str
+    completion: Completion | None = None
+    chunks: Iterator[dict[str, Any] | UpstreamError] | None = None
+    stream: ChatStream | None = None
+
+    def sofar(self) -> Completion:
+        """The reply as far as it has arrived (all of it, for a plain answer)."""
+        return self.completion if self.completion is not None else self.stream.completion()
+
+
+class ChatPipeline:
+    """One process's chat pipeline: the LLM client and the settings every turn uses."""
+
+    def __init__(self, llm: OpenAIChat | OfflineChat, settings: ChatSettings) -> None:
+        self.llm = llm
+        self.settings = settings
+
+    def answer(self, turn: ChatTurn, report: ExchangeReport) -> ChatAnswer:
+        """Answer one turn, plain or streamed (see the module's docstring for the steps).
+
+        Raises TurnRejected or BudgetSpent before anything is stored or sent, and
+        UpstreamError (after recording the exchange as failed) when the model fails
+        before its first byte.
+        """
+        leading = self._leading(turn)
+        self._check(turn, leading)
+        report.prompt_text = "\n".join(text_of(m.get("content")) for m in turn.messages)
+        report.streamed = turn.stream
+        exchange = self._start(turn, leading, report)
+        if turn.stream:
+            opened = time.perf_counter()
+            stream = self._call(exchange, report, lambda: self.llm.stream(exchange.context, **self._call_args(turn)))
+            chunks = self._relay(exchange, stream, report, opened)
+            return ChatAnswer(exchange.conversation_id, chunks=chunks, stream=stream)
+        completion = self._call(exchange, report, lambda: self.llm.complete(exchange.context, **self._call_args(turn)))
+        report.outcome, report.completion = "ok", completion
+        self._finish(exchange, completion, MessageStatus.COMPLETED)
+        return ChatAnswer(exchange.conversation_id, completion=completion)
+
+    def _leading(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        if turn.leading is not None:
+            return turn.leading
+        prompt = self.settings.system_prompt
+        return [{"role": "system", "content": prompt}] if prompt else []
+
+    def _check(self, turn: ChatTurn, leading: list[dict[str, Any]]) -> None:
+        """The limits every chat route shares, checked before anything is stored or sent."""
+        allowed = self.settings.allowed_models
+        if turn.model is not None and allowed and turn.model not in allowed:
+            raise TurnRejected(
+                f"Model {turn.model!r} is not allowed here; allowed: {', '.join(allowed)}",
+                details=[{"field": "model", "message": "not an allowed model"}],
+                code="model_not_allowed",
             )
-        raise
-    finally:
-        note_upstream_call(time.perf_counter() - streamed.started, outcome, stream.completion())
+        # The client's own text counts (its system messages too); the configured prompt does not.
+        counted = turn.messages if turn.leading is None else [*leading, *turn.messages]
+        characters = sum(len(text_of(m.get("content"))) for m in counted)
+        if characters > self.settings.max_prompt_chars:
+            raise TurnRejected(
+                f"Prompt is too long: {characters} characters, the limit is {self.settings.max_prompt_chars}"
+            )
+
+    def _start(self, turn: ChatTurn, leading: list[dict[str, Any]], report: ExchangeReport) -> _Exchange:
+        """Unit of work 1: the key's budget checked, the history read, the new messages recorded."""
+        conversation_id = turn.conversation_id or new_conversation_id()
+        report.conversation_id = conversation_id
+        key_id = turn.client_key.id if turn.client_key else None
+        reserved = sum(estimate_message_tokens(m) for m in [*leading, *turn.messages])
+        exchange_id = new_exchange_id()
+        with unit_of_work() as session:
+            ensure_budget_left(session, turn.client_key)
+            history = []
+            if turn.conversation_id is not None:  # a conversation just made up has none
+                history = rebuild_history(session, conversation_id, key_id, self.settings.history, reserved)
+            record_turn(session, exchange_id, conversation_id, key_id, turn.messages)
+        return _Exchange(exchange_id, conversation_id, key_id, [*leading, *history, *turn.messages])
+
+    @staticmethod
+    def _call_args(turn: ChatTurn) -> dict[str, Any]:
+        return {"model": turn.model, **turn.options}
+
+    def _call(self, exchange: _Exchange, report: ExchangeReport, call: Callable[[], T]) -> T:
+        """The upstream call, timed; a failure is recorded (unit of work 2) and re-raised."""
+        started = time.perf_counter()
+        try:
+            return call()
+        except Exception as exc:
+            failure = exc if isinstance(exc, UpstreamError) else None
+            report.outcome = type(exc).__name__ if failure else "InternalError"
+            with unit_of_work() as session:
+                record_failure(
+                    session,
+                    exchange.exchange_id,
+                    failure.message if failure else "internal error while calling the language model",
+                )
+            raise
+        finally:
+            report.upstream_seconds = time.perf_counter() - started
+
+    def _relay(
+        self, exchange: _Exchange, stream: ChatStream, report: ExchangeReport, started: float
+    ) -> Iterator[dict[str, Any] | UpstreamError]:
+        """Yield the upstream's chunks; record the reply however the stream ends.
+
+        Ends normally: the whole reply, COMPLETED. The upstream breaks off: the
+        UpstreamError is yielded (for the route's error event) and the partial reply
+        recorded FAILED. The client goes away (the server closes this generator): the
+        upstream stream is closed and the partial reply recorded DISCONNECTED.
+        """
+        ended = False
+        try:
+            try:
+                yield from stream
+            except UpstreamError as exc:
+                ended, report.outcome = True, type(exc).__name__
+                self._finish(exchange, stream.completion(), MessageStatus.FAILED, f"stream broke off: {exc.message}")
+                yield exc
+                return
+            ended, report.outcome = True, "ok"
+            self._finish(exchange, stream.completion(), MessageStatus.COMPLETED)
+        except GeneratorExit:
+            if not ended:  # the client left before the end
+                report.outcome = "ClientDisconnected"
+                stream.close()
+                self._finish(
+                    exchange, stream.completion(), MessageStatus.DISCONNECTED, "the client disconnected mid-stream"
+                )
+            raise
+        finally:
+            report.upstream_seconds = time.perf_counter() - started
+            report.completion = stream.completion()
+
+    def _finish(self, exchange: _Exchange, completion: Completion, status: str, error: str | None = None) -> None:
+        """Unit of work 2: the key charged for the tokens, the reply recorded with `status`.
+
+        The key is charged even when the conversation was erased meanwhile (the reply is
+        then not stored): the upstream spent the tokens either way.
+        """
+        spent = self._tokens_spent(exchange, completion) if exchange.client_key_id is not None else None
+        reply = {
+            "content": completion.text,
+            "completion_id": completion.completion_id,
+            "model": completion.model,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.total_tokens,
+        }
+        with unit_of_work() as session:
+            if spent is not None:
+                charge_usage(session, exchange.client_key_id, *spent)
+            record_reply(
+                session, exchange.exchange_id, exchange.conversation_id, exchange.client_key_id, reply, status, error
+            )
+
+    @staticmethod
+    def _tokens_spent(exchange: _Exchange, completion: Completion) -> tuple[int, int]:
+        """The upstream's token counts, or our estimate where a cut-off stream brought none."""
+        prompt = completion.prompt_tokens
+        if prompt is None:
+            prompt = sum(estimate_message_tokens(m) for m in exchange.context)
+        answer = completion.completion_tokens
+        if answer is None:
+            answer = estimate_text_tokens(completion.text)
+        return prompt, answer

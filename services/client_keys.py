@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from config import is_rate_limit
@@ -42,9 +41,9 @@ class ClientKey:
 class BudgetSpent(Exception):
     """The key has spent its daily token budget; nothing may reach the upstream until `resets_at`."""
 
-    def __init__(self, client: ClientKey, used: int, resets_at: datetime) -> None:
-        super().__init__(f"daily token budget of key {client.prefix} spent")
-        self.client = client
+    def __init__(self, client_key: ClientKey, used: int, resets_at: datetime) -> None:
+        super().__init__(f"daily token budget of key {client_key.prefix} spent")
+        self.client_key = client_key
         self.used = used
         self.resets_at = resets_at
 
@@ -61,47 +60,36 @@ def check_rate_limit(text: str | None) -> str | None:
     return text
 
 
-def create_key(name: str, rate_limit: str | None = None, daily_tokens: int | None = None) -> tuple[dict[str, Any], str]:
-    """Store a new key; return its record and the key itself (the only time it is known)."""
+def create_key(
+    session: Session, name: str, rate_limit: str | None = None, daily_tokens: int | None = None
+) -> tuple[dict[str, Any], str]:
+    """Add a new key to the session; return its record and the key itself (the only time
+    it is known). The prefix is drawn from 256 random bits: a collision (1 in 2^54) fails
+    the unit of work with an IntegrityError rather than being retried."""
     check_rate_limit(rate_limit)
-    for _ in range(3):  # a prefix collision is a 1 in 2^54 event; try again rather than fail
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        record = ApiKey(
-            name=name,
-            prefix=key[:PREFIX_LENGTH],
-            key_hash=hash_key(key),
-            rate_limit=rate_limit,
-            daily_tokens=daily_tokens,
-        )
-        db.session.add(record)
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
-            continue
-        created = record.to_dict()
-        db.session.close()
-        return created, key
-    raise RuntimeError("could not draw a unique key prefix")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    record = ApiKey(
+        name=name, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key), rate_limit=rate_limit, daily_tokens=daily_tokens
+    )
+    session.add(record)
+    session.flush()
+    return record.to_dict(), key
 
 
-def list_keys() -> list[dict[str, Any]]:
+def list_keys(session: Session) -> list[dict[str, Any]]:
     """Every key, oldest first, with the tokens and requests it spent today."""
-    today = utc_today()
-    rows = db.session.execute(
+    rows = session.execute(
         select(ApiKey, USAGE.c.total_tokens, USAGE.c.requests)
-        .outerjoin(USAGE, (USAGE.c.api_key_id == ApiKey.id) & (USAGE.c.day == today))
+        .outerjoin(USAGE, (USAGE.c.api_key_id == ApiKey.id) & (USAGE.c.day == utc_today()))
         .order_by(ApiKey.id)
     ).all()
-    keys = [
+    return [
         {**key.to_dict(), "tokens_today": tokens or 0, "requests_today": requests or 0}
         for key, tokens, requests in rows
     ]
-    db.session.close()
-    return keys
 
 
-def revoke_key(prefix_or_key: str) -> dict[str, Any] | None:
+def revoke_key(session: Session, prefix_or_key: str) -> dict[str, Any] | None:
     """Revoke the key with this prefix (or the whole key); None when there is no such key.
 
     Revoking twice keeps the first revocation's time.
@@ -110,12 +98,9 @@ def revoke_key(prefix_or_key: str) -> dict[str, Any] | None:
         where = ApiKey.key_hash == hash_key(prefix_or_key)
     else:
         where = ApiKey.prefix == prefix_or_key
-    db.session.execute(update(ApiKey).where(where, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC)))
-    db.session.commit()
-    key = db.session.scalar(select(ApiKey).where(where))
-    revoked = key.to_dict() if key else None
-    db.session.close()
-    return revoked
+    session.execute(update(ApiKey).where(where, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC)))
+    key = session.scalar(select(ApiKey).where(where))
+    return key.to_dict() if key else None
 
 
 # Built once: every request runs it, and building the statement costs more than the read.
@@ -144,14 +129,16 @@ def next_reset(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
 
-def ensure_budget_left(session: Session, client: ClientKey | None) -> None:
-    """Raise BudgetSpent when `client` has used its daily tokens; called before the upstream is."""
-    if client is None or client.daily_tokens is None:
+def ensure_budget_left(session: Session, client_key: ClientKey | None) -> None:
+    """Raise BudgetSpent when the key has used its daily tokens; called before the upstream is."""
+    if client_key is None or client_key.daily_tokens is None:
         return
     today = utc_today()
-    used = session.scalar(select(USAGE.c.total_tokens).where(USAGE.c.api_key_id == client.id, USAGE.c.day == today))
-    if used is not None and used >= client.daily_tokens:
-        raise BudgetSpent(client, used, next_reset(today))
+    used = session.scalar(
+        select(USAGE.c.total_tokens).where(USAGE.c.api_key_id == client_key.id, USAGE.c.day == today)
+    )
+    if used is not None and used >= client_key.daily_tokens:
+        raise BudgetSpent(client_key, used, next_reset(today))
 
 
 _USAGE_UPSERTS: dict[str, Any] = {}
@@ -171,13 +158,13 @@ def _usage_upsert(dialect_name: str) -> Any:
     return statement
 
 
-def charge_usage(session: Session, key_id: int, prompt_tokens: int, completion_tokens: int) -> None:
-    """Add one request's tokens to today's counter of `key_id`, in the caller's transaction.
+def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, completion_tokens: int) -> None:
+    """Add one request's tokens to today's counter of the key, in the caller's transaction.
 
     An upsert, so concurrent replies of one key add up instead of racing on a read.
     """
     values = {
-        "api_key_id": key_id,
+        "api_key_id": client_key_id,
         "day": utc_today(),
         "requests": 1,
         "prompt_tokens": prompt_tokens,
@@ -187,8 +174,6 @@ def charge_usage(session: Session, key_id: int, prompt_tokens: int, completion_t
     session.execute(_usage_upsert(session.get_bind().dialect.name), values)
 
 
-def key_id_for(prefix: str) -> int | None:
+def key_id_for(session: Session, prefix: str) -> int | None:
     """The id of the key with this prefix (revoked or not), or None."""
-    found = db.session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix))
-    db.session.close()
-    return found
+    return session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix))

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
-from flask import current_app
 
 from config import uses_offline_model
 from logformat import redact
@@ -345,8 +344,3 @@ def build_llm(config: Mapping[str, Any]) -> OpenAIChat | OfflineChat:
         )
         secrets = (config.get("OPENAI_API_KEY"),)
     return OpenAIChat(client, config["OPENAI_MODEL"], secrets)
-
-
-def get_llm() -> OpenAIChat | OfflineChat:
-    """The LLM client of the current app."""
-    return current_app.extensions["llm"]

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, settings
 from support import CASES_RUN, ROOT, app_settings, bearer, create_client_key, migrated_sqlite
 
 from app import create_app
+from database import unit_of_work
 from services.client_keys import create_key
 
 CONTRACT_APP = create_app(
@@ -24,8 +25,8 @@ CONTRACT_APP = create_app(
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,
     )
 )
-with CONTRACT_APP.app_context():
-    _, CONTRACT_KEY = create_key("schemathesis")
+with CONTRACT_APP.app_context(), unit_of_work() as session:
+    _, CONTRACT_KEY = create_key(session, "schemathesis")
 schema = schemathesis.openapi.from_wsgi("/openapi.json", CONTRACT_APP)
 
 

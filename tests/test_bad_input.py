@@ -242,7 +242,7 @@ def test_unexpected_exception_answers_500_json_without_a_trace(make_app):
         def close(self):
             pass
 
-    app.extensions["llm"] = BrokenModel()
+    app.extensions["chat"].llm = BrokenModel()
     response = app.test_client().post("/openai-completion", json={"prompt": "hi", "user_id": "e-1"})
 
     assert response.status_code == 500

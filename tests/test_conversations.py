@@ -147,7 +147,7 @@ def test_cli_delete_and_export_jsonl(make_app, tmp_path):
 
 
 def test_cli_export_pages_through_more_rows_than_one_batch(make_app):
-    from services.conversation import iter_rows
+    from cli import iter_rows
 
     app = make_app()
     client = app.test_client()

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from support import CASES_RUN, app_settings, bearer, migrated_sqlite
 
 from app import create_app
+from database import unit_of_work
 from extensions import db
 from schemas import (
     ChatCompletionResponse,
@@ -114,8 +115,8 @@ def service(upstream):
     """One app for every example (a fixture per example would be rebuilt each time): keys
     required, the fake upstream answering, a migrated SQLite database."""
     app = create_app(app_settings(migrated_sqlite("properties"), upstream, REQUIRE_API_KEY=True))
-    with app.app_context():
-        _, key = create_key("properties")
+    with app.app_context(), unit_of_work() as session:
+        _, key = create_key(session, "properties")
     document = app.test_client().get("/openapi.json").get_json()
     yield app, bearer(key), document
     app.extensions["llm"].close()
