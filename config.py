@@ -80,8 +80,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     app_env = (_str(env, "APP_ENV", "development") or "development").lower()
     if app_env not in {"development", "production", "testing"}:
         raise ConfigError(f"APP_ENV must be development, production or testing, got {app_env!r}")
-    settings: dict[str, Any] = {
-        "APP_ENV": app_env,
+    return {"APP_ENV": app_env, **_upstream_settings(env), **_service_settings(env)}
+
+
+def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The database and the LLM upstream."""
+    return {
         # None means: SQLite at instance/chat_history.db, resolved by create_app.
         "SQLALCHEMY_DATABASE_URI": _str(env, "DATABASE_URL"),
         # A thread holds at most one connection at a time (and none while the LLM
@@ -98,7 +102,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "AZURE_OPENAI_API_KEY": _str(env, "AZURE_OPENAI_API_KEY"),
         "OPENAI_API_VERSION": _str(env, "OPENAI_API_VERSION", "2024-10-21"),
         "LLM_OFFLINE": _bool(env, "LLM_OFFLINE", False),
-        "SYSTEM_PROMPT": _str(env, "SYSTEM_PROMPT", ""),
+    }
+
+
+def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """History, request bounds, limits, keys and logs."""
+    return {        "SYSTEM_PROMPT": _str(env, "SYSTEM_PROMPT", ""),
         "HISTORY_MAX_MESSAGES": _int(env, "HISTORY_MAX_MESSAGES", 50),
         "HISTORY_MAX_TOKENS": _int(env, "HISTORY_MAX_TOKENS", 3000),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
@@ -120,7 +129,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOG_CONTENT": _bool(env, "LOG_CONTENT", False),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 90, minimum=1),
     }
-    return settings
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, g, has_request_context, jsonify, request
+from flask import Flask, current_app, g, has_request_context, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -75,66 +75,77 @@ def reject_invalid(exc: ValidationError):
     raise ApiError(400, message, **({"details": details} if details else {}))
 
 
+def _turn_rejected(exc: TurnRejected):
+    extra = {k: v for k, v in (("details", exc.details), ("code", exc.code)) if v}
+    return error_response(400, exc.message, **extra)
+
+
+def _api_error(exc: ApiError):
+    return error_response(exc.status, exc.message, exc.headers, **exc.extra)
+
+
+def _upstream_error(exc: UpstreamError):
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    log.warning("upstream failure answered %s: %s", exc.status_code, exc.message)
+    return error_response(exc.status_code, exc.message, headers)
+
+
+def _budget_spent(exc: BudgetSpent):
+    budget = exc.client_key.daily_tokens
+    resets_at = exc.resets_at.isoformat()
+    wait = max(1, math.ceil((exc.resets_at - datetime.now(UTC)).total_seconds()))
+    return error_response(
+        429,
+        f"Daily token budget of {budget} tokens for this API key is spent ({exc.used} used today); "
+        f"it resets at {resets_at}",
+        {"Retry-After": str(wait)},
+        code="daily_token_budget_exceeded",
+        budget={"daily_tokens": budget, "used_today": exc.used, "resets_at": resets_at},
+    )
+
+
+def _http_exception(exc: HTTPException):
+    status = exc.code or 500
+    if status == 429:
+        message = f"Rate limit exceeded: {exc.description}"
+    elif status == 413:
+        message = f"Request body is too large (limit {current_app.config['MAX_CONTENT_LENGTH']} bytes)"
+    else:
+        message = _MESSAGES.get(status) or exc.name
+    response = error_response(status, message)
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _database_error(exc: SQLAlchemyError):
+    # Connection-level failures are transient: tell the client to retry. The exception
+    # text can hold SQL and parameters, so it is logged, never returned.
+    log.error("database error: %s", type(exc).__name__, exc_info=current_app.debug)
+    # A pool timeout (every connection busy for pool_timeout seconds) is overload: retry too.
+    if isinstance(exc, (OperationalError, PoolTimeout)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return error_response(503, "The database is unavailable; retry shortly", {"Retry-After": "1"})
+    return error_response(500, "Internal server error")
+
+
+def _unexpected(exc: Exception):
+    log.exception("unhandled error")
+    # The request id lets an operator find the logged trace; nothing else is said.
+    return error_response(500, "Internal server error", request_id=g.get("request_id"))
+
+
+_HANDLERS = (
+    (TurnRejected, _turn_rejected),
+    (ApiError, _api_error),
+    (UpstreamError, _upstream_error),
+    (BudgetSpent, _budget_spent),
+    (HTTPException, _http_exception),
+    (SQLAlchemyError, _database_error),
+    (Exception, _unexpected),
+)
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer every error as JSON; never a stack trace, SQL or a credential."""
-
-    @app.errorhandler(TurnRejected)
-    def handle_turn_rejected(exc: TurnRejected):
-        extra = {k: v for k, v in (("details", exc.details), ("code", exc.code)) if v}
-        return error_response(400, exc.message, **extra)
-
-    @app.errorhandler(ApiError)
-    def handle_api_error(exc: ApiError):
-        return error_response(exc.status, exc.message, exc.headers, **exc.extra)
-
-    @app.errorhandler(UpstreamError)
-    def handle_upstream_error(exc: UpstreamError):
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        log.warning("upstream failure answered %s: %s", exc.status_code, exc.message)
-        return error_response(exc.status_code, exc.message, headers)
-
-    @app.errorhandler(BudgetSpent)
-    def handle_budget_spent(exc: BudgetSpent):
-        budget = exc.client_key.daily_tokens
-        resets_at = exc.resets_at.isoformat()
-        wait = max(1, math.ceil((exc.resets_at - datetime.now(UTC)).total_seconds()))
-        return error_response(
-            429,
-            f"Daily token budget of {budget} tokens for this API key is spent ({exc.used} used today); "
-            f"it resets at {resets_at}",
-            {"Retry-After": str(wait)},
-            code="daily_token_budget_exceeded",
-            budget={"daily_tokens": budget, "used_today": exc.used, "resets_at": resets_at},
-        )
-
-    @app.errorhandler(HTTPException)
-    def handle_http_exception(exc: HTTPException):
-        status = exc.code or 500
-        if status == 429:
-            message = f"Rate limit exceeded: {exc.description}"
-        elif status == 413:
-            message = f"Request body is too large (limit {app.config['MAX_CONTENT_LENGTH']} bytes)"
-        else:
-            message = _MESSAGES.get(status) or exc.name
-        response = error_response(status, message)
-        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
-        return response
-
-    @app.errorhandler(SQLAlchemyError)
-    def handle_database_error(exc: SQLAlchemyError):
-        # Connection-level failures are transient: tell the client to retry. The
-        # exception text can hold SQL and parameters, so it is logged, never returned.
-        log.error("database error: %s", type(exc).__name__, exc_info=app.debug)
-        # A pool timeout (every connection busy for pool_timeout seconds) is overload: retry too.
-        if isinstance(exc, (OperationalError, PoolTimeout)) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        ):
-            return error_response(503, "The database is unavailable; retry shortly", {"Retry-After": "1"})
-        return error_response(500, "Internal server error")
-
-    @app.errorhandler(Exception)
-    def handle_unexpected(exc: Exception):
-        log.exception("unhandled error")
-        # The request id lets an operator find the logged trace; nothing else is said.
-        return error_response(500, "Internal server error", request_id=g.get("request_id"))
+    for exception, handler in _HANDLERS:
+        app.register_error_handler(exception, handler)

@@ -65,9 +65,6 @@ class Message(db.Model):
 
     def to_dict(self) -> dict[str, Any]:
         """The row as JSON-ready data, timestamp in ISO 8601 UTC."""
-        stamp = self.timestamp
-        if stamp is not None and stamp.tzinfo is None:  # SQLite returns naive UTC
-            stamp = stamp.replace(tzinfo=UTC)
         return {
             "id": self.id,
             "user_id": self.user_id,

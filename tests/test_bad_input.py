@@ -271,3 +271,46 @@ def test_brackets_inside_strings_are_not_nesting(make_app):
     response = app.test_client().post("/openai-completion", json={"prompt": prompt, "user_id": "brackets"})
     assert response.status_code == 200
     assert rows_of(app, "brackets")[0]["content"] == prompt
+
+
+# Every chat route, plain and streamed, with a body whose client text is 11 characters.
+OVERSIZED_TURNS = [
+    pytest.param("/openai-completion", {"prompt": "x" * 11}, id="openai-completion"),
+    pytest.param("/process-payload/", {"messages": [{"role": "user", "content": "x" * 11}]}, id="process-payload"),
+    pytest.param(
+        "/process-payload/",
+        {"messages": [{"role": "system", "content": "x" * 6}, {"role": "user", "content": "x" * 5}]},
+        id="process-payload-system-counts",
+    ),
+    pytest.param(
+        "/v1/chat/completions",
+        {"model": "fake-model", "messages": [{"role": "user", "content": "x" * 11}]},
+        id="v1-chat-completions",
+    ),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize(("path", "body"), OVERSIZED_TURNS)
+def test_max_prompt_chars_answers_the_same_on_every_chat_route(make_app, upstream, path, body, stream):
+    app = make_app(MAX_PROMPT_CHARS=10)
+    response = app.test_client().post(path, json={**body, "stream": stream})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert (error["message"] if isinstance(error, dict) else error) == (
+        "Prompt is too long: 11 characters, the limit is 10"
+    )
+    assert rows_of(app) == [] and upstream.received == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("path", ["/process-payload/", "/v1/chat/completions"])
+def test_allowed_models_answer_the_same_on_every_chat_route_that_names_one(make_app, upstream, path, stream):
+    app = make_app(ALLOWED_MODELS=["fake-model"])
+    body = {"model": "other-model", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    response = app.test_client().post(path, json=body)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    assert message == "Model 'other-model' is not allowed here; allowed: fake-model"
+    assert rows_of(app) == [] and upstream.received == []
