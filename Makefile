@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# newman (Postman's collection runner) for tests/test_postman_collection.py: pinned in
+# tests/postman/package-lock.json. Only the tests need it (and node/npm); `make run` does not.
+NEWMAN_STAMP := tests/postman/node_modules/.installed
 
 .PHONY: install run test lint migrate bench clean
 
@@ -12,9 +15,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+$(NEWMAN_STAMP): tests/postman/package.json tests/postman/package-lock.json
+	npm ci --prefix tests/postman --no-audit --no-fund
+	touch $(NEWMAN_STAMP)
 
-migrate: install
+install: $(STAMP) $(NEWMAN_STAMP)
+
+migrate: $(STAMP)
 	$(BIN)/flask --app app db upgrade
 
 run: migrate
@@ -31,4 +38,4 @@ bench: migrate
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/postman/node_modules
