@@ -455,11 +455,20 @@ _MODELS = (
 FIELD_NAMES = frozenset(info.alias or name for model in _MODELS for name, info in model.model_fields.items())
 
 
+def _field_path(loc: tuple[int | str, ...]) -> list[str]:
+    # Metadata keys are the client's own names: kept, so "metadata.team" says which value is too long.
+    return [
+        str(part)
+        for index, part in enumerate(loc)
+        if isinstance(part, int) or part in FIELD_NAMES or (index and loc[index - 1] == "metadata")
+    ]
+
+
 def error_details(exc: ValidationError) -> list[dict[str, str]]:
     """One {"field", "message"} per bad field ("input.0.content"), messages joined, as the other routes answer."""
     details: dict[str, list[str]] = {}
     for error in exc.errors(include_url=False, include_context=False, include_input=False):
-        path = [str(p) for p in error["loc"] if isinstance(p, int) or p in FIELD_NAMES]
+        path = _field_path(error["loc"])
         field = ".".join(path) or "body"
         message = error["msg"].removeprefix("Value error, ")
         if message not in details.setdefault(field, []):
