@@ -491,6 +491,7 @@ class ResponseStreamTranslator:
         self.finish_reason: str | None = None
         self._sequence = 0
         self._started = False
+        self._ended = False
         self._open: Item | None = None  # the output item now streaming
         self._part: dict[str, Any] | None = None  # the open item's content part now streaming
         self._calls: dict[int, Item] = {}  # chat tool_call index -> its function_call item
@@ -546,8 +547,13 @@ class ResponseStreamTranslator:
         return events
 
     def finish(self) -> list[dict[str, Any]]:
-        """Close the open item and end with response.completed (or response.incomplete), usage included."""
-        events = self.start()
+        """Close the open item and end with response.completed (or response.incomplete), usage included.
+
+        Nothing once the stream has ended (finish or fail already called).
+        """
+        if self._ended:
+            return []
+        events, self._ended = self.start(), True
         if not self.output:  # an empty reply is still one (empty) message, as when not streamed
             events += self._open_message() + self._open_part("output_text")
         events += self._close_item()
@@ -556,8 +562,13 @@ class ResponseStreamTranslator:
         return events + [self._event(kind, response=self.response(status, incomplete_reason=reason))]
 
     def fail(self, message: str, code: str = "server_error") -> list[dict[str, Any]]:
-        """End with response.failed: error {"code", "message"}, the partial items marked incomplete."""
-        events = self.start()
+        """End with response.failed: error {"code", "message"}, the partial items marked incomplete.
+
+        Nothing once the stream has ended (finish or fail already called).
+        """
+        if self._ended:
+            return []
+        events, self._ended = self.start(), True
         for item in self.output:
             if item["status"] == "in_progress":
                 item["status"] = "incomplete"
@@ -594,7 +605,7 @@ class ResponseStreamTranslator:
         if item["type"] == "function_call":
             args = item["arguments"]
             events.append(self._event("response.function_call_arguments.done", **self._where(item), arguments=args))
-        item["status"] = "incomplete" if self.finish_reason == "length" else "completed"
+        item["status"] = "completed" if finish_status(self.finish_reason)[0] == "completed" else "incomplete"
         self._open = None
         where = self._where(item)
         return events + [self._event("response.output_item.done", output_index=where["output_index"], item=item)]
