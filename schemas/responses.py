@@ -26,7 +26,7 @@ from pydantic import (
 
 from schemas import MAX_MESSAGES, MAX_PARTS, USER_ID_PATTERN, MessageText, TokenCount
 
-# OpenAI's own limits (the Responses API reference).
+# OpenAI's own limits (128 functions per request; 16 metadata pairs; max_output_tokens at least 16).
 MAX_TOOLS = 128
 MAX_METADATA_PAIRS = 16
 MIN_OUTPUT_TOKENS = 16
@@ -224,17 +224,11 @@ InputItem = Annotated[
 ]
 
 
-def _input_kind(value: Any) -> str | None:
-    if isinstance(value, str):
-        return "string"
-    return "list" if isinstance(value, list) else None
-
-
 Input = Annotated[
     Annotated[MessageText, Tag("string")]
     | Annotated[list[InputItem], Field(min_length=1, max_length=MAX_MESSAGES), Tag("list")],
     Discriminator(
-        _input_kind,
+        _string_or_list,
         custom_error_type="input_type",
         custom_error_message="input must be a string or a list of input items",
     ),
