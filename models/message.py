@@ -55,6 +55,9 @@ class Message(db.Model):
     role: Mapped[str] = mapped_column(String(16))
     # A string, or a list of content parts kept as the client sent them.
     content: Mapped[Any] = mapped_column(JSON)
+    # Every other field of the chat message (tool_calls, tool_call_id, name, refusal; and
+    # "content": null where the message had none), so it is replayed exactly as sent.
+    message_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default=MessageStatus.PENDING)
     error: Mapped[str | None] = mapped_column(Text)
     completion_id: Mapped[str | None] = mapped_column(String(255))
@@ -72,6 +75,7 @@ class Message(db.Model):
             "timestamp": iso_utc(self.timestamp),
             "role": self.role,
             "content": self.content,
+            "message_fields": self.message_fields,
             "status": self.status,
             "error": self.error,
             "completion_id": self.completion_id,

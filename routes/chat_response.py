@@ -71,11 +71,21 @@ def simple_events(answer: ChatAnswer) -> Iterator[str]:
     yield _event("done", {"user_id": answer.conversation_id, "model": completion.model, "usage": completion.usage()})
 
 
-def openai_events(answer: ChatAnswer) -> Iterator[str]:
-    """OpenAI's chunk stream, ending with [DONE] (or an error object)."""
+def openai_events(answer: ChatAnswer, include_usage: bool = False) -> Iterator[str]:
+    """OpenAI's chunk stream, ending with [DONE] (or an error object).
+
+    Usage is always asked of the upstream (it is recorded), but, as OpenAI does, the
+    client gets the final usage chunk (`choices: []`) and the `usage` field only when its
+    `stream_options.include_usage` asked for them: the SDK's own streaming loop reads
+    `chunk.choices[0]` and would fail on a chunk it did not ask for.
+    """
     for item in answer.chunks:
         if isinstance(item, UpstreamError):
             yield _event(None, {"error": {"message": item.message, "type": "api_error", "param": None, "code": None}})
             return
+        if not include_usage:
+            if not item.get("choices") and "usage" in item:
+                continue
+            item = {name: value for name, value in item.items() if name != "usage"}
         yield _event(None, item)
     yield _event(None, "[DONE]")

@@ -51,6 +51,10 @@ def chat_completions(body: OpenAIChatRequest, header: ConversationHeader):
         stream=body.stream,
         client_key=current_client_key(),
     )
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
     return respond(
-        turn, lambda answer: answer.completion.as_chat_completion(), openai_events, conversation_header=True
+        turn,
+        lambda answer: answer.completion.as_chat_completion(),
+        lambda answer: openai_events(answer, include_usage),
+        conversation_header=True,
     )

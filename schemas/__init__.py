@@ -195,6 +195,8 @@ class OpenAIChatRequest(Validated, BaseModel):
         },
     )
     stream: bool = False
+    # {"include_usage": true}: the stream ends with a usage chunk, as OpenAI's does.
+    stream_options: dict[str, Any] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: TokenCount | None = None
@@ -329,6 +331,8 @@ class StoredMessage(BaseModel):
     timestamp: str
     role: str
     content: Any
+    # The message's other fields as sent or received (tool_calls, tool_call_id, name, refusal).
+    message_fields: dict[str, Any] | None = None
     status: str
     error: str | None
     completion_id: str | None

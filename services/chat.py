@@ -33,6 +33,7 @@ from services.conversation import (
     record_failure,
     record_reply,
     record_turn,
+    stored_columns,
 )
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.tokens import estimate_message_tokens, estimate_text_tokens, text_of
@@ -190,7 +191,10 @@ class ChatPipeline:
             ensure_budget_left(session, turn.client_key)
             history = []
             if turn.conversation_id is not None:  # a conversation just made up has none
-                history = rebuild_history(session, conversation_id, key_id, self.settings.history, reserved)
+                answers_tools = bool(turn.messages) and turn.messages[0].get("role") == "tool"
+                history = rebuild_history(
+                    session, conversation_id, key_id, self.settings.history, reserved, keep_newest=answers_tools
+                )
             record_turn(session, exchange_id, conversation_id, key_id, turn.messages)
         return _Exchange(exchange_id, conversation_id, key_id, [*leading, *history, *turn.messages])
 
@@ -257,7 +261,7 @@ class ChatPipeline:
         """
         spent = self._tokens_spent(exchange, completion) if exchange.client_key_id is not None else None
         reply = {
-            "content": completion.text,
+            **stored_columns(completion.message()),
             "completion_id": completion.completion_id,
             "model": completion.model,
             "prompt_tokens": completion.prompt_tokens,

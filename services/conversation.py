@@ -80,7 +80,7 @@ def _load_exchanges(session: Session, conversation_id: str, client_key_id: int |
     if not recent:
         return []
     rows = session.execute(
-        select(MESSAGES.c.exchange_id, MESSAGES.c.role, MESSAGES.c.content)
+        select(MESSAGES.c.exchange_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.message_fields)
         .where(MESSAGES.c.user_id == conversation_id, MESSAGES.c.exchange_id.in_([r.exchange_id for r in recent]))
         .order_by(MESSAGES.c.id)
     ).all()
@@ -92,39 +92,82 @@ def _load_exchanges(session: Session, conversation_id: str, client_key_id: int |
     return [grouped[r.exchange_id] for r in sorted(recent, key=lambda r: r.first_id) if r.exchange_id in grouped]
 
 
+def _tool_rounds(exchanges: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Exchanges glued into units that trimming keeps or drops whole: an exchange whose
+    first message is a `tool` message answers the tool calls of the exchange before it,
+    so the two (and any further such exchanges) form one unit. A unit that still starts
+    with a tool message lost its call (trimmed or failed) and is never sent."""
+    units: list[list[dict[str, Any]]] = []
+    for exchange in exchanges:
+        if units and exchange and exchange[0].get("role") == "tool":
+            units[-1] = units[-1] + exchange
+        else:
+            units.append(list(exchange))
+    return [unit for unit in units if unit and unit[0].get("role") != "tool"]
+
+
 def trim_exchanges(
-    exchanges: list[list[dict[str, Any]]], limits: HistoryLimits, reserved_tokens: int
+    exchanges: list[list[dict[str, Any]]], limits: HistoryLimits, reserved_tokens: int, keep_newest: bool = False
 ) -> list[list[dict[str, Any]]]:
     """The newest whole exchanges that fit the limits, oldest first.
 
     `reserved_tokens` is what the messages always sent (system prompts and the new turn)
     already cost; history gets what is left of `limits.max_tokens`. Walking from newest to
-    oldest, the first exchange that does not fit ends the history, so no gap is left.
+    oldest, the first exchange that does not fit ends the history, so no gap is left. A
+    tool round (an assistant's tool calls and the tool messages answering them) is never
+    split: exchanges that answer tool calls stay with the exchange that made them.
+    `keep_newest` keeps the newest unit even over the limits.
     """
     kept: list[list[dict[str, Any]]] = []
     messages = 0
     tokens = reserved_tokens
-    for exchange in reversed(exchanges):
-        cost = sum(estimate_message_tokens(m) for m in exchange)
-        if messages + len(exchange) > limits.max_messages or tokens + cost > limits.max_tokens:
+    for unit in reversed(_tool_rounds(exchanges)):
+        cost = sum(estimate_message_tokens(m) for m in unit)
+        over = messages + len(unit) > limits.max_messages or tokens + cost > limits.max_tokens
+        if over and not (keep_newest and not kept):
             break
-        kept.append(exchange)
-        messages += len(exchange)
+        kept.append(unit)
+        messages += len(unit)
         tokens += cost
     kept.reverse()
     return kept
 
 
 def rebuild_history(
-    session: Session, conversation_id: str, client_key_id: int | None, limits: HistoryLimits, reserved_tokens: int = 0
+    session: Session,
+    conversation_id: str,
+    client_key_id: int | None,
+    limits: HistoryLimits,
+    reserved_tokens: int = 0,
+    keep_newest: bool = False,
 ) -> list[dict[str, Any]]:
     """The stored conversation to send the model: whole completed exchanges, oldest first,
-    trimmed to `limits` after `reserved_tokens` (what is always sent) are counted."""
+    each message as it was, trimmed to `limits` after `reserved_tokens` (what is always
+    sent) are counted. `keep_newest`: the new turn answers the newest exchange's tool
+    calls, so that exchange is kept whatever it costs."""
     if limits.max_messages <= 0:
         return []
     rows = _load_exchanges(session, conversation_id, client_key_id, newest=limits.max_messages)
-    exchanges = [[{"role": m.role, "content": m.content} for m in exchange] for exchange in rows]
-    return [message for exchange in trim_exchanges(exchanges, limits, reserved_tokens) for message in exchange]
+    exchanges = [[replayed(m.role, m.content, m.message_fields) for m in exchange] for exchange in rows]
+    kept = trim_exchanges(exchanges, limits, reserved_tokens, keep_newest=keep_newest)
+    return [message for exchange in kept for message in exchange]
+
+
+def stored_columns(message: dict[str, Any]) -> dict[str, Any]:
+    """The columns one chat message is stored in: role, content, and every other field."""
+    fields = {name: value for name, value in message.items() if name not in ("role", "content")}
+    content = message.get("content")
+    if content is None:
+        # A message without content (an assistant's tool calls): the column holds "",
+        # the fields remember that it was null.
+        fields["content"] = None
+    stored = content if content is not None else ""
+    return {"role": message["role"], "content": stored, "message_fields": fields or None}
+
+
+def replayed(role: str, content: Any, message_fields: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored message as it was sent or received: role, content and every other field."""
+    return {"role": role, "content": content, **(message_fields or {})}
 
 
 def record_turn(
@@ -139,10 +182,8 @@ def record_turn(
                 "user_id": conversation_id,
                 "exchange_id": exchange_id,
                 "api_key_id": client_key_id,
-                "role": message["role"],
-                # OpenAI allows a message without content (tool calls): store "" for it.
-                "content": message["content"] if message.get("content") is not None else "",
                 "status": MessageStatus.PENDING,
+                **stored_columns(message),
             }
             for message in messages
         ],
@@ -158,8 +199,8 @@ def record_reply(
     status: str = MessageStatus.COMPLETED,
     error: str | None = None,
 ) -> bool:
-    """Store the assistant turn (`reply`: content, completion_id, model and token counts)
-    and set the exchange's status. Returns False, storing nothing, when the conversation
+    """Store the assistant turn (`reply`: its stored_columns, completion_id, model and
+    token counts) and set the exchange's status. Returns False, storing nothing, when the conversation
     was erased while the model worked: a reply must not bring back what its owner erased."""
     result = session.execute(
         update(MESSAGES).where(MESSAGES.c.exchange_id == exchange_id).values(status=status, error=error)
@@ -167,7 +208,7 @@ def record_reply(
     if not result.rowcount:
         return False
     row = {"user_id": conversation_id, "exchange_id": exchange_id, "api_key_id": client_key_id}
-    session.execute(insert(MESSAGES), [{**row, "role": "assistant", "status": status, "error": error, **reply}])
+    session.execute(insert(MESSAGES), [{**row, "status": status, "error": error, **reply}])
     return True
 
 

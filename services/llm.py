@@ -38,6 +38,20 @@ class Completion:
     total_tokens: int | None
     # The upstream's whole chat.completion object, for the OpenAI-compatible route.
     raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # The model's tool calls (OpenAI's shape) and refusal, when it made any.
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    finish_reason: str | None = None
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message as OpenAI's chat API writes it: what is stored and replayed."""
+        content = self.text if self.text or not self.tool_calls else None
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        if self.refusal:
+            message["refusal"] = self.refusal
+        return message
 
     def as_chat_completion(self) -> dict[str, Any]:
         """The answer in OpenAI's chat.completion shape (the upstream's own, when there is one)."""
@@ -48,7 +62,7 @@ class Completion:
             "object": "chat.completion",
             "created": 0,
             "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": self.message(), "finish_reason": self.finish_reason or "stop"}],
             "usage": self.usage(),
         }
 
@@ -72,6 +86,9 @@ class ChatStream:
         self.model = model
         self.completion_id: str | None = None
         self.parts: list[str] = []
+        self.refusal_parts: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
         self.usage: dict[str, Any] = {}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -79,12 +96,27 @@ class ChatStream:
             self.completion_id = chunk.get("id") or self.completion_id
             self.model = chunk.get("model") or self.model
             for choice in chunk.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    self.parts.append(text)
+                self._take(choice)
             if chunk.get("usage"):
                 self.usage = chunk["usage"]
             yield chunk
+
+    def _take(self, choice: dict[str, Any]) -> None:
+        """Add one choice's delta to the reply: text, refusal, tool call fragments."""
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            self.parts.append(delta["content"])
+        if delta.get("refusal"):
+            self.refusal_parts.append(delta["refusal"])
+        for fragment in delta.get("tool_calls") or []:
+            call = self.tool_calls.setdefault(
+                fragment.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            call["id"] = fragment.get("id") or call["id"]
+            function = fragment.get("function") or {}
+            call["function"]["name"] += function.get("name") or ""
+            call["function"]["arguments"] += function.get("arguments") or ""
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
 
     @property
     def text(self) -> str:
@@ -99,6 +131,9 @@ class ChatStream:
             prompt_tokens=self.usage.get("prompt_tokens"),
             completion_tokens=self.usage.get("completion_tokens"),
             total_tokens=self.usage.get("total_tokens"),
+            tool_calls=[self.tool_calls[i] for i in sorted(self.tool_calls)] or None,
+            refusal="".join(self.refusal_parts) or None,
+            finish_reason=self.finish_reason,
         )
 
     def close(self) -> None:
@@ -257,8 +292,12 @@ class OpenAIChat:
         text = getattr(message, "content", None)
         if not isinstance(text, str):
             text = ""
+        calls = getattr(message, "tool_calls", None)
         usage = getattr(response, "usage", None)
         return Completion(
+            tool_calls=[call.model_dump(mode="json", exclude_unset=True) for call in calls] if calls else None,
+            refusal=getattr(message, "refusal", None) or None,
+            finish_reason=getattr(choices[0], "finish_reason", None),
             text=text,
             model=getattr(response, "model", None) or requested_model,
             completion_id=getattr(response, "id", None),

@@ -33,7 +33,12 @@ def estimate_message_tokens(message: dict[str, Any]) -> int:
     images = 0
     if isinstance(content, list):
         images = sum(1 for part in content if isinstance(part, dict) and part.get("type") != "text")
-    return TOKENS_PER_MESSAGE + estimate_text_tokens(text_of(content)) + images * TOKENS_PER_IMAGE
+    calls = "".join(
+        str((call.get("function") or {}).get("name", "")) + str((call.get("function") or {}).get("arguments", ""))
+        for call in message.get("tool_calls") or []
+        if isinstance(call, dict)
+    )
+    return TOKENS_PER_MESSAGE + estimate_text_tokens(text_of(content) + calls) + images * TOKENS_PER_IMAGE
 
 
 def estimate_text_tokens(text: str) -> int:

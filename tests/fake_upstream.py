@@ -26,6 +26,39 @@ class Reply:
     model: str = "fake-model"
     prompt_tokens: int = 11
     completion_tokens: int = 7
+    # The model calls these tools instead of answering: content null, finish "tool_calls".
+    tool_calls: list[dict] | None = None
+
+
+def tool_call(call_id: str, name: str, arguments: dict) -> dict:
+    """One function tool call as OpenAI's chat API writes it in an assistant message."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def tool_history_error(messages: list) -> str | None:
+    """What OpenAI answers (400) for a message list whose tool messages and tool calls do
+    not pair up, or None when they do: every `tool` message must follow (among the tool
+    messages right after it) an assistant message whose tool_calls carry its tool_call_id,
+    and every such call must be answered before the next other message."""
+    open_calls: set[str] | None = None
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            if open_calls is None or message.get("tool_call_id") not in open_calls:
+                return (
+                    f"Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    f"with 'tool_calls'. (messages[{index}])"
+                )
+            open_calls.discard(message["tool_call_id"])
+            continue
+        if open_calls:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                f"'tool_call_id'. The following tool_call_ids did not have response messages: {sorted(open_calls)}"
+            )
+        calls = message.get("tool_calls") if role == "assistant" else None
+        open_calls = {c["id"] for c in calls} if calls else None
+    return None
 
 
 @dataclass
@@ -184,6 +217,11 @@ class FakeUpstream:
                 if not urlsplit(self.path).path.rstrip("/").endswith("/chat/completions"):
                     self._send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
                     return
+                invalid = tool_history_error(body.get("messages") or [])
+                if invalid:  # OpenAI checks the history before anything else
+                    error = {"message": invalid, "type": "invalid_request_error", "param": "messages", "code": None}
+                    self._send_json(400, {"error": error})
+                    return
                 self._answer(upstream._next_answer(), body)
 
             def _answer(self, answer, body):
@@ -200,6 +238,8 @@ class FakeUpstream:
                         self._send_json(answer.code, {"error": error}, answer.headers)
                 elif isinstance(answer, RawBody):
                     self._send_raw(200, answer.body, answer.content_type)
+                elif isinstance(answer, Reply) and answer.tool_calls and body.get("stream"):
+                    self._send_tool_call_stream(answer, body)
                 elif isinstance(answer, StreamReply) or (isinstance(answer, Reply) and body.get("stream")):
                     if isinstance(answer, Reply):
                         text = answer.text if answer.text is not None else self._echo(body)
@@ -261,8 +301,39 @@ class FakeUpstream:
                     upstream.stream_closed_by_client.set()
                     self.close_connection = True
 
+            def _send_tool_call_stream(self, reply: Reply, body: dict):
+                """Tool calls streamed as OpenAI does: id and name first, arguments in pieces."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                base = {"id": f"chatcmpl-fake-{time.monotonic_ns()}", "object": "chat.completion.chunk", "created": 0}
+                base["model"] = reply.model
+                deltas = [{"role": "assistant", "content": None}]
+                for index, call in enumerate(reply.tool_calls):
+                    head = {"index": index, "id": call["id"], "type": "function"}
+                    deltas.append({"tool_calls": [{**head, "function": {"name": call["function"]["name"]}}]})
+                    arguments = call["function"]["arguments"]
+                    for start in range(0, len(arguments), 8):
+                        piece = {"index": index, "function": {"arguments": arguments[start : start + 8]}}
+                        deltas.append({"tool_calls": [piece]})
+                events = [{**base, "choices": [{"index": 0, "delta": d}]} for d in deltas]
+                events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
+                    usage["total_tokens"] = reply.prompt_tokens + reply.completion_tokens
+                    events.append({**base, "choices": [], "usage": usage})
+                for payload in [*events, "[DONE]"]:
+                    data = payload if isinstance(payload, str) else json.dumps(payload)
+                    raw = f"data: {data}\n\n".encode()
+                    self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+
             def _send_completion(self, reply: Reply, body: dict):
                 text = reply.text if reply.text is not None else self._echo(body)
+                message = {"role": "assistant", "content": text}
+                if reply.tool_calls:
+                    message = {"role": "assistant", "content": None, "tool_calls": reply.tool_calls}
                 completion = {
                     "id": f"chatcmpl-fake-{time.monotonic_ns()}",
                     "object": "chat.completion",
@@ -271,8 +342,8 @@ class FakeUpstream:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "message": message,
+                            "finish_reason": "tool_calls" if reply.tool_calls else "stop",
                         }
                     ],
                     "usage": {

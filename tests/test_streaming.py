@@ -77,6 +77,7 @@ def test_official_sdk_streams_from_v1_with_memory(live_server, app, upstream):
             model="fake-model",
             messages=[{"role": "user", "content": "second turn"}],
             stream=True,
+            stream_options={"include_usage": True},  # the usage chunk comes only when asked for
             extra_headers=headers,
         )
         chunks = list(stream)
