@@ -17,7 +17,7 @@ from cli import register_commands
 from config import load_settings, resolve_defaults, validate_settings
 from database import WRITER_QUEUE, configure_engine, engine_options, writer_queue_for
 from errors import register_error_handlers, reject_invalid
-from extensions import db, limiter, migrate
+from extensions import LIMITER_RETRY_AFTER, db, limiter, migrate
 from logformat import JsonFormatter
 from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
@@ -46,7 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     trust_proxies(app)
     configure_logging(app)
     register_request_telemetry(app)  # first, so even a rate-limited request is timed and logged
-    register_security_headers(app)
+    register_response_headers(app)  # before the limiter's, so it runs after it
     register_authentication(app)  # before the limiter, which counts per key
     register_cors(app)
     register_extensions(app)
@@ -83,13 +83,23 @@ def trust_proxies(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
 
 
-def register_security_headers(app: Flask) -> None:
-    """Headers every answer carries, whatever produced it."""
+def register_response_headers(app: Flask) -> None:
+    """The headers clients act on, set in one place whatever produced the answer."""
 
     @app.after_request
-    def no_sniffing(response: Response) -> Response:
+    def response_headers(response: Response) -> Response:
         # JSON and event streams only: never let a browser sniff them into something else.
         response.headers["X-Content-Type-Options"] = "nosniff"
+        # Retry-After makes SDK clients wait before their automatic retries: it belongs on
+        # a 429 (our limit's window, or the budget's reset) and a 503 (the upstream's
+        # value, or the database's), and nowhere else.
+        window = response.headers.pop(LIMITER_RETRY_AFTER, None)
+        if response.status_code == 429 and "Retry-After" not in response.headers and window is not None:
+            response.headers["Retry-After"] = window
+        elif response.status_code not in (429, 503):
+            response.headers.pop("Retry-After", None)
+        if response.status_code == 204:
+            response.headers.pop("Content-Type", None)  # no body, no type
         return response
 
 

@@ -3,7 +3,7 @@
 import os
 
 from flask import current_app, g, request
-from flask_limiter import Limiter
+from flask_limiter import HeaderNames, Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -55,10 +55,16 @@ MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migra
 migrate = Migrate(directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
 # Limits are callables read from the app's config on each request, not strings fixed
 # here: Flask-Limiter keeps the first app's limit strings on the instance otherwise.
+# Flask-Limiter writes its window's reset as Retry-After on every response (and over a
+# 503's own value). Clients honour Retry-After before retrying any failure, so the
+# limiter writes it under this name instead, and app.register_response_headers turns it
+# into Retry-After on a 429 alone. X-RateLimit-* go out on every response as usual.
+LIMITER_RETRY_AFTER = "X-Limiter-Retry-After"
 limiter = Limiter(
     key_func=rate_limit_key,
     application_limits=[_application_limit],
     headers_enabled=True,
+    header_name_mapping={HeaderNames.RETRY_AFTER: LIMITER_RETRY_AFTER},
 )
 # A CORS preflight carries no key and asks nothing of the API: it never spends a budget.
 limiter.request_filter(lambda: request.method == "OPTIONS")

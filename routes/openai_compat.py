@@ -13,10 +13,11 @@ from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from auth import current_client_key
+from errors import ApiError
 from extensions import completion_limit, limiter
 from routes.api_docs import KEY_REQUIRED, responses
 from routes.chat_response import openai_events, respond
-from schemas import ChatCompletionResponse, ConversationHeader, ModelList, OpenAIChatRequest
+from schemas import ChatCompletionResponse, ConversationHeader, ModelInfo, ModelList, ModelPath, OpenAIChatRequest
 from services.chat import ChatTurn
 
 bp = APIBlueprint(
@@ -28,12 +29,24 @@ _LEADING_ROLES = {"system", "developer"}
 _OWN_FIELDS = {"model", "messages", "stream", "stream_options", "user_id"}
 
 
+def _served_models() -> list[dict]:
+    models = current_app.config.get("ALLOWED_MODELS") or [current_app.extensions["llm"].default_model]
+    return [{"id": model, "object": "model", "created": 0, "owned_by": "gateway"} for model in models]
+
+
 @bp.get("/models", responses=responses({200: ModelList}, openai=True, read_only=True))
 def list_models():
     """The models this service serves."""
-    models = current_app.config.get("ALLOWED_MODELS") or [current_app.extensions["llm"].default_model]
-    data = [{"id": model, "object": "model", "created": 0, "owned_by": "gateway"} for model in models]
-    return jsonify({"object": "list", "data": data})
+    return jsonify({"object": "list", "data": _served_models()})
+
+
+@bp.get("/models/<path:model>", responses=responses({200: ModelInfo}, openai=True, read_only=True))
+def retrieve_model(path: ModelPath):
+    """One model this service serves (`client.models.retrieve`); 404 for any other."""
+    for model in _served_models():
+        if model["id"] == path.model:
+            return jsonify(model)
+    raise ApiError(404, f"The model '{path.model}' does not exist", code="model_not_found")
 
 
 @bp.post("/chat/completions", responses=responses({200: ChatCompletionResponse}, openai=True))

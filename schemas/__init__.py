@@ -319,6 +319,13 @@ class ModelInfo(BaseModel):
     owned_by: str
 
 
+class ModelPath(Validated, BaseModel):
+    """A model id taken from the URL path (GET /v1/models/<model>)."""
+
+    invalid_message: ClassVar[str] = "Invalid model"
+    model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
 class ModelList(BaseModel):
     object: str
     data: list[ModelInfo]
@@ -439,6 +446,7 @@ REQUEST_MODELS: dict[str, type[Validated]] = {
         ConversationPageQuery,
         ConversationListQuery,
         ConversationHeader,
+        ModelPath,
     )
 }
 
