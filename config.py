@@ -110,6 +110,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RATELIMIT_APPLICATION": _str(env, "RATELIMIT_DEFAULT", "200 per day;50 per hour"),
         "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "10 per minute"),
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
+        # Storage unreachable (Redis down): count the same limits in each process's memory
+        # and go back to the storage when it answers, rather than failing every request.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
         # None: decided by APP_ENV once the configuration is complete (see resolve_defaults).
         "REQUIRE_API_KEY": _optional_bool(env, "REQUIRE_API_KEY"),
         # Origins a browser may call the API from; empty means no CORS headers at all.

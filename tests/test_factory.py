@@ -27,6 +27,7 @@ def test_defaults_from_an_empty_environment():
     assert settings["RATELIMIT_COMPLETION"] == "10 per minute"
     assert settings["RATELIMIT_STORAGE_URI"] == "memory://"
     assert settings["RATELIMIT_ENABLED"] is True
+    assert settings["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] is True  # Redis down: count per process
 
 
 def test_default_database_is_sqlite_in_the_instance_folder(monkeypatch):
