@@ -119,6 +119,12 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "RATELIMIT_APPLICATION": _str(env, "RATELIMIT_DEFAULT", "200 per day;50 per hour"),
         "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "10 per minute"),
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
+        # Storage unreachable (Redis down): count the same limits in each process's memory
+        # and go back to the storage when it answers, rather than failing every request.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        # A Redis host that is gone (not merely refusing) would otherwise hold each request
+        # for the operating system's connect timeout, minutes, before the fallback starts.
+        "RATELIMIT_STORAGE_TIMEOUT": _float(env, "RATELIMIT_STORAGE_TIMEOUT", 1.0),
         # None: decided by APP_ENV once the configuration is complete (see resolve_defaults).
         "REQUIRE_API_KEY": _optional_bool(env, "REQUIRE_API_KEY"),
         # Origins a browser may call the API from; empty means no CORS headers at all.
@@ -132,9 +138,14 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:
-    """Fill the settings whose default depends on others: REQUIRE_API_KEY follows APP_ENV."""
+    """Fill the settings whose default depends on others: REQUIRE_API_KEY follows APP_ENV,
+    the rate limit storage's socket options follow RATELIMIT_STORAGE_TIMEOUT."""
     if config.get("REQUIRE_API_KEY") is None:
         config["REQUIRE_API_KEY"] = config.get("APP_ENV") == "production"
+    # Flask-Limiter hands these to redis-py (options in the URI's query string win); memory:// ignores them.
+    timeout = config.get("RATELIMIT_STORAGE_TIMEOUT")
+    if timeout:
+        config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": timeout, "socket_timeout": timeout})
 
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")

@@ -21,6 +21,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -46,6 +47,14 @@ UPSTREAM_LATENCY = Histogram(
 )
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "LLM upstream failures by kind", ["kind"])
 TOKENS = Counter("gateway_tokens_total", "Tokens used, as the upstream reported them", ["kind", "model"])
+# 1 while a process counts rate limits in its own memory because the shared storage
+# (Redis) is unreachable. livemax: the scrape says 1 while any live worker is degraded,
+# and a worker that exits takes its sample with it (gunicorn.conf.py marks it dead).
+RATELIMIT_DEGRADED = Gauge(
+    "gateway_ratelimit_degraded",
+    "1 while rate limits are counted per process because their shared storage is unreachable",
+    multiprocess_mode="livemax",
+)
 
 
 def _route_label() -> str:

@@ -36,25 +36,26 @@ def _database_ready() -> bool:
         db.session.close()
 
 
-def _limiter_storage_ready() -> bool:
+def _limiter_storage_state() -> str:
+    """The storage's state: "ok", or "degraded" while it is unreachable and each process counts on its own.
+
+    Not a reason to leave the load balancer: requests are still served and limited.
+    The limiter logs the outage once and sets gateway_ratelimit_degraded; nothing here logs.
+    """
     if not limiter.enabled:
-        return True
-    try:
-        return bool(limiter.storage.check())
-    except Exception as exc:  # any storage driver error means: not ready
-        log.warning("readiness: rate limit storage unreachable (%s)", type(exc).__name__)
-        return False
+        return "ok"
+    return "ok" if limiter.check_storage() else "degraded"
 
 
 @bp.get("/readyz", responses={200: ReadinessResponse, 503: ReadinessResponse})
 @public
 def readyz():
-    """Ready: the database and the rate limit storage both answer; 503 when either does not."""
+    """Ready: 200 while the database answers, else 503; an unreachable rate limit storage only degrades."""
     checks = {
         "database": "ok" if _database_ready() else "unavailable",
-        "ratelimit_storage": "ok" if _limiter_storage_ready() else "unavailable",
+        "ratelimit_storage": _limiter_storage_state(),
     }
-    if all(state == "ok" for state in checks.values()):
+    if checks["database"] == "ok":
         return jsonify({"status": "ready", **checks})
     response = jsonify({"error": "Service not ready", **checks})
     response.status_code = 503

@@ -395,8 +395,10 @@ class HealthResponse(BaseModel):
 class ReadinessResponse(BaseModel):
     status: str | None = None
     error: str | None = None
-    database: str
-    ratelimit_storage: str
+    database: Literal["ok", "unavailable"]
+    ratelimit_storage: Literal["ok", "degraded"] = Field(
+        description="degraded: the shared storage (Redis) is unreachable, so each process counts limits on its own"
+    )
 
 
 class ConversationHeader(Validated, BaseModel):

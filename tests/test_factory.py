@@ -27,6 +27,8 @@ def test_defaults_from_an_empty_environment():
     assert settings["RATELIMIT_COMPLETION"] == "10 per minute"
     assert settings["RATELIMIT_STORAGE_URI"] == "memory://"
     assert settings["RATELIMIT_ENABLED"] is True
+    assert settings["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] is True  # Redis down: count per process
+    assert settings["RATELIMIT_STORAGE_TIMEOUT"] == 1.0
 
 
 def test_default_database_is_sqlite_in_the_instance_folder(monkeypatch):
@@ -45,6 +47,7 @@ def test_default_database_is_sqlite_in_the_instance_folder(monkeypatch):
         ({"HISTORY_MAX_MESSAGES": "many"}, "HISTORY_MAX_MESSAGES must be a whole number, got 'many'"),
         ({"APP_ENV": "staging"}, "APP_ENV must be development, production or testing, got 'staging'"),
         ({"REQUIRE_API_KEY": "sometimes"}, "REQUIRE_API_KEY must be true or false, got 'sometimes'"),
+        ({"RATELIMIT_STORAGE_TIMEOUT": "0"}, "RATELIMIT_STORAGE_TIMEOUT must be greater than 0.0, got 0.0"),
     ],
 )
 def test_bad_values_fail_at_start_up_naming_the_variable(env, message):
