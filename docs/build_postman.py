@@ -110,6 +110,13 @@ STEPS = [
         "GET",
         "/v1/models",
         [status(200), equals("object", "list"), body("data", 'to.be.an("array").that.is.not.empty', "lists a model")],
+        saves={"model": "data[0].id"},
+    ),
+    Step(
+        "Check the service",
+        "GET",
+        "/v1/models/{model}",
+        [status(200), equals("object", "model"), text("id")],
     ),
     Step(
         "Start a conversation",
