@@ -7,10 +7,15 @@ rate limits are counted per key, conversations belong to it, its budget is charg
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, request
+from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse
 
 from errors import ApiError
 from extensions import limiter
@@ -60,6 +65,33 @@ def _presented_key() -> str | None:
     return credentials.strip()
 
 
+@lru_cache(maxsize=8)
+def _failure_limit(text: str) -> RateLimitItem:
+    return parse(text)
+
+
+def _refuse_guessers() -> RateLimitItem | None:
+    """429 for an address over AUTH_FAILURE_LIMIT failed keys, before any database lookup.
+
+    Failures are counted in the rate limit storage (Redis shared across processes and
+    hosts, or memory), per client address; with rate limiting off, nothing is counted.
+    Returns the limit to count a failure against, or None when nothing is counted.
+    """
+    if not limiter.enabled:
+        return None
+    item = _failure_limit(current_app.config["AUTH_FAILURE_LIMIT"])
+    address = get_remote_address()
+    if not limiter.limiter.test(item, "auth-failures", address):
+        reset_at, _ = limiter.limiter.get_window_stats(item, "auth-failures", address)
+        raise ApiError(
+            429,
+            "Too many failed API key attempts from this address; retry later",
+            headers={"Retry-After": str(max(1, math.ceil(reset_at - time.time())))},
+            code="too_many_failed_attempts",
+        )
+    return item
+
+
 def register_authentication(app: Flask) -> None:
     """Check the client's key before anything else a request does (rate limits included)."""
 
@@ -81,7 +113,10 @@ def register_authentication(app: Flask) -> None:
                 headers=_CHALLENGE,
                 code="missing_api_key",
             )
+        failures = _refuse_guessers()
         client_key = find_active_key(presented)
         if client_key is None:
+            if failures is not None:
+                limiter.limiter.hit(failures, "auth-failures", get_remote_address())
             raise ApiError(401, "Invalid or revoked API key", headers=_CHALLENGE, code="invalid_api_key")
         g.client_key = client_key

@@ -118,6 +118,8 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         # what Flask-Limiter calls application limits (its own "default" is per route).
         "RATELIMIT_APPLICATION": _str(env, "RATELIMIT_DEFAULT", "200 per day;50 per hour"),
         "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "10 per minute"),
+        # Failed API keys one address may present before it is answered 429 unlooked-up.
+        "AUTH_FAILURE_LIMIT": _str(env, "AUTH_FAILURE_LIMIT", "20 per minute"),
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
         # Storage unreachable (Redis down): count the same limits in each process's memory
         # and go back to the storage when it answers, rather than failing every request.
@@ -161,7 +163,7 @@ def is_rate_limit(text: str | None) -> bool:
 
 def validate_settings(config: Mapping[str, Any]) -> None:
     """Check the merged configuration as a whole; raise ConfigError on the first problem."""
-    for name in ("RATELIMIT_APPLICATION", "RATELIMIT_COMPLETION"):
+    for name in ("RATELIMIT_APPLICATION", "RATELIMIT_COMPLETION", "AUTH_FAILURE_LIMIT"):
         value = config.get(name)
         env_name = "RATELIMIT_DEFAULT" if name == "RATELIMIT_APPLICATION" else name
         if not is_rate_limit(value):

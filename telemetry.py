@@ -113,6 +113,20 @@ def _finish_request(fields: dict[str, Any], request_globals: Any) -> None:
 
 
 _STREAM_OUTCOMES = {"ok": "completed", "ClientDisconnected": "disconnected"}
+# Each label value is a time series kept forever: the first MODEL_LABELS model names a
+# process sees get their own, every later one counts as "other", so a client naming
+# endless models (or an upstream echoing them) cannot grow /metrics without bound.
+MODEL_LABELS = 32
+_models_seen: set[str] = set()
+
+
+def model_label(model: str | None) -> str:
+    """The `model` label for a model name: itself while few are known, else "other"."""
+    name = model or "unknown"
+    if name not in _models_seen and len(_models_seen) >= MODEL_LABELS:
+        return "other"
+    _models_seen.add(name)
+    return name
 
 
 def _exchange_fields(exchange: Any, log_content: bool) -> dict[str, Any]:
@@ -128,7 +142,7 @@ def _exchange_fields(exchange: Any, log_content: bool) -> dict[str, Any]:
         for kind in ("prompt", "completion"):
             used = getattr(completion, f"{kind}_tokens", None)
             if used:
-                TOKENS.labels(kind=kind, model=completion.model).inc(used)
+                TOKENS.labels(kind=kind, model=model_label(completion.model)).inc(used)
     if completion is not None:
         fields["model"], fields["usage"] = completion.model, completion.usage()
     if log_content:

@@ -199,3 +199,19 @@ def test_every_response_forbids_content_sniffing(client):
     for response in (client.get("/healthz"), client.get("/nope"), client.post("/openai-completion", json={})):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "Access-Control-Allow-Origin" not in client.get("/healthz").headers  # no CORS
+
+
+def test_model_names_cannot_grow_the_metrics_without_bound(make_app, upstream):
+    from fake_upstream import Reply
+
+    from telemetry import MODEL_LABELS
+
+    client = make_app().test_client()
+    names = [f"echoed-model-{i}" for i in range(MODEL_LABELS + 10)]
+    upstream.enqueue(*(Reply(model=name) for name in names))
+    for name in names:
+        body = {"model": name, "messages": [{"role": "user", "content": "x"}]}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+    models = {dict(labels).get("model") for (name, labels) in _samples(client) if name == "gateway_tokens_total"}
+    assert len(models) <= MODEL_LABELS + 1
+    assert "other" in models
