@@ -17,6 +17,7 @@ from schemas import rejection_of
 from services.chat import TurnRejected
 from services.client_keys import BudgetSpent
 from services.llm import UpstreamError
+from services.responses import StateNotFound
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ def _turn_rejected(exc: TurnRejected):
     return error_response(400, exc.message, **extra)
 
 
+def _state_not_found(exc: StateNotFound):
+    return error_response(400, exc.message, details=[{"field": exc.param, "message": "not found"}], code=exc.code)
+
+
 def _api_error(exc: ApiError):
     return error_response(exc.status, exc.message, exc.headers, **exc.extra)
 
@@ -136,6 +141,7 @@ def _unexpected(exc: Exception):
 
 _HANDLERS = (
     (TurnRejected, _turn_rejected),
+    (StateNotFound, _state_not_found),
     (ApiError, _api_error),
     (UpstreamError, _upstream_error),
     (BudgetSpent, _budget_spent),

@@ -2,5 +2,6 @@
 
 from models.api_key import ApiKey, ApiKeyUsage
 from models.message import Message, MessageStatus, iso_utc
+from models.response import ConversationRecord, StoredResponse
 
-__all__ = ["ApiKey", "ApiKeyUsage", "Message", "MessageStatus", "iso_utc"]
+__all__ = ["ApiKey", "ApiKeyUsage", "ConversationRecord", "Message", "MessageStatus", "StoredResponse", "iso_utc"]

@@ -8,6 +8,7 @@ from routes.conversations import bp as conversations_bp
 from routes.health import bp as health_bp
 from routes.openai_compat import bp as openai_compat_bp
 from routes.request_body import register_body_checks
+from routes.responses import bp as responses_bp
 
 
 def register_blueprints(app: OpenAPI) -> None:
@@ -17,4 +18,5 @@ def register_blueprints(app: OpenAPI) -> None:
     app.register_api(conversations_bp)
     app.register_api(health_bp)
     app.register_api(openai_compat_bp)
+    app.register_api(responses_bp)
     register_docs_routes(app)

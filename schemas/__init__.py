@@ -23,14 +23,14 @@ CONVERSATION_HEADER = "X-Conversation-Id"
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 
 
-def _whole_number(value: Any) -> Any:
+def whole_number(value: Any) -> Any:
     # JSON has one number type: 800.0 is the integer 800 to JSON Schema, and so to us.
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
 
-TokenCount = Annotated[int, Ge(1), BeforeValidator(_whole_number)]
+TokenCount = Annotated[int, Ge(1), BeforeValidator(whole_number)]
 
 
 class Validated:
@@ -43,6 +43,11 @@ class Validated:
     invalid_message: ClassVar[str] = "Invalid request"
     # Also name the bad fields in the sentence, for clients (OpenAI's SDKs) that show only it.
     name_fields: ClassVar[bool] = False
+
+    @classmethod
+    def details_of(cls, exc: ValidationError) -> list[dict[str, str]]:
+        """One {"field", "message"} per bad field of a ValidationError of this model."""
+        return error_details(exc)
 
     @classmethod
     def rejection(cls, details: list[dict[str, str]]) -> tuple[str, list[dict[str, str]] | None]:
@@ -456,7 +461,7 @@ REQUEST_MODELS: dict[str, type[Validated]] = {
 def rejection_of(exc: ValidationError) -> tuple[str, list[dict[str, str]] | None]:
     """The 400's sentence and details for a request model's ValidationError."""
     model = REQUEST_MODELS.get(exc.title, Validated)
-    return model.rejection(error_details(exc))
+    return model.rejection(model.details_of(exc))
 
 
 def error_details(exc: ValidationError) -> list[dict[str, str]]:

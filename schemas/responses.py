@@ -8,7 +8,7 @@ chat route does, so that clients sending newer fields keep working.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from annotated_types import Ge
 from pydantic import (
@@ -21,10 +21,11 @@ from pydantic import (
     Tag,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
-from schemas import MAX_MESSAGES, MAX_PARTS, USER_ID_PATTERN, MessageText, TokenCount
+from schemas import MAX_MESSAGES, MAX_PARTS, REQUEST_MODELS, USER_ID_PATTERN, MessageText, Validated, whole_number
 
 # OpenAI's own limits (128 functions per request; 16 metadata pairs; max_output_tokens at least 16).
 MAX_TOOLS = 128
@@ -342,8 +343,14 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_META
 # -- the request ----------------------------------------------------------------------------
 
 
-class ResponseRequest(_Body):
+class ResponseRequest(Validated, _Body):
     """POST /v1/responses. Field order matters: later validators read earlier fields."""
+
+    name_fields: ClassVar[bool] = True
+
+    @classmethod
+    def details_of(cls, exc: ValidationError) -> list[dict[str, str]]:
+        return error_details(exc)
 
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     input: Input
@@ -356,7 +363,7 @@ class ResponseRequest(_Body):
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
     text: TextConfig = Field(default_factory=TextConfig)
-    max_output_tokens: Annotated[TokenCount, Ge(MIN_OUTPUT_TOKENS)] | None = None
+    max_output_tokens: Annotated[int, Ge(MIN_OUTPUT_TOKENS), BeforeValidator(whole_number)] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     metadata: Metadata = Field(default_factory=dict)
@@ -365,10 +372,14 @@ class ResponseRequest(_Body):
     safety_identifier: Annotated[str, StringConstraints(max_length=128)] | None = None
     reasoning: ReasoningConfig | None = None
     # Refused when asked for (each says why); present so that false / null / [] still pass.
-    background: bool | None = None
-    include: list[str] | None = None
-    prompt: Any = None
-    top_logprobs: int | None = None
+    # The document says what is accepted; the validators below say why anything else is not.
+    background: Annotated[bool | None, WithJsonSchema({"enum": [False, None]})] = None
+    include: Annotated[
+        list[str] | None,
+        WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": sorted(SUPPORTED_INCLUDES)}}, {"type": "null"}]}),
+    ] = None
+    prompt: Annotated[Any, WithJsonSchema({"type": "null"})] = None
+    top_logprobs: Annotated[int | None, WithJsonSchema({"enum": [0, None]})] = None
 
     @property
     def conversation_id(self) -> str | None:
@@ -483,3 +494,80 @@ def openai_param(field: str) -> str | None:
 def parse_request(body: Any) -> ResponseRequest:
     """The validated request (raises pydantic's ValidationError; see error_details / openai_param)."""
     return ResponseRequest.model_validate(body)
+
+
+# -- the Conversations API and the responses' paths and queries --------------------------------
+
+
+class _ApiRequest(Validated, BaseModel):
+    """A request model of the Responses and Conversations routes: OpenAI's 400 naming the fields."""
+
+    model_config = ConfigDict(extra="ignore")
+    name_fields: ClassVar[bool] = True
+
+    @classmethod
+    def details_of(cls, exc: ValidationError) -> list[dict[str, str]]:
+        return error_details(exc)
+
+
+class ResponsePath(_ApiRequest):
+    response_id: Identifier
+
+
+class ConversationPath(_ApiRequest):
+    conversation_id: Identifier
+
+
+class ItemPath(_ApiRequest):
+    conversation_id: Identifier
+    item_id: ItemId
+
+
+class ItemListQuery(_ApiRequest):
+    """`limit` items (1 to 100) in `order` ("desc", newest first, as OpenAI's default), after the item `after`."""
+
+    limit: int = Field(default=20, ge=1, le=100)
+    order: Literal["asc", "desc"] = "desc"
+    after: ItemId | None = None
+
+
+class ConversationCreate(_ApiRequest):
+    """POST /v1/conversations: optional first items (at most 20) and metadata."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    items: Annotated[list[InputItem], Field(max_length=20)] | None = None
+    metadata: Metadata | None = None
+
+
+class ConversationUpdate(_ApiRequest):
+    """POST /v1/conversations/{id}: the metadata that replaces the conversation's."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    metadata: Metadata
+
+
+class ItemsAdd(_ApiRequest):
+    """POST /v1/conversations/{id}/items: 1 to 20 items to append."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    items: Annotated[list[InputItem], Field(min_length=1, max_length=20)]
+
+
+# The Conversations API's own field names read in error paths too ("items.0.content").
+FIELD_NAMES = FIELD_NAMES | {
+    name
+    for model in (ConversationCreate, ConversationUpdate, ItemsAdd, ItemListQuery, ItemPath)
+    for name in model.model_fields
+}
+
+for _model in (
+    ResponseRequest,
+    ResponsePath,
+    ConversationPath,
+    ItemPath,
+    ItemListQuery,
+    ConversationCreate,
+    ConversationUpdate,
+    ItemsAdd,
+):
+    REQUEST_MODELS[_model.__name__] = _model

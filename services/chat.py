@@ -26,7 +26,9 @@ from database import unit_of_work
 from models import MessageStatus
 from services.client_keys import ClientKey, charge_usage, ensure_budget_left
 from services.conversation import (
+    UNLIMITED,
     HistoryLimits,
+    chain_history,
     new_conversation_id,
     new_exchange_id,
     rebuild_history,
@@ -34,6 +36,7 @@ from services.conversation import (
     record_reply,
     record_turn,
     stored_columns,
+    without_content,
 )
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.tokens import estimate_message_tokens, estimate_text_tokens, text_of
@@ -88,6 +91,13 @@ class ChatTurn:
     options: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     client_key: ClientKey | None = None
+    # The exchanges whose completed rows are the history, oldest first (a Responses API
+    # chain), instead of the conversation's; () for none.
+    history_exchanges: tuple[str, ...] | None = None
+    # False: send the whole history, untrimmed (the Responses API's truncation "disabled").
+    trim_history: bool = True
+    # False: record the turn and reply without their content (usage and status only).
+    store_content: bool = True
 
 
 @dataclass
@@ -111,6 +121,7 @@ class _Exchange:
     conversation_id: str
     client_key_id: int | None
     context: list[dict[str, Any]]
+    store_content: bool = True
 
 
 @dataclass
@@ -119,6 +130,7 @@ class ChatAnswer:
     UpstreamError if the upstream broke off) of which `sofar()` sums up what arrived."""
 
     conversation_id: str
+    exchange_id: str
     completion: Completion | None = None
     chunks: Iterator[dict[str, Any] | UpstreamError] | None = None
     stream: ChatStream | None = None
@@ -151,11 +163,11 @@ class ChatPipeline:
             opened = time.perf_counter()
             stream = self._call(exchange, report, lambda: self.llm.stream(exchange.context, **self._call_args(turn)))
             chunks = self._relay(exchange, stream, report, opened)
-            return ChatAnswer(exchange.conversation_id, chunks=chunks, stream=stream)
+            return ChatAnswer(exchange.conversation_id, exchange.exchange_id, chunks=chunks, stream=stream)
         completion = self._call(exchange, report, lambda: self.llm.complete(exchange.context, **self._call_args(turn)))
         report.outcome, report.completion = "ok", completion
         self._finish(exchange, completion, MessageStatus.COMPLETED)
-        return ChatAnswer(exchange.conversation_id, completion=completion)
+        return ChatAnswer(exchange.conversation_id, exchange.exchange_id, completion=completion)
 
     def _leading(self, turn: ChatTurn) -> list[dict[str, Any]]:
         if turn.leading is not None:
@@ -185,18 +197,28 @@ class ChatPipeline:
         conversation_id = turn.conversation_id or new_conversation_id()
         report.conversation_id = conversation_id
         key_id = turn.client_key.id if turn.client_key else None
-        reserved = sum(estimate_message_tokens(m) for m in [*leading, *turn.messages])
         exchange_id = new_exchange_id()
+        stored = turn.messages if turn.store_content else [without_content(m) for m in turn.messages]
         with unit_of_work() as session:
             ensure_budget_left(session, turn.client_key)
-            history = []
-            if turn.conversation_id is not None:  # a conversation just made up has none
-                answers_tools = bool(turn.messages) and turn.messages[0].get("role") == "tool"
-                history = rebuild_history(
-                    session, conversation_id, key_id, self.settings.history, reserved, keep_newest=answers_tools
-                )
-            record_turn(session, exchange_id, conversation_id, key_id, turn.messages)
-        return _Exchange(exchange_id, conversation_id, key_id, [*leading, *history, *turn.messages])
+            history = self._history(session, turn, conversation_id, key_id, leading)
+            record_turn(session, exchange_id, conversation_id, key_id, stored)
+        context = [*leading, *history, *turn.messages]
+        return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content)
+
+    def _history(
+        self, session: Any, turn: ChatTurn, conversation_id: str, key_id: int | None, leading: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The stored messages sent before the new ones: the turn's chain, or its conversation's."""
+        if turn.history_exchanges is None and turn.conversation_id is None:
+            return []  # a conversation just made up has none
+        limits = self.settings.history if turn.trim_history else UNLIMITED
+        reserved = sum(estimate_message_tokens(m) for m in [*leading, *turn.messages])
+        # The new turn answers the newest exchange's tool calls: that exchange must be kept.
+        answers_tools = bool(turn.messages) and turn.messages[0].get("role") == "tool"
+        if turn.history_exchanges is not None:
+            return chain_history(session, turn.history_exchanges, key_id, limits, reserved, keep_newest=answers_tools)
+        return rebuild_history(session, conversation_id, key_id, limits, reserved, keep_newest=answers_tools)
 
     @staticmethod
     def _call_args(turn: ChatTurn) -> dict[str, Any]:
@@ -260,8 +282,9 @@ class ChatPipeline:
         then not stored): the upstream spent the tokens either way.
         """
         spent = self._tokens_spent(exchange, completion) if exchange.client_key_id is not None else None
+        message = completion.message() if exchange.store_content else without_content(completion.message())
         reply = {
-            **stored_columns(completion.message()),
+            **stored_columns(message),
             "completion_id": completion.completion_id,
             "model": completion.model,
             "prompt_tokens": completion.prompt_tokens,

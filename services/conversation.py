@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
-from models import Message, MessageStatus, iso_utc
+from models import Message, MessageStatus, StoredResponse, iso_utc
 from services.tokens import estimate_message_tokens
 
 MESSAGES = Message.__table__
@@ -51,6 +51,10 @@ class HistoryLimits:
 
     max_messages: int
     max_tokens: int
+
+
+# No trimming at all: every stored exchange is sent.
+UNLIMITED = HistoryLimits(max_messages=10**9, max_tokens=10**15)
 
 
 def new_conversation_id() -> str:
@@ -151,6 +155,40 @@ def rebuild_history(
     exchanges = [[replayed(m.role, m.content, m.message_fields) for m in exchange] for exchange in rows]
     kept = trim_exchanges(exchanges, limits, reserved_tokens, keep_newest=keep_newest)
     return [message for exchange in kept for message in exchange]
+
+
+def chain_history(
+    session: Session,
+    exchange_ids: tuple[str, ...],
+    client_key_id: int | None,
+    limits: HistoryLimits,
+    reserved_tokens: int = 0,
+    keep_newest: bool = False,
+) -> list[dict[str, Any]]:
+    """The completed exchanges `exchange_ids` (a chain, oldest first) as history, each
+    message as it was, trimmed as rebuild_history trims a conversation."""
+    if not exchange_ids:
+        return []
+    rows = session.execute(
+        select(MESSAGES.c.exchange_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.message_fields)
+        .where(
+            MESSAGES.c.exchange_id.in_(exchange_ids),
+            _owned_by(client_key_id),
+            MESSAGES.c.status == MessageStatus.COMPLETED,
+        )
+        .order_by(MESSAGES.c.id)
+    ).all()
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row.exchange_id, []).append(replayed(row.role, row.content, row.message_fields))
+    exchanges = [grouped[exchange_id] for exchange_id in exchange_ids if exchange_id in grouped]
+    kept = trim_exchanges(exchanges, limits, reserved_tokens, keep_newest=keep_newest)
+    return [message for exchange in kept for message in exchange]
+
+
+def without_content(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with nothing of what was said: its role only (store: false keeps no content)."""
+    return {"role": message["role"], "content": ""}
 
 
 def stored_columns(message: dict[str, Any]) -> dict[str, Any]:
@@ -353,4 +391,6 @@ def prune_batch(session: Session, older_than: datetime, batch_size: int) -> int 
     ).all()
     if not batch:
         return None
+    # A response made by one of these exchanges goes with it: nothing of it may outlive retention.
+    session.execute(delete(StoredResponse.__table__).where(StoredResponse.__table__.c.exchange_id.in_(batch)))
     return session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id.in_(batch))).rowcount or 0

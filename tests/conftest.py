@@ -87,7 +87,7 @@ def database_url(request, tmp_path) -> str:
     url = request.getfixturevalue("postgres_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE messages, api_key_usage, api_keys RESTART IDENTITY"))
+        conn.execute(sa.text("TRUNCATE messages, responses, conversations, api_key_usage, api_keys RESTART IDENTITY"))
     engine.dispose()
     return url
 

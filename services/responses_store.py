@@ -1,0 +1,247 @@
+"""The Responses and Conversations API's store: responses and their chains, conversation
+metadata, and conversation items.
+
+Items are not stored apart: they are read off the `messages` rows every chat route
+writes, so a conversation is one thing whichever route continues it. A row is one or
+more items, with ids derived from the row's id: `msg_<row>` (its message), `fc_<row>_<n>`
+(its n-th tool call) and `fco_<row>` (a tool message: a function_call_output). Every
+function takes the caller's session and never commits; each filters by client key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
+from services.conversation import _owned_by, new_exchange_id, replayed, stored_columns
+from services.responses_format import function_call_item, function_call_output_item, message_item
+from services.tokens import text_of
+
+MESSAGES = Message.__table__
+RESPONSES = StoredResponse.__table__
+CONVERSATIONS = ConversationRecord.__table__
+MAX_CHAIN = 10_000  # a chain longer than this is a loop, not a conversation
+
+
+def _key_is(table: Any, client_key_id: int | None) -> Any:
+    return table.c.api_key_id.is_(None) if client_key_id is None else table.c.api_key_id == client_key_id
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def stored_response(session: Session, response_id: str, client_key_id: int | None) -> Any:
+    """The stored (store: true) response of this key, as a row; None for any other id."""
+    return session.execute(
+        select(RESPONSES).where(RESPONSES.c.id == response_id, _key_is(RESPONSES, client_key_id), RESPONSES.c.store)
+    ).first()
+
+
+def response_chain(session: Session, response_id: str, client_key_id: int | None) -> tuple[str, tuple[str, ...]] | None:
+    """The conversation of the chain ending at `response_id` and its exchanges, oldest first;
+    None when the response, or one before it, is unknown, deleted, not stored or another key's."""
+    exchanges: list[str] = []
+    current: str | None = response_id
+    user_id = None
+    while current is not None and len(exchanges) < MAX_CHAIN:
+        row = stored_response(session, current, client_key_id)
+        if row is None:
+            return None
+        user_id = user_id or row.user_id
+        exchanges.append(row.exchange_id)
+        current = row.previous_response_id
+    return user_id, tuple(reversed(exchanges))
+
+
+def record_response(session: Session, **columns: Any) -> None:
+    """Store one response (its id, key, exchange, conversation, chain link, store flag, status, body)."""
+    session.execute(insert(RESPONSES), [columns])
+
+
+def delete_response(session: Session, response_id: str, client_key_id: int | None) -> bool:
+    """Erase a stored response and its exchange's rows, for good; False when there is none."""
+    row = stored_response(session, response_id, client_key_id)
+    if row is None:
+        return False
+    session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id == row.exchange_id))
+    session.execute(delete(RESPONSES).where(RESPONSES.c.id == response_id))
+    return True
+
+
+def response_input_items(session: Session, row: Any) -> list[dict[str, Any]]:
+    """The input items of a stored response: its exchange's rows but the reply, oldest first."""
+    rows = session.execute(select(MESSAGES).where(MESSAGES.c.exchange_id == row.exchange_id).order_by(MESSAGES.c.id))
+    # The reply is the assistant row that carries the model's name; a client's own assistant turn has none.
+    inputs = [message for message in rows.all() if not (message.role == "assistant" and message.model is not None)]
+    return [item for message in inputs for item in row_items(message)]
+
+
+# -- conversations ----------------------------------------------------------------------------
+
+
+def conversation_object(session: Session, conversation_id: str, client_key_id: int | None) -> dict[str, Any] | None:
+    """The conversation as the Conversations API shows it; None when this key has no such one
+    (neither created through the API nor written by any chat route)."""
+    record = session.execute(
+        select(CONVERSATIONS).where(CONVERSATIONS.c.user_id == conversation_id, _key_is(CONVERSATIONS, client_key_id))
+    ).first()
+    first = session.scalar(
+        select(func.min(MESSAGES.c.timestamp)).where(MESSAGES.c.user_id == conversation_id, _owned_by(client_key_id))
+    )
+    if record is None and first is None:
+        return None
+    created = record.created_at if record is not None else first
+    return {
+        "id": conversation_id,
+        "object": "conversation",
+        "created_at": int(_aware(created).timestamp()),
+        "metadata": dict(record.metadata) if record is not None else {},
+    }
+
+
+def _aware(stamp: Any) -> datetime:
+    return datetime.fromisoformat(iso_utc(stamp))
+
+
+def save_conversation(session: Session, conversation_id: str, client_key_id: int | None, metadata: dict) -> None:
+    """Create the conversation's record, or replace its metadata."""
+    updated = session.execute(
+        update(CONVERSATIONS)
+        .where(CONVERSATIONS.c.user_id == conversation_id, _key_is(CONVERSATIONS, client_key_id))
+        .values(metadata=metadata)
+    ).rowcount
+    if not updated:
+        session.add(ConversationRecord(api_key_id=client_key_id, user_id=conversation_id, metadata_=metadata))
+        session.flush()
+
+
+def delete_conversation_state(session: Session, conversation_id: str, client_key_id: int | None) -> None:
+    """Erase a conversation's record and the responses made in it (its rows go separately)."""
+    session.execute(
+        delete(CONVERSATIONS).where(CONVERSATIONS.c.user_id == conversation_id, _key_is(CONVERSATIONS, client_key_id))
+    )
+    session.execute(
+        delete(RESPONSES).where(RESPONSES.c.user_id == conversation_id, _key_is(RESPONSES, client_key_id))
+    )
+
+
+# -- items ----------------------------------------------------------------------------------
+
+
+def _input_parts(content: Any) -> Any:
+    """Chat content as Responses input parts (input_text, input_image)."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content or []:
+        if part.get("type") == "image_url":
+            image = part.get("image_url") or {}
+            parts.append({"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail")})
+        else:
+            parts.append({"type": "input_text", "text": part.get("text", "")})
+    return parts
+
+
+def row_items(row: Any) -> list[dict[str, Any]]:
+    """The items one stored message row is, with ids derived from the row's id."""
+    message = replayed(row.role, row.content, row.message_fields)
+    if row.role == "tool":
+        call_id = message.get("tool_call_id") or ""
+        return [function_call_output_item(call_id, text_of(row.content), item_id=f"fco_{row.id}")]
+    if row.role != "assistant":
+        return [message_item(row.role, _input_parts(row.content), item_id=f"msg_{row.id}")]
+    items = []
+    calls = message.get("tool_calls") or []
+    text = text_of(row.content)
+    if text or message.get("refusal") or not calls:
+        parts = [{"type": "output_text", "text": text}] if text or not message.get("refusal") else []
+        if message.get("refusal"):
+            parts.append({"type": "refusal", "refusal": message["refusal"]})
+        items.append(message_item("assistant", parts, item_id=f"msg_{row.id}"))
+    for index, call in enumerate(calls):
+        function = call.get("function") or {}
+        name, arguments = function.get("name", ""), function.get("arguments", "")
+        items.append(function_call_item(call.get("id"), name, arguments, item_id=f"fc_{row.id}_{index}"))
+    return items
+
+
+def conversation_items(session: Session, conversation_id: str, client_key_id: int | None) -> list[dict[str, Any]]:
+    """Every item of the conversation, oldest first: its completed exchanges' rows."""
+    rows = session.execute(
+        select(MESSAGES)
+        .where(
+            MESSAGES.c.user_id == conversation_id,
+            _owned_by(client_key_id),
+            MESSAGES.c.status == MessageStatus.COMPLETED,
+        )
+        .order_by(MESSAGES.c.id)
+    ).all()
+    return [item for row in rows for item in row_items(row)]
+
+
+def add_items(
+    session: Session, conversation_id: str, client_key_id: int | None, messages: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Append chat messages to the conversation as one completed exchange; the items they became."""
+    exchange_id = new_exchange_id()
+    base = {"user_id": conversation_id, "exchange_id": exchange_id, "api_key_id": client_key_id}
+    if messages:
+        rows = [{**base, "status": MessageStatus.COMPLETED, **stored_columns(m)} for m in messages]
+        session.execute(insert(MESSAGES), rows)
+    added = session.execute(select(MESSAGES).where(MESSAGES.c.exchange_id == exchange_id).order_by(MESSAGES.c.id))
+    return [item for row in added.all() for item in row_items(row)]
+
+
+def _row_of(item_id: str) -> tuple[int, int | None] | None:
+    """The row id (and tool-call index) an item id names; None when it names none."""
+    prefix, _, rest = item_id.partition("_")
+    numbers = rest.split("_")
+    if prefix not in ("msg", "fc", "fco") or not all(n.isdigit() and len(n) < 19 for n in numbers):
+        return None
+    if prefix == "fc" and len(numbers) == 2:
+        return int(numbers[0]), int(numbers[1])
+    return (int(numbers[0]), None) if len(numbers) == 1 and prefix != "fc" else None
+
+
+def find_item(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> dict | None:
+    """The item `item_id` of the conversation, or None."""
+    where = _row_of(item_id)
+    if where is None:
+        return None
+    row = session.execute(
+        select(MESSAGES).where(
+            MESSAGES.c.id == where[0],
+            MESSAGES.c.user_id == conversation_id,
+            _owned_by(client_key_id),
+            MESSAGES.c.status == MessageStatus.COMPLETED,
+        )
+    ).first()
+    return next((item for item in row_items(row) if item["id"] == item_id), None) if row is not None else None
+
+
+def delete_item(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> bool:
+    """Erase one item for good: its row, or, of an assistant row that is several items, only
+    the tool call or the text it is. False when the conversation has no such item."""
+    if find_item(session, conversation_id, client_key_id, item_id) is None:
+        return False
+    row_id, call_index = _row_of(item_id)
+    row = session.execute(select(MESSAGES).where(MESSAGES.c.id == row_id)).first()
+    message = replayed(row.role, row.content, row.message_fields)
+    calls = list(message.get("tool_calls") or [])
+    if call_index is not None:
+        del calls[call_index]
+    elif calls:
+        message["content"] = None  # the text goes, the calls stay
+    if not calls and (call_index is None or not text_of(row.content)):
+        session.execute(delete(MESSAGES).where(MESSAGES.c.id == row_id))
+        return True
+    message["tool_calls"] = calls
+    if not calls:
+        message.pop("tool_calls")
+    session.execute(update(MESSAGES).where(MESSAGES.c.id == row_id).values(**stored_columns(message)))
+    return True
