@@ -89,8 +89,9 @@ def _raise_open_files_limit() -> None:
     # Every open stream holds two descriptors (client and upstream); the usual soft limit
     # of 1024 would refuse the 500th. Raise it to the hard limit the host allows.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def on_starting(server):
