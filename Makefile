@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # tests/postman/package-lock.json. Only the tests need it (and node/npm); `make run` does not.
 NEWMAN_STAMP := tests/postman/node_modules/.installed
 
-.PHONY: install run test lint migrate bench clean
+.PHONY: install run test lint migrate bench bench-streams clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: lint
 # Benchmarks (minutes; needs wrk: apt-get install wrk). Not part of `make test`.
 bench: migrate
 	$(BIN)/python bench/run.py
+
+# Long streams and idle/slow clients, beside LiteLLM (about 5 minutes; no wrk needed).
+bench-streams: migrate
+	$(BIN)/python bench/streams.py --idle
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/postman/node_modules

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -79,7 +80,7 @@ def _sqlite_begin_immediate(connection) -> None:
 
 
 class SqliteWriterQueue:
-    """Queue writers to one SQLite file: threads on a lock, processes on an flock.
+    """Queue writers to one SQLite file: threads (or greenlets) on a lock, processes on an flock.
 
     SQLite lets one writer in at a time and makes the others poll with growing sleeps
     (1, 2, 5 ... 100 ms) until busy_timeout, which stretches tail latency under load.
@@ -105,13 +106,46 @@ class SqliteWriterQueue:
         """Hold the write turn for the duration of the block."""
         with self._thread_lock:
             fd = self._process_fd()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_exclusive(fd)
             _writing.active = True
             try:
                 yield
             finally:
                 _writing.active = False
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _lock_exclusive(fd: int) -> None:
+    """flock(LOCK_EX) that, under gevent, makes only the calling greenlet wait.
+
+    The thread lock above is a greenlet lock once gevent has patched threading, but flock
+    is a system call: waiting in it for another process (a second worker, `flask messages
+    prune`) would stop every greenlet of this one. Uncontended, the non-blocking try takes
+    the lock at once; contended, the wait runs on a thread of gevent's pool, which wakes
+    this greenlet the moment the other process lets go. (A greenlet killed while it waits
+    leaves that thread to take the lock; only a worker's forced exit kills greenlets, and
+    the lock dies with the process.)
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    threadpool = _gevent_threadpool()
+    if threadpool is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    else:
+        threadpool.apply(fcntl.flock, (fd, fcntl.LOCK_EX))
+
+
+def _gevent_threadpool():
+    """gevent's thread pool when gevent has patched this process (its gunicorn worker), else None."""
+    monkey = sys.modules.get("gevent.monkey")  # never import gevent where it is not in use
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return None
+    import gevent
+
+    return gevent.get_hub().threadpool
 
 
 def writer_queue_for(engine: Engine) -> SqliteWriterQueue | None:

@@ -1,12 +1,18 @@
 """gunicorn settings, read from the environment (and .env). `make run` uses this file.
 
-Requests spend seconds waiting on the LLM, so each process runs threads (gthread): a
-sync worker would serve one request at a time and kill any request past its timeout.
-Concurrency is WEB_CONCURRENCY x GUNICORN_THREADS.
+A chat reply streams for seconds to minutes, so a process must hold thousands of open
+requests at once. The default worker is gevent: each connection is a greenlet, and the
+app's blocking I/O (sockets of the openai SDK, psycopg, redis-py; locks; sleeps) is
+monkey-patched by gunicorn to yield instead of blocking the process. Concurrency is
+WEB_CONCURRENCY x GUNICORN_WORKER_CONNECTIONS. GUNICORN_WORKER_CLASS=gthread keeps the
+thread worker (concurrency WEB_CONCURRENCY x GUNICORN_THREADS). bench/README.md has
+the measurements behind the choice.
 """
 
 import glob
 import os
+import platform
+import resource
 import sys
 import tempfile
 
@@ -28,16 +34,24 @@ def _int(name: str, default: int) -> int:
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
 workers = _int("WEB_CONCURRENCY", 1)
-worker_class = "gthread"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "").strip().lower() or "gevent"
+if worker_class not in {"gevent", "gthread"}:
+    raise SystemExit(f"GUNICORN_WORKER_CLASS must be gevent or gthread, got {worker_class!r}")
+# gevent: open connections per process (each an idle greenlet until it sends a request).
+# Held streams, idle keep-alive clients and slow clients all count against it.
+worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 10000)
+# gthread only: requests served at once per process.
 threads = _int("GUNICORN_THREADS", 8)
-# A worker that is silent this long is killed. gthread workers heartbeat from their main
-# loop, so a request waiting on the LLM does not count as silence.
+# A worker that is silent this long is killed. Both workers heartbeat from their main
+# loop (gevent: a greenlet), so a request waiting on the LLM does not count as silence.
 timeout = _int("TIMEOUT", 120)
 # On SIGTERM, in-flight requests get this long to finish (and record both turns).
 graceful_timeout = _int("GRACEFUL_TIMEOUT", 90)
 # Recycle workers after this many requests (0: never); jitter staggers the restarts.
 max_requests = _int("MAX_REQUESTS", 0)
 max_requests_jitter = max(max_requests // 10, 0)
+# Also, under gevent, how long a connection may take to send a whole request head: idle
+# and half-sent connections are closed after it.
 keepalive = 5
 # Each worker builds the app after fork: no database connection crosses a fork.
 preload_app = False
@@ -71,7 +85,23 @@ control_socket_disable = True
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
 
 
+def _raise_open_files_limit() -> None:
+    # Every open stream holds two descriptors (client and upstream); the usual soft limit
+    # of 1024 would refuse the 500th. Raise it to the hard limit the host allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def on_starting(server):
+    _raise_open_files_limit()
+    # The openai SDK names the platform in a header; Python's platform module learns the
+    # processor by running `uname -p` on first use, and caches it. Learn it here, once,
+    # before the fork: in a fresh gevent worker every request of a first burst would miss
+    # the cache and fork its own subprocess (1,000 streams to a fresh worker: 37% of its
+    # CPU, and half the connections timed out before their request was read).
+    platform.platform()
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(metrics_dir, exist_ok=True)
     for stale in glob.glob(os.path.join(metrics_dir, "*.db")):

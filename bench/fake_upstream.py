@@ -1,9 +1,13 @@
 """A fast OpenAI-compatible fake upstream for benchmarks: asyncio, keep-alive, fixed delay.
 
     python bench/fake_upstream.py --port 9100 --delay 1.0
+    python bench/fake_upstream.py --port 9110 --stream-chunks 20 --stream-seconds 5
 
 Answers POST .../chat/completions with a small chat completion after `--delay` seconds
-(await, so thousands of requests can wait at once on one core) and GET .../models. It
+(await, so thousands of requests can wait at once on one core) and GET .../models. A
+request with `"stream": true` gets Server-Sent Events instead: `--stream-chunks` content
+chunks spread evenly over `--stream-seconds` (the first at once), then the finish chunk,
+the usage chunk (when `stream_options.include_usage` asks for it) and `data: [DONE]`. It
 parses just enough HTTP/1.1 for keep-alive clients (the openai SDK, LiteLLM, wrk), so
 that it is never the bottleneck of what it measures.
 """
@@ -24,12 +28,47 @@ COMPLETION = {
 MODELS = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode()
 
 
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def _chunk(payload: dict | str) -> bytes:
+    """One SSE event as one HTTP/1.1 chunk."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    event = f"data: {data}\n\n".encode()
+    return f"{len(event):x}\r\n".encode() + event + b"\r\n"
+
+
+async def stream(writer: asyncio.StreamWriter, request: dict, chunks: int, seconds: float, name: str) -> None:
+    """A streamed chat completion: `chunks` content chunks evenly over `seconds`, then the end."""
+    base = {"id": f"chatcmpl-bench-{name}", "object": "chat.completion.chunk", "created": int(time.time())}
+    base["model"] = "fake-model"
+    writer.write(STREAM_HEAD)
+    interval = seconds / chunks
+    start = time.monotonic()
+    for index in range(chunks):
+        # Each chunk at its own deadline, so the stream takes `seconds` however busy we are.
+        await asyncio.sleep(max(0.0, start + index * interval - time.monotonic()))
+        delta = {"content": f"tok{index} "} if index else {"role": "assistant", "content": "tok0 "}
+        writer.write(_chunk({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
+        await writer.drain()
+    await asyncio.sleep(max(0.0, start + seconds - time.monotonic()))
+    tail = _chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if (request.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}
+        tail += _chunk({**base, "choices": [], "usage": usage})
+    writer.write(tail + _chunk("[DONE]") + b"0\r\n\r\n")
+
+
 def _response(status: str, body: bytes) -> bytes:
     head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace) -> None:
+    delay = args.delay
     counter = 0
     try:
         while True:
@@ -40,9 +79,14 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, del
             for line in lines[1:]:
                 if line[:15].lower() == "content-length:":
                     length = int(line[15:].strip())
-            if length:
-                await reader.readexactly(length)
+            body = await reader.readexactly(length) if length else b""
             if method == "POST" and path.split("?")[0].endswith("/chat/completions"):
+                request = json.loads(body) if b'"stream"' in body else {}
+                if request.get("stream"):
+                    counter += 1
+                    await stream(writer, request, args.stream_chunks, args.stream_seconds, f"{id(writer)}-{counter}")
+                    await writer.drain()
+                    continue
                 if delay:
                     await asyncio.sleep(delay)
                 counter += 1
@@ -66,9 +110,11 @@ async def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each completion answer")
+    parser.add_argument("--stream-chunks", type=int, default=20, help="content chunks of a streamed answer")
+    parser.add_argument("--stream-seconds", type=float, default=5.0, help="how long a streamed answer takes")
     args = parser.parse_args()
     server = await asyncio.start_server(
-        lambda r, w: handle(r, w, args.delay), args.host, args.port, backlog=4096, limit=1 << 20
+        lambda r, w: handle(r, w, args), args.host, args.port, backlog=4096, limit=1 << 20
     )
     print(f"fake upstream on http://{args.host}:{args.port}/v1 delay={args.delay}s", flush=True)
     async with server:

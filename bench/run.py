@@ -158,7 +158,10 @@ def start_ours(
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
         "OPENAI_API_KEY": "bench-not-a-real-key",
         "OPENAI_MODEL": "fake-model",
-        # One process per core; threads for the clients waiting on a slow upstream.
+        # One process per core; threads for the clients waiting on a slow upstream. The
+        # figures in bench/README.md were measured on gthread, before gevent became the
+        # default (bench/streams.py compares the two): BENCH_WORKER_CLASS=gevent for it.
+        "GUNICORN_WORKER_CLASS": os.environ.get("BENCH_WORKER_CLASS", "gthread"),
         "WEB_CONCURRENCY": os.environ.get("BENCH_WORKERS", "1"),
         "GUNICORN_THREADS": os.environ.get("BENCH_THREADS", "600"),
         # No connection is held while the LLM works, so a small pool serves every thread.

@@ -65,7 +65,7 @@ def tool_history_error(messages: list) -> str | None:
 class StreamReply:
     """A streamed answer (when the request asks for one): `pieces` as SSE chunks.
 
-    `hold_after`: after that many pieces, wait for `resume` before the rest.
+    `hold_after`: after that many pieces, wait for `resume` (at most `hold_max_seconds`) before the rest.
     `break_after`: after that many pieces, drop the connection mid-body.
     `error_after`: after that many pieces, send an error event and end.
     `endless`: after the pieces, keep sending the last one until the reader hangs up
@@ -78,6 +78,7 @@ class StreamReply:
     completion_tokens: int = 7
     hold_after: int | None = None
     resume: threading.Event | None = None
+    hold_max_seconds: float = 10
     break_after: int | None = None
     error_after: int | None = None
     endless: bool = False
@@ -282,7 +283,7 @@ class FakeUpstream:
                             self.wfile.write(b"0\r\n\r\n")
                             return
                         if reply.hold_after is not None and index == reply.hold_after and reply.resume:
-                            reply.resume.wait(10)
+                            reply.resume.wait(reply.hold_max_seconds)
                         event({**base, "choices": [{"index": 0, "delta": {"content": piece}}]})
                     deadline = time.monotonic() + 30
                     while reply.endless and time.monotonic() < deadline:
