@@ -63,6 +63,14 @@ def _not_found(kind: str, identifier: str) -> ApiError:
     return ApiError(404, f"{kind} with id '{identifier}' not found.", code="not_found")
 
 
+def _conversation(session, conversation_id: str, key_id: int | None) -> dict:
+    """The conversation of this key, or the 404 for an unknown (or another key's) one."""
+    found = conversation_object(session, conversation_id, key_id)
+    if found is None:
+        raise _not_found("Conversation", conversation_id)
+    return found
+
+
 @bp.post("/responses", responses=_documented(streams=True))
 @limiter.limit(completion_limit)
 def create(body: ResponseRequest):
@@ -146,9 +154,7 @@ def create_conversation(body: ConversationCreate):
 def get_conversation(path: ConversationPath):
     """A conversation: its id, when it began, its metadata."""
     with unit_of_work(write=False) as session:
-        found = conversation_object(session, path.conversation_id, current_client_key_id())
-    if found is None:
-        raise _not_found("Conversation", path.conversation_id)
+        found = _conversation(session, path.conversation_id, current_client_key_id())
     return jsonify(found)
 
 
@@ -157,8 +163,7 @@ def update_conversation(path: ConversationPath, body: ConversationUpdate):
     """Replace a conversation's metadata."""
     key_id = current_client_key_id()
     with unit_of_work() as session:
-        if conversation_object(session, path.conversation_id, key_id) is None:
-            raise _not_found("Conversation", path.conversation_id)
+        _conversation(session, path.conversation_id, key_id)
         save_conversation(session, path.conversation_id, key_id, dict(body.metadata))
         updated = conversation_object(session, path.conversation_id, key_id)
     return jsonify(updated)
@@ -169,8 +174,7 @@ def erase_conversation(path: ConversationPath):
     """Erase a conversation, its items and the responses made in it, for good."""
     key_id = current_client_key_id()
     with unit_of_work() as session:
-        if conversation_object(session, path.conversation_id, key_id) is None:
-            raise _not_found("Conversation", path.conversation_id)
+        _conversation(session, path.conversation_id, key_id)
         delete_conversation(session, path.conversation_id, key_id)
         delete_conversation_state(session, path.conversation_id, key_id)
     return jsonify({"id": path.conversation_id, "object": "conversation.deleted", "deleted": True})
@@ -181,8 +185,7 @@ def list_items(path: ConversationPath, query: ItemListQuery):
     """A conversation's items, newest first unless `order=asc`."""
     key_id = current_client_key_id()
     with unit_of_work(write=False) as session:
-        if conversation_object(session, path.conversation_id, key_id) is None:
-            raise _not_found("Conversation", path.conversation_id)
+        _conversation(session, path.conversation_id, key_id)
         items = conversation_items(session, path.conversation_id, key_id)
     return jsonify(_item_page(items, query))
 
@@ -192,8 +195,7 @@ def append_items(path: ConversationPath, body: ItemsAdd):
     """Append up to 20 items to a conversation."""
     key_id = current_client_key_id()
     with unit_of_work() as session:
-        if conversation_object(session, path.conversation_id, key_id) is None:
-            raise _not_found("Conversation", path.conversation_id)
+        _conversation(session, path.conversation_id, key_id)
         added = add_items(session, path.conversation_id, key_id, _chat_messages(body.items))
     return jsonify(_item_page(added, ItemListQuery(limit=100, order="asc")))
 
