@@ -30,6 +30,7 @@ def _answers(app, upstream):
         "400": client.post("/openai-completion", json={}),
         "404": client.get("/conversations/nobody"),
     }
+    answers["200-stream"].get_data()  # read the stream to its end: an unread one ends inside a later test
     upstream.enqueue(Status(500))
     answers["502"] = client.post("/openai-completion", json=ASK)
     upstream.enqueue(Status(429, headers={"Retry-After": "7"}))
@@ -69,6 +70,7 @@ def test_conversation_id_header_on_v1_answers_only(make_app, upstream):
     body = {"model": "fake-model", "messages": [{"role": "user", "content": "x"}]}
     plain = client.post("/v1/chat/completions", json=body, headers={"X-Conversation-Id": "c-1"})
     streamed = client.post("/v1/chat/completions", json={**body, "stream": True}, headers={"X-Conversation-Id": "c-1"})
+    streamed.get_data()
     upstream.enqueue(Status(500))
     failed = client.post("/v1/chat/completions", json=body, headers={"X-Conversation-Id": "c-1"})
     seed = client.post("/openai-completion", json={"prompt": "x", "user_id": "c-1"})
