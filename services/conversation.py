@@ -366,30 +366,34 @@ def touch_pending(session: Session, exchange_id: str, now: datetime) -> None:
     )
 
 
-def _stale(older_than: datetime) -> ColumnElement[bool]:
-    """Pending rows recorded before `older_than` and not heartbeated since."""
+def _unheartbeated(older_than: datetime) -> ColumnElement[bool]:
+    """Pending rows not heartbeated since `older_than`."""
     # 'pending' rendered as a literal: only then can SQLite's and PostgreSQL's planners
     # (a generic plan too) use the partial index ix_messages_pending_timestamp.
     pending = literal(MessageStatus.PENDING, literal_execute=True)
-    return (
-        (MESSAGES.c.status == pending)
-        & (MESSAGES.c.timestamp < older_than)
-        & (MESSAGES.c.heartbeat_at.is_(None) | (MESSAGES.c.heartbeat_at < older_than))
+    return (MESSAGES.c.status == pending) & (
+        MESSAGES.c.heartbeat_at.is_(None) | (MESSAGES.c.heartbeat_at < older_than)
     )
 
 
 def abandon_stale(session: Session, older_than: datetime, error: str, batch_size: int) -> list[Row]:
-    """Close up to `batch_size` exchanges still pending since before `older_than` (and not
-    heartbeated since) as ABANDONED with `error`; return the rows this statement changed
-    (exchange_id, api_key_id, role, content, message_fields).
+    """Close the exchanges of up to `batch_size` rows still pending since before `older_than`
+    (and not heartbeated since), whole, as ABANDONED with `error`; return the rows this
+    statement changed (exchange_id, api_key_id, role, content, message_fields): fewer than
+    `batch_size` means none is left.
 
-    One UPDATE ... RETURNING whose WHERE re-checks the status and the age: a row another
-    sweeper (or the exchange's own reply) changed first is not changed, nor returned, again.
+    One UPDATE ... RETURNING of whole exchanges whose WHERE re-checks the status and the
+    heartbeat: a row another sweeper, a heartbeat or the exchange's own reply changed
+    first is not changed, nor returned, again.
     """
-    batch = select(MESSAGES.c.exchange_id).where(_stale(older_than)).limit(batch_size)
+    stale = (
+        select(MESSAGES.c.exchange_id)
+        .where(_unheartbeated(older_than), MESSAGES.c.timestamp < older_than)
+        .limit(batch_size)
+    )
     statement = (
         update(MESSAGES)
-        .where(_stale(older_than), MESSAGES.c.exchange_id.in_(batch))
+        .where(_unheartbeated(older_than), MESSAGES.c.exchange_id.in_(stale))
         .values(status=MessageStatus.ABANDONED, error=error)
         .returning(
             MESSAGES.c.exchange_id,

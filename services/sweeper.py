@@ -41,7 +41,7 @@ from services.tokens import estimate_message_tokens
 log = logging.getLogger("gateway.sweeper")
 
 ABANDONED_ERROR = "abandoned: the process serving this exchange stopped before the reply was recorded"
-# Exchanges closed per unit of work: each batch is one short transaction.
+# Stale rows (and the rest of their exchanges) closed per unit of work: one short transaction.
 BATCH_SIZE = 200
 # pg_try_advisory_xact_lock's key for "sweeping abandoned exchanges" (any fixed bigint).
 SWEEP_LOCK_KEY = 7_311_412_116_012_411_501
@@ -59,6 +59,7 @@ class SweepResult:
     exchanges: int = 0
     charged_tokens: int = 0
     skipped: bool = False
+    rows: int = 0
 
 
 def heartbeat_seconds(config: Mapping[str, Any]) -> float:
@@ -111,7 +112,8 @@ def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_
     if not _claim(session):
         return SweepResult(skipped=True)
     exchanges: dict[str, tuple[int | None, int]] = {}
-    for row in abandon_stale(session, older_than, ABANDONED_ERROR, batch_size):
+    rows = abandon_stale(session, older_than, ABANDONED_ERROR, batch_size)
+    for row in rows:
         key_id, tokens = exchanges.get(row.exchange_id, (row.api_key_id, 0))
         exchanges[row.exchange_id] = (key_id, tokens + estimate_message_tokens(replayed(*row[2:])))
     charged = 0
@@ -119,7 +121,7 @@ def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_
         if key_id is not None:
             charge_usage(session, key_id, tokens, 0)
             charged += tokens
-    return SweepResult(exchanges=len(exchanges), charged_tokens=charged)
+    return SweepResult(exchanges=len(exchanges), charged_tokens=charged, rows=len(rows))
 
 
 def sweep(older_than: datetime, batch_size: int = BATCH_SIZE) -> SweepResult:
@@ -131,7 +133,7 @@ def sweep(older_than: datetime, batch_size: int = BATCH_SIZE) -> SweepResult:
             batch = sweep_batch(session, older_than, batch_size)
         exchanges += batch.exchanges
         charged += batch.charged_tokens
-        if batch.skipped or batch.exchanges < batch_size:
+        if batch.skipped or batch.rows < batch_size:
             return SweepResult(exchanges, charged, batch.skipped)
 
 

@@ -91,6 +91,35 @@ def test_the_sweep_closes_only_old_unheartbeated_pending_exchanges_and_charges_e
     assert usage["exchanges"] == {"total": 1, "completed": 0, "failed": 0, "pending": 0, "abandoned": 1}
 
 
+def test_the_sweep_closes_whole_exchanges_in_batches(make_app):
+    app = make_app()
+    key = create_client_key(app)
+    cut = datetime.now(UTC) - timedelta(minutes=5)
+    with app.app_context():
+        key_id = key_id_for(db.session, key[:12])
+        for n in range(3):
+            # The rows of one exchange straddle the cut-off (recorded microseconds apart).
+            for when, content in ((cut - timedelta(microseconds=1), f"older {n}"), (cut, f"newer {n}")):
+                db.session.add(
+                    Message(
+                        user_id=f"straddle-{n}",
+                        exchange_id=f"ex-{n}",
+                        api_key_id=key_id,
+                        role="user",
+                        content=content,
+                        status="pending",
+                        timestamp=when,
+                    )
+                )
+        db.session.commit()
+        result = sweep(cut, batch_size=1)
+
+    expected = _estimate(*[f"{age} {n}" for n in range(3) for age in ("older", "newer")])
+    assert (result.exchanges, result.charged_tokens) == (3, expected)
+    assert {r["status"] for r in rows_of(app)} == {"abandoned"}
+    assert _usage_today(app, key) == (expected, 3)
+
+
 def test_sweepers_racing_in_two_apps_charge_every_abandoned_exchange_exactly_once(make_app):
     apps = [make_app(), make_app()]
     key = create_client_key(apps[0])
