@@ -1,4 +1,4 @@
-"""Flask CLI commands: `flask conversation ...`, `flask messages prune`, `flask keys ...`."""
+"""Flask CLI commands: `flask conversation ...`, `flask messages prune|sweep`, `flask keys ...`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from flask.cli import AppGroup
 from database import unit_of_work
 from services.client_keys import check_rate_limit, create_key, key_id_for, list_keys, revoke_key
 from services.conversation import ANY_KEY, KeyScope, conversation_rows, delete_conversation, prune_batch, rows_batch
+from services.sweeper import cutoff, sweep
 
 conversation_cli = AppGroup("conversation", help="Inspect stored conversations.")
 
@@ -94,6 +95,25 @@ def prune_messages(older_than: str | None, batch_size: int) -> None:
             break
         deleted += batch
     click.echo(f"Deleted {deleted} message rows older than {cutoff.isoformat(timespec='seconds')}")
+
+
+@messages_cli.command("sweep")
+@click.option(
+    "--older-than",
+    "older_than",
+    help="Age such as 30m or 2h (default: ABANDON_AFTER_SECONDS, derived from the upstream's timeout).",
+)
+def sweep_messages(older_than: str | None) -> None:
+    """Close exchanges still pending past the cut-off (their process died) as abandoned and
+    charge their keys the estimated prompt tokens; what every worker does periodically."""
+    before = datetime.now(UTC) - parse_age(older_than) if older_than else cutoff(current_app.config)
+    result = sweep(before)
+    if result.skipped:
+        click.echo("Another sweeper is at work right now; nothing done. Run it again later.", err=True)
+    click.echo(
+        f"Closed {result.exchanges} exchanges pending since before {before.isoformat(timespec='seconds')} "
+        f"as abandoned; charged keys {result.charged_tokens} estimated prompt tokens"
+    )
 
 
 @conversation_cli.command("delete")

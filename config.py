@@ -54,7 +54,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def _float(env: Mapping[str, str], name: str, default: float | None, minimum: float = 0.0) -> float | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -136,12 +136,35 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
         "LOG_CONTENT": _bool(env, "LOG_CONTENT", False),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 90, minimum=1),
+        # None: derived from the upstream timeout and retries (see abandon_after_seconds).
+        "ABANDON_AFTER_SECONDS": _float(env, "ABANDON_AFTER_SECONDS", None),
+        # How often each gunicorn worker sweeps abandoned exchanges; 0: never (cron runs
+        # `flask messages sweep` instead).
+        "SWEEP_INTERVAL_SECONDS": _int(env, "SWEEP_INTERVAL_SECONDS", 60),
     }
+
+
+# The openai SDK waits between retries: its own backoff (at most 8 s), or the upstream's
+# Retry-After when that is at most 120 s (openai._base_client, MAX_RETRY_AFTER_DELAY).
+SDK_RETRY_WAIT_MAX_SECONDS = 120.0
+# On top of the longest call: clock skew between hosts, recording the reply, a slow pool.
+ABANDON_MARGIN_SECONDS = 60.0
+
+
+def abandon_after_seconds(config: Mapping[str, Any]) -> float:
+    """How long an exchange can be in flight at most: each attempt's OPENAI_TIMEOUT, the
+    SDK's longest wait before each retry, and a margin. A `pending` exchange older than
+    this (and not heartbeated since) has lost its process."""
+    retries = config["OPENAI_MAX_RETRIES"]
+    return config["OPENAI_TIMEOUT"] * (retries + 1) + SDK_RETRY_WAIT_MAX_SECONDS * retries + ABANDON_MARGIN_SECONDS
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:
     """Fill the settings whose default depends on others: REQUIRE_API_KEY follows APP_ENV,
-    the rate limit storage's socket options follow RATELIMIT_STORAGE_TIMEOUT."""
+    the rate limit storage's socket options follow RATELIMIT_STORAGE_TIMEOUT,
+    ABANDON_AFTER_SECONDS the upstream's timeout and retries."""
+    if config.get("ABANDON_AFTER_SECONDS") is None:
+        config["ABANDON_AFTER_SECONDS"] = abandon_after_seconds(config)
     if config.get("REQUIRE_API_KEY") is None:
         config["REQUIRE_API_KEY"] = config.get("APP_ENV") == "production"
     # Flask-Limiter hands these to redis-py (options in the URI's query string win); memory:// ignores them.

@@ -117,6 +117,14 @@ def on_starting(server):
         )
 
 
+def post_worker_init(worker):
+    # Each worker sweeps abandoned exchanges (those a killed worker left pending) at start
+    # and every SWEEP_INTERVAL_SECONDS; see services/sweeper.py.
+    from services.sweeper import start_sweeper
+
+    start_sweeper(worker.wsgi)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

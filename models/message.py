@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from extensions import db
@@ -32,6 +32,9 @@ class MessageStatus:
     COMPLETED = "completed"  # reply recorded; the exchange is part of the history
     FAILED = "failed"  # upstream failed; kept for audit, never sent to the model again
     DISCONNECTED = "disconnected"  # the client left mid-stream; the partial reply is kept
+    # The process serving it stopped (killed, or cut short past GRACEFUL_TIMEOUT) before the
+    # reply was recorded: closed by the sweeper (services/sweeper.py), never sent as history.
+    ABANDONED = "abandoned"
 
 
 class Message(db.Model):
@@ -43,6 +46,14 @@ class Message(db.Model):
         Index("ix_messages_user_id_status_id", "user_id", "status", "id"),
         # A key's conversations are listed by user_id, and each is read within its key.
         Index("ix_messages_api_key_id_user_id", "api_key_id", "user_id"),
+        # The sweeper looks for old pending rows: an index of the in-flight rows alone stays
+        # tiny however large the table grows (the query names 'pending' as a literal).
+        Index(
+            "ix_messages_pending_timestamp",
+            "timestamp",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -60,6 +71,9 @@ class Message(db.Model):
     message_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default=MessageStatus.PENDING)
     error: Mapped[str | None] = mapped_column(Text)
+    # While a long stream is relayed, the pipeline touches its pending rows now and then,
+    # so the sweeper can tell a live exchange from one whose process died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completion_id: Mapped[str | None] = mapped_column(String(255))
     model: Mapped[str | None] = mapped_column(String(255))
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)

@@ -376,6 +376,9 @@ class ExchangeCounts(BaseModel):
     completed: int
     failed: int
     pending: int
+    abandoned: int = Field(
+        description="closed by the service: the process serving them stopped before their reply was recorded"
+    )
 
 
 class TokenTotals(BaseModel):

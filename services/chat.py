@@ -39,6 +39,7 @@ from services.conversation import (
     without_content,
 )
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
+from services.sweeper import heartbeat_seconds, keep_alive
 from services.tokens import estimate_message_tokens, estimate_text_tokens, text_of
 
 T = TypeVar("T")
@@ -52,6 +53,8 @@ class ChatSettings:
     history: HistoryLimits
     max_prompt_chars: int
     allowed_models: tuple[str, ...]
+    # A stream touches its pending rows this often, so the sweeper knows it is alive.
+    heartbeat_seconds: float = 0.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ChatSettings:
@@ -61,6 +64,7 @@ class ChatSettings:
             history=HistoryLimits(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_TOKENS"]),
             max_prompt_chars=config["MAX_PROMPT_CHARS"],
             allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
+            heartbeat_seconds=heartbeat_seconds(config),
         )
 
 
@@ -255,7 +259,7 @@ class ChatPipeline:
         ended = False
         try:
             try:
-                yield from stream
+                yield from keep_alive(stream, exchange.exchange_id, self.settings.heartbeat_seconds, started)
             except UpstreamError as exc:
                 ended, report.outcome = True, type(exc).__name__
                 self._finish(exchange, stream.completion(), MessageStatus.FAILED, f"stream broke off: {exc.message}")

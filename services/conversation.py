@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, true, update
+from sqlalchemy import ColumnElement, Row, delete, func, insert, literal, select, true, update
 from sqlalchemy.orm import Session
 
 from models import Message, MessageStatus, StoredResponse, iso_utc
@@ -359,6 +359,7 @@ def conversation_usage(session: Session, conversation_id: str, client_key_id: Ke
             "completed": by_status.get(MessageStatus.COMPLETED, 0),
             "failed": by_status.get(MessageStatus.FAILED, 0),
             "pending": by_status.get(MessageStatus.PENDING, 0),
+            "abandoned": by_status.get(MessageStatus.ABANDONED, 0),
         },
         "messages": totals[0],
         "tokens": {"prompt": int(totals[1]), "completion": int(totals[2]), "total": int(totals[3])},
@@ -394,3 +395,52 @@ def prune_batch(session: Session, older_than: datetime, batch_size: int) -> int 
     # A response made by one of these exchanges goes with it: nothing of it may outlive retention.
     session.execute(delete(StoredResponse.__table__).where(StoredResponse.__table__.c.exchange_id.in_(batch)))
     return session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id.in_(batch))).rowcount or 0
+
+
+def touch_pending(session: Session, exchange_id: str, now: datetime) -> None:
+    """Mark a pending exchange alive at `now` (a long stream is still being relayed)."""
+    session.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.exchange_id == exchange_id, MESSAGES.c.status == MessageStatus.PENDING)
+        .values(heartbeat_at=now)
+    )
+
+
+def _unheartbeated(older_than: datetime) -> ColumnElement[bool]:
+    """Pending rows not heartbeated since `older_than`."""
+    # 'pending' rendered as a literal: only then can SQLite's and PostgreSQL's planners
+    # (a generic plan too) use the partial index ix_messages_pending_timestamp.
+    pending = literal(MessageStatus.PENDING, literal_execute=True)
+    return (MESSAGES.c.status == pending) & (
+        MESSAGES.c.heartbeat_at.is_(None) | (MESSAGES.c.heartbeat_at < older_than)
+    )
+
+
+def abandon_stale(session: Session, older_than: datetime, error: str, batch_size: int) -> list[Row]:
+    """Close the exchanges of up to `batch_size` rows still pending since before `older_than`
+    (and not heartbeated since), whole, as ABANDONED with `error`; return the rows this
+    statement changed (exchange_id, api_key_id, role, content, message_fields): fewer than
+    `batch_size` means none is left.
+
+    One UPDATE ... RETURNING of whole exchanges whose WHERE re-checks the status and the
+    heartbeat: a row another sweeper, a heartbeat or the exchange's own reply changed
+    first is not changed, nor returned, again.
+    """
+    stale = (
+        select(MESSAGES.c.exchange_id)
+        .where(_unheartbeated(older_than), MESSAGES.c.timestamp < older_than)
+        .limit(batch_size)
+    )
+    statement = (
+        update(MESSAGES)
+        .where(_unheartbeated(older_than), MESSAGES.c.exchange_id.in_(stale))
+        .values(status=MessageStatus.ABANDONED, error=error)
+        .returning(
+            MESSAGES.c.exchange_id,
+            MESSAGES.c.api_key_id,
+            MESSAGES.c.role,
+            MESSAGES.c.content,
+            MESSAGES.c.message_fields,
+        )
+    )
+    return list(session.execute(statement).all())

@@ -109,6 +109,8 @@ _OURS = (
     "CORS_ORIGINS",
     "TRUSTED_PROXIES",
     "ALLOWED_MODELS",
+    "ABANDON_AFTER_SECONDS",
+    "SWEEP_INTERVAL_SECONDS",
 )
 
 
@@ -128,6 +130,8 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "WEB_CONCURRENCY": "2",
             "LOG_LEVEL": "info",
             "RATELIMIT_ENABLED": "false",
+            # No background sweeper unless a test turns it on (tests/test_abandoned.py).
+            "SWEEP_INTERVAL_SECONDS": "0",
         }
     )
     env.update(extra)
@@ -283,6 +287,7 @@ def app_settings(database_url: str, upstream: FakeUpstream | None = None, **over
         "SYSTEM_PROMPT": "",
         "RATELIMIT_ENABLED": False,
         "RATELIMIT_STORAGE_URI": "memory://",
+        "SWEEP_INTERVAL_SECONDS": 0,
     }
     if upstream is not None:
         config.update({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": upstream.base_url})

@@ -62,7 +62,7 @@ def test_usage_counts_exchanges_by_status_and_sums_tokens(make_app, upstream):
 
     usage = client.get("/conversations/spender/usage").get_json()
 
-    assert usage["exchanges"] == {"total": 3, "completed": 2, "failed": 1, "pending": 0}
+    assert usage["exchanges"] == {"total": 3, "completed": 2, "failed": 1, "pending": 0, "abandoned": 0}
     assert usage["messages"] == 5
     assert usage["tokens"] == {"prompt": 111, "completion": 57, "total": 168}
     assert usage["first_message_at"] <= usage["last_message_at"]

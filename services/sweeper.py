@@ -1,0 +1,210 @@
+"""Abandoned exchanges: closing what a dead process left `pending`, and keeping live streams alive.
+
+An exchange is recorded `pending` before the LLM call and settled after it (services/chat.py).
+If the process serving it dies in between (SIGKILL, the OOM killer, GRACEFUL_TIMEOUT shorter
+than a call), nobody settles it. Once it is older than any call can last
+(config.abandon_after_seconds, or ABANDON_AFTER_SECONDS) and no heartbeat came since, the
+sweeper closes it as `abandoned` with ABANDONED_ERROR and charges its key the estimated
+prompt tokens of its stored messages (the upstream most likely received and billed them).
+
+A stream may legitimately run longer than that: while one is relayed, `keep_alive` touches its
+pending rows (`heartbeat_at`) every `heartbeat_seconds`, so only a stream whose process died
+goes quiet.
+
+Several sweepers (every worker of every host, plus cron's `flask messages sweep`) never charge
+an exchange twice: each batch is one UPDATE ... RETURNING that re-checks the status, and the
+key is charged for the rows that statement returned; on PostgreSQL a transaction-level
+advisory lock lets one sweeper work at a time (the others skip their turn), on SQLite the
+writer queue does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from config import abandon_after_seconds
+from database import unit_of_work
+from services.client_keys import charge_usage
+from services.conversation import abandon_stale, replayed, touch_pending
+from services.tokens import estimate_message_tokens
+
+log = logging.getLogger("gateway.sweeper")
+
+ABANDONED_ERROR = "abandoned: the process serving this exchange stopped before the reply was recorded"
+# Stale rows (and the rest of their exchanges) closed per unit of work: one short transaction.
+BATCH_SIZE = 200
+# pg_try_advisory_xact_lock's key for "sweeping abandoned exchanges" (any fixed bigint).
+SWEEP_LOCK_KEY = 7_311_412_116_012_411_501
+# A stream's rows are touched at most this often (and at least every quarter cut-off).
+HEARTBEAT_MAX_SECONDS = 30.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep did: exchanges closed, estimated prompt tokens charged to keys, and
+    whether it stood aside because another sweeper held the lock."""
+
+    exchanges: int = 0
+    charged_tokens: int = 0
+    skipped: bool = False
+    rows: int = 0
+
+
+def heartbeat_seconds(config: Mapping[str, Any]) -> float:
+    """How often a live stream touches its rows: a quarter of the cut-off, at most 30 s.
+
+    A stream is silent at most OPENAI_TIMEOUT between chunks (the SDK fails it after
+    that), so its rows are never older than heartbeat + OPENAI_TIMEOUT, which the derived
+    cut-off (OPENAI_TIMEOUT + at least 60 s) always exceeds.
+    """
+    return min(HEARTBEAT_MAX_SECONDS, config["ABANDON_AFTER_SECONDS"] / 4)
+
+
+def keep_alive(chunks: Iterable[T], exchange_id: str, every: float, since: float) -> Iterator[T]:
+    """Yield `chunks`, touching the exchange's pending rows each time `every` seconds have
+    passed (time.perf_counter) since `since` or the last touch. A failed touch is logged
+    and the stream goes on: the reply matters more than the heartbeat."""
+    last = since
+    iterator = iter(chunks)
+    try:
+        for chunk in iterator:
+            if every > 0 and time.perf_counter() - last >= every:
+                last = time.perf_counter()
+                _touch(exchange_id)
+            yield chunk
+    finally:
+        # Closed early (the client left): close the chunks as `yield from` would have.
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def _touch(exchange_id: str) -> None:
+    try:
+        with unit_of_work() as session:
+            touch_pending(session, exchange_id, datetime.now(UTC))
+    except Exception as exc:  # the database is down: the stream itself may still finish
+        log.warning("Could not mark exchange %s alive: %s", exchange_id, type(exc).__name__)
+
+
+def _claim(session: Session) -> bool:
+    """Take the sweep for this transaction; False when another sweeper has it (PostgreSQL)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True  # SQLite: the write turn (BEGIN IMMEDIATE, writer queue) serialises sweepers
+    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK_KEY))))
+
+
+def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_SIZE) -> SweepResult:
+    """In the caller's unit of work: close up to `batch_size` exchanges pending since before
+    `older_than` as abandoned, and charge each keyed one its estimated prompt tokens, once."""
+    if not _claim(session):
+        return SweepResult(skipped=True)
+    exchanges: dict[str, tuple[int | None, int]] = {}
+    rows = abandon_stale(session, older_than, ABANDONED_ERROR, batch_size)
+    for row in rows:
+        key_id, tokens = exchanges.get(row.exchange_id, (row.api_key_id, 0))
+        exchanges[row.exchange_id] = (key_id, tokens + estimate_message_tokens(replayed(*row[2:])))
+    charged = 0
+    for key_id, tokens in exchanges.values():
+        if key_id is not None:
+            charge_usage(session, key_id, tokens, 0)
+            charged += tokens
+    return SweepResult(exchanges=len(exchanges), charged_tokens=charged, rows=len(rows))
+
+
+def sweep(older_than: datetime, batch_size: int = BATCH_SIZE) -> SweepResult:
+    """Close every exchange abandoned before `older_than`, a short unit of work per batch
+    (needs an app context). Stops early, `skipped`, when another sweeper is at work."""
+    exchanges = charged = 0
+    while True:
+        with unit_of_work() as session:
+            batch = sweep_batch(session, older_than, batch_size)
+        exchanges += batch.exchanges
+        charged += batch.charged_tokens
+        if batch.skipped or batch.rows < batch_size:
+            return SweepResult(exchanges, charged, batch.skipped)
+
+
+def cutoff(config: Mapping[str, Any], now: datetime | None = None) -> datetime:
+    """The moment before which a pending, unheartbeated exchange counts as abandoned."""
+    return (now or datetime.now(UTC)) - timedelta(seconds=config["ABANDON_AFTER_SECONDS"])
+
+
+def sweep_now(app: Flask) -> SweepResult:
+    """One sweep with the app's cut-off, logged when it closed anything."""
+    with app.app_context():
+        result = sweep(cutoff(app.config))
+    if result.exchanges:
+        log.warning(
+            "Closed %d exchanges as abandoned (their process stopped before the reply was recorded); "
+            "charged keys %d estimated prompt tokens",
+            result.exchanges,
+            result.charged_tokens,
+        )
+    return result
+
+
+class Sweeper:
+    """A daemon thread of one process: a sweep at start, then one every `interval` seconds.
+
+    A thread (not a process or a timer signal) so it works under gthread and, monkey-patched
+    into a greenlet, under gevent; it holds no connection between sweeps.
+    """
+
+    def __init__(self, app: Flask, interval: float) -> None:
+        self.app = app
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="abandoned-exchange-sweeper", daemon=True)
+
+    def start(self) -> Sweeper:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                sweep_now(self.app)
+            except Exception as exc:  # the database is down: try again next time
+                log.warning(
+                    "Sweeping abandoned exchanges failed (%s); next try in %ss", type(exc).__name__, self.interval
+                )
+            self.stopped.wait(self.interval)
+
+
+def start_sweeper(app: Flask) -> Sweeper | None:
+    """Start this process's sweeper (gunicorn.conf.py's post_worker_init calls it); None
+    when SWEEP_INTERVAL_SECONDS is 0. Warns when ABANDON_AFTER_SECONDS is set below what
+    the upstream settings allow a call to last: live exchanges may then be closed."""
+    interval = app.config["SWEEP_INTERVAL_SECONDS"]
+    if not interval:
+        return None
+    longest = abandon_after_seconds(app.config)
+    if app.config["ABANDON_AFTER_SECONDS"] < longest:
+        log.warning(
+            "ABANDON_AFTER_SECONDS=%s is below the %s s an upstream call may take (OPENAI_TIMEOUT, "
+            "OPENAI_MAX_RETRIES): exchanges still in flight may be closed as abandoned",
+            app.config["ABANDON_AFTER_SECONDS"],
+            longest,
+        )
+    log.info(
+        "Closing exchanges pending for over %s s as abandoned, at start and every %s s",
+        app.config["ABANDON_AFTER_SECONDS"],
+        interval,
+    )
+    return Sweeper(app, interval).start()
