@@ -37,7 +37,7 @@ def test_terminated_connections_are_replaced_without_an_error(proxied, postgres_
         killed = conn.execute(
             sa.text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'llm-gateway' AND pid <> pg_backend_pid()"
+                "WHERE application_name = 'llm-gateway' AND datname = current_database() AND pid <> pg_backend_pid()"
             )
         ).scalar()
     admin.dispose()
