@@ -6,8 +6,8 @@ touched by the pipeline while a long stream is relayed, so a live stream is neve
 for a dead one. The partial index holds only pending rows, so the sweeper's periodic
 query stays cheap however large the table grows. Existing rows keep NULL.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-25 10:00:00
 
 """
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0005'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
