@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, Response
+from flask import Flask, Response, request
 from flask_cors import CORS
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -98,7 +98,7 @@ def register_response_headers(app: Flask) -> None:
             response.headers["Retry-After"] = window
         elif response.status_code not in (429, 503):
             response.headers.pop("Retry-After", None)
-        if response.status_code == 204:
+        if response.status_code == 204 or (request.method == "OPTIONS" and not response.content_length):
             response.headers.pop("Content-Type", None)  # no body, no type
         return response
 

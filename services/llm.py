@@ -354,6 +354,12 @@ class OfflineChat:
             created = int(time.time())
             base = {"id": answer.completion_id, "object": "chat.completion.chunk", "created": created}
             words = answer.text.split(" ")
+            # OpenAI's first chunk names the role (the SDKs' stream helpers need it).
+            yield {
+                **base,
+                "model": OFFLINE_MODEL,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+            }
             for i, word in enumerate(words):
                 delta = {"content": word + (" " if i < len(words) - 1 else "")}
                 yield {**base, "model": OFFLINE_MODEL, "choices": [{"index": 0, "delta": delta}]}

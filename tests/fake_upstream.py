@@ -273,6 +273,7 @@ class FakeUpstream:
                     self.wfile.flush()
 
                 try:
+                    event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
                     for index, piece in enumerate(reply.pieces):
                         if reply.break_after is not None and index == reply.break_after:
                             self.close_connection = True

@@ -13,7 +13,8 @@ from importlib import metadata
 
 import pytest
 from fake_upstream import tool_history_error
-from support import ROOT, rows_of
+from openai import OpenAI
+from support import ROOT, LiveServer, rows_of
 
 EXAMPLE_URL = "http://127.0.0.1:5000"
 README = (ROOT / "README.md").read_text()
@@ -133,3 +134,22 @@ def test_the_official_sdk_readme_runs_verbatim(live_server, upstream, app, memor
         )  # each turn and reply; the developer message leads, unstored
     else:
         assert all(len(body["messages"]) <= 2 for body in sent)
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["upstream", "offline-model"])
+def test_the_sdks_stream_helper_gets_a_whole_message(make_app, upstream, offline):
+    """`client.chat.completions.stream(...)` accumulates the chunks into a message: the first
+    chunk must name the role, as OpenAI's does (the Node SDK fails without it)."""
+    app = make_app(LLM_OFFLINE=offline)
+    server = LiveServer(app)
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    try:
+        with client.chat.completions.stream(
+            model="fake-model", messages=[{"role": "user", "content": "Say this is a test"}]
+        ) as stream:
+            final = stream.get_final_completion()
+    finally:
+        client.close()
+        server.stop()
+    message = final.choices[0].message
+    assert message.role == "assistant" and "Say this is a test" in message.content
