@@ -92,7 +92,11 @@ def _api_error(exc: ApiError):
 def _upstream_error(exc: UpstreamError):
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     log.warning("upstream failure answered %s: %s", exc.status_code, exc.message)
-    return error_response(exc.status_code, exc.message, headers)
+    # A request the upstream rejected names its bad field as the upstream did.
+    extra = {"details": [{"field": exc.param, "message": "rejected by the model"}]} if exc.param else {}
+    if exc.code:
+        extra["code"] = exc.code
+    return error_response(exc.status_code, exc.message, headers, **extra)
 
 
 def _budget_spent(exc: BudgetSpent):

@@ -146,10 +146,15 @@ class UpstreamError(Exception):
 
     status_code = 502
 
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        # The upstream's own `param` and `code` of a rejected request, passed on to the client.
+        self.param = param
+        self.code = code
 
 
 class UpstreamTimeout(UpstreamError):
@@ -185,6 +190,14 @@ def _upstream_message(exc: openai.APIStatusError) -> str:
         if isinstance(body.get("message"), str):
             return body["message"]
     return f"upstream answered HTTP {exc.status_code}"
+
+
+def _upstream_error_field(exc: openai.APIStatusError, name: str) -> str | None:
+    """A string field (`param`, `code`) of the upstream's error body, if it has one."""
+    body = exc.body if isinstance(exc.body, Mapping) else {}
+    error = body.get("error", body)
+    value = error.get(name) if isinstance(error, Mapping) else None
+    return value if isinstance(value, str) and len(value) <= 200 else None
 
 
 def _sse_data(lines: Iterator[str]) -> Iterator[str]:
@@ -251,7 +264,10 @@ class OpenAIChat:
         except openai.APIStatusError as exc:
             if 400 <= exc.status_code < 500:
                 message = redact(_upstream_message(exc), self._secrets)
-                raise UpstreamRejected(f"The language model rejected the request: {message}") from None
+                param, code = _upstream_error_field(exc, "param"), _upstream_error_field(exc, "code")
+                raise UpstreamRejected(
+                    f"The language model rejected the request: {message}", param=param, code=code
+                ) from None
             raise UpstreamUnavailable(f"The language model failed (HTTP {exc.status_code})") from None
         except ValueError:
             # The SDK raises ValueError (JSONDecodeError) for a body that is not JSON.

@@ -109,3 +109,13 @@ def test_allowed_models_are_listed_and_enforced(make_app, upstream):
         "/v1/chat/completions", json={"model": "fake-mini", "messages": [{"role": "user", "content": "x"}]}
     )
     assert ok.status_code == 200
+
+
+def test_an_upstream_rejection_keeps_its_param(sdk, upstream):
+    # A tool message answering no call: the upstream (as OpenAI) rejects it naming `messages`.
+    with pytest.raises(openai.BadRequestError) as rejected:
+        sdk.chat.completions.create(
+            model="fake-model", messages=[{"role": "tool", "tool_call_id": "call_none", "content": "18C"}]
+        )
+    assert rejected.value.param == "messages"
+    assert "must be a response to a preceeding message with 'tool_calls'" in rejected.value.message
