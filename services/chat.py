@@ -28,6 +28,7 @@ from services.client_keys import ClientKey, charge_usage, ensure_budget_left
 from services.conversation import (
     UNLIMITED,
     HistoryLimits,
+    already_stored,
     chain_history,
     new_conversation_id,
     new_exchange_id,
@@ -202,12 +203,15 @@ class ChatPipeline:
         report.conversation_id = conversation_id
         key_id = turn.client_key.id if turn.client_key else None
         exchange_id = new_exchange_id()
-        stored = turn.messages if turn.store_content else [without_content(m) for m in turn.messages]
         with unit_of_work() as session:
             ensure_budget_left(session, turn.client_key)
             history = self._history(session, turn, conversation_id, key_id, leading)
+            # A client that sends its whole conversation each turn (LangChain does) repeats
+            # what memory holds: only what is new is stored and sent after the history.
+            new = turn.messages[already_stored(history, turn.messages) :]
+            stored = new if turn.store_content else [without_content(m) for m in new]
             record_turn(session, exchange_id, conversation_id, key_id, stored)
-        context = [*leading, *history, *turn.messages]
+        context = [*leading, *history, *new]
         return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content)
 
     def _history(

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Row, delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from models import Message, MessageStatus, StoredResponse, iso_utc
-from services.tokens import estimate_message_tokens
+from services.tokens import estimate_message_tokens, text_of
 
 MESSAGES = Message.__table__
 
@@ -184,6 +184,29 @@ def chain_history(
     exchanges = [grouped[exchange_id] for exchange_id in exchange_ids if exchange_id in grouped]
     kept = trim_exchanges(exchanges, limits, reserved_tokens, keep_newest=keep_newest)
     return [message for exchange in kept for message in exchange]
+
+
+def _sameness(message: dict[str, Any]) -> tuple:
+    """What makes two chat messages the same turn, whatever their spelling (null or "" content)."""
+    calls = tuple(call.get("id") for call in message.get("tool_calls") or [] if isinstance(call, dict))
+    return message.get("role"), text_of(message.get("content")), calls, message.get("tool_call_id")
+
+
+def already_stored(history: list[dict[str, Any]], messages: list[dict[str, Any]]) -> int:
+    """How many leading `messages` repeat the stored `history` a client sent again.
+
+    Either they are the history's last ones (a client resending what it has), or the whole
+    history appears in them, after older turns that trimming no longer sends. At least the
+    last message is always new: a one-message turn is never taken for a repeat.
+    """
+    seen, sent = [_sameness(m) for m in history], [_sameness(m) for m in messages]
+    for overlap in range(min(len(seen), len(sent) - 1), 0, -1):
+        if sent[:overlap] == seen[-overlap:]:
+            return overlap
+    for end in range(len(sent) - 1, len(seen) - 1, -1):
+        if seen and sent[end - len(seen) : end] == seen:
+            return end
+    return 0
 
 
 def without_content(message: dict[str, Any]) -> dict[str, Any]:

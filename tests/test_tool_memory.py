@@ -135,3 +135,35 @@ def test_a_tool_answer_whose_call_was_trimmed_away_is_not_sent():
     exchanges = [[result, {"role": "assistant", "content": "It is 18C"}], [_user("c"), {"role": "assistant"}]]
     kept = trim_exchanges(exchanges, HistoryLimits(max_messages=50, max_tokens=10_000), 0)
     assert kept == [exchanges[1]]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_client_that_resends_its_whole_history_gets_it_once(sdk, app, upstream, stream):
+    """LangChain's ChatOpenAI sends the whole conversation every turn; with server-side memory
+    on, what memory already holds is not stored or sent twice (a tool call sent twice made
+    the history invalid, and OpenAI answered 400)."""
+    history = [{"role": "user", "content": "Weather in Paris?"}]
+    upstream.enqueue(Reply(tool_calls=[CALL]))
+    history.append(_ask(sdk, history, "resender", stream))
+    history.append({"role": "tool", "tool_call_id": "call_abc123", "content": "18C"})
+    history.append(_ask(sdk, history, "resender", stream))
+    history.append({"role": "user", "content": "Thanks"})
+    _ask(sdk, history, "resender", stream)
+
+    sent = upstream.chat_requests()
+    assert all(tool_history_error(body["messages"]) is None for body in sent)
+    assert [m["role"] for m in sent[-1]["messages"]] == ["user", "assistant", "tool", "assistant", "user"]
+    assert [r["role"] for r in rows_of(app, "resender")] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+    ]
+
+
+def test_a_repeated_one_message_turn_is_still_a_new_turn(sdk, app, upstream):
+    _ask(sdk, [{"role": "user", "content": "yes"}], "repeat", False)
+    _ask(sdk, [{"role": "user", "content": "yes"}], "repeat", False)
+    assert [m["content"] for m in upstream.chat_requests()[-1]["messages"]] == ["yes", "echo: yes", "yes"]
