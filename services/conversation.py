@@ -226,9 +226,15 @@ def stored_columns(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": message["role"], "content": stored, "message_fields": fields or None}
 
 
+# In message_fields, but not a field of the chat message: the ids a Responses-API answer gave
+# the items this row is, so the conversation lists them under the same ids.
+ITEM_IDS = "item_ids"
+
+
 def replayed(role: str, content: Any, message_fields: dict[str, Any] | None) -> dict[str, Any]:
     """A stored message as it was sent or received: role, content and every other field."""
-    return {"role": role, "content": content, **(message_fields or {})}
+    fields = {name: value for name, value in (message_fields or {}).items() if name != ITEM_IDS}
+    return {"role": role, "content": content, **fields}
 
 
 def record_turn(

@@ -30,7 +30,7 @@ from services.responses_format import (
     response_from_completion,
     sse,
 )
-from services.responses_store import conversation_object, record_response, response_chain
+from services.responses_store import conversation_object, name_reply_items, record_response, response_chain
 
 
 class StateNotFound(Exception):
@@ -130,6 +130,8 @@ def _record(request: ResponseRequest, state: _State, key_id: int | None, answer:
             status=body["status"],
             body=body if request.store else None,
         )
+        if request.store:  # the conversation lists the output under the ids the response gave it
+            name_reply_items(session, answer.exchange_id, [item["id"] for item in body["output"]])
 
 
 def _events(

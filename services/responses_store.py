@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
-from services.conversation import _owned_by, new_exchange_id, replayed, stored_columns
+from services.conversation import ITEM_IDS, _owned_by, new_exchange_id, replayed, stored_columns
 from services.responses_format import function_call_item, function_call_output_item, message_item
 from services.tokens import text_of
 
@@ -125,9 +125,7 @@ def delete_conversation_state(session: Session, conversation_id: str, client_key
     session.execute(
         delete(CONVERSATIONS).where(CONVERSATIONS.c.user_id == conversation_id, _key_is(CONVERSATIONS, client_key_id))
     )
-    session.execute(
-        delete(RESPONSES).where(RESPONSES.c.user_id == conversation_id, _key_is(RESPONSES, client_key_id))
-    )
+    session.execute(delete(RESPONSES).where(RESPONSES.c.user_id == conversation_id, _key_is(RESPONSES, client_key_id)))
 
 
 # -- items ----------------------------------------------------------------------------------
@@ -167,7 +165,24 @@ def row_items(row: Any) -> list[dict[str, Any]]:
         function = call.get("function") or {}
         name, arguments = function.get("name", ""), function.get("arguments", "")
         items.append(function_call_item(call.get("id"), name, arguments, item_id=f"fc_{row.id}_{index}"))
+    named = (row.message_fields or {}).get(ITEM_IDS) or []
+    if len(named) == len(items):  # the ids the response that made this reply gave its items
+        for item, item_id in zip(items, named, strict=True):
+            item["id"] = item_id
     return items
+
+
+def name_reply_items(session: Session, exchange_id: str, item_ids: list[str]) -> None:
+    """Give the items of an exchange's reply the ids its response answered with."""
+    row = session.execute(
+        select(MESSAGES.c.id, MESSAGES.c.message_fields)
+        .where(MESSAGES.c.exchange_id == exchange_id, MESSAGES.c.role == "assistant", MESSAGES.c.model.is_not(None))
+        .order_by(MESSAGES.c.id.desc())
+        .limit(1)
+    ).first()
+    if row is not None:
+        fields = {**(row.message_fields or {}), ITEM_IDS: item_ids}
+        session.execute(update(MESSAGES).where(MESSAGES.c.id == row.id).values(message_fields=fields))
 
 
 def conversation_items(session: Session, conversation_id: str, client_key_id: int | None) -> list[dict[str, Any]]:
@@ -197,51 +212,53 @@ def add_items(
     return [item for row in added.all() for item in row_items(row)]
 
 
-def _row_of(item_id: str) -> tuple[int, int | None] | None:
-    """The row id (and tool-call index) an item id names; None when it names none."""
+def _row_of(item_id: str) -> int | None:
+    """The row id a derived item id (msg_<row>, fc_<row>_<n>, fco_<row>) names, or None."""
     prefix, _, rest = item_id.partition("_")
-    numbers = rest.split("_")
-    if prefix not in ("msg", "fc", "fco") or not all(n.isdigit() and len(n) < 19 for n in numbers):
-        return None
-    if prefix == "fc" and len(numbers) == 2:
-        return int(numbers[0]), int(numbers[1])
-    return (int(numbers[0]), None) if len(numbers) == 1 and prefix != "fc" else None
+    number = rest.split("_")[0]
+    return int(number) if prefix in ("msg", "fc", "fco") and number.isdigit() and len(number) < 19 else None
+
+
+def _item_row(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> Any:
+    """The completed row of the conversation that holds the item `item_id`, or None."""
+    mine = (MESSAGES.c.user_id == conversation_id, _owned_by(client_key_id))
+    completed = MESSAGES.c.status == MessageStatus.COMPLETED
+    row_id = _row_of(item_id)
+    if row_id is not None:
+        rows = session.execute(select(MESSAGES).where(MESSAGES.c.id == row_id, *mine, completed)).all()
+    else:  # an id a response gave its output: on a reply row that recorded it
+        replies = select(MESSAGES).where(
+            *mine, completed, MESSAGES.c.role == "assistant", MESSAGES.c.model.is_not(None)
+        )
+        rows = session.execute(replies).all()
+    return next((row for row in rows if any(item["id"] == item_id for item in row_items(row))), None)
 
 
 def find_item(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> dict | None:
     """The item `item_id` of the conversation, or None."""
-    where = _row_of(item_id)
-    if where is None:
-        return None
-    row = session.execute(
-        select(MESSAGES).where(
-            MESSAGES.c.id == where[0],
-            MESSAGES.c.user_id == conversation_id,
-            _owned_by(client_key_id),
-            MESSAGES.c.status == MessageStatus.COMPLETED,
-        )
-    ).first()
-    return next((item for item in row_items(row) if item["id"] == item_id), None) if row is not None else None
+    row = _item_row(session, conversation_id, client_key_id, item_id)
+    return next(item for item in row_items(row) if item["id"] == item_id) if row is not None else None
 
 
 def delete_item(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> bool:
     """Erase one item for good: its row, or, of an assistant row that is several items, only
     the tool call or the text it is. False when the conversation has no such item."""
-    if find_item(session, conversation_id, client_key_id, item_id) is None:
+    row = _item_row(session, conversation_id, client_key_id, item_id)
+    if row is None:
         return False
-    row_id, call_index = _row_of(item_id)
-    row = session.execute(select(MESSAGES).where(MESSAGES.c.id == row_id)).first()
-    message = replayed(row.role, row.content, row.message_fields)
-    calls = list(message.get("tool_calls") or [])
-    if call_index is not None:
-        del calls[call_index]
-    elif calls:
-        message["content"] = None  # the text goes, the calls stay
-    if not calls and (call_index is None or not text_of(row.content)):
-        session.execute(delete(MESSAGES).where(MESSAGES.c.id == row_id))
+    items = row_items(row)
+    keep = [item for item in items if item["id"] != item_id]
+    if not keep:
+        session.execute(delete(MESSAGES).where(MESSAGES.c.id == row.id))
         return True
-    message["tool_calls"] = calls
-    if not calls:
+    message = replayed(row.role, row.content, row.message_fields)
+    kept_calls = {item["call_id"] for item in keep if item["type"] == "function_call"}
+    message["tool_calls"] = [call for call in message.get("tool_calls") or [] if call.get("id") in kept_calls]
+    if not message["tool_calls"]:
         message.pop("tool_calls")
-    session.execute(update(MESSAGES).where(MESSAGES.c.id == row_id).values(**stored_columns(message)))
+    if not any(item["type"] == "message" for item in keep):
+        message["content"] = None  # the text goes, the calls stay
+    columns = stored_columns(message)
+    columns["message_fields"] = {**(columns["message_fields"] or {}), ITEM_IDS: [item["id"] for item in keep]}
+    session.execute(update(MESSAGES).where(MESSAGES.c.id == row.id).values(**columns))
     return True

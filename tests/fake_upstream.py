@@ -312,6 +312,8 @@ class FakeUpstream:
                 base = {"id": f"chatcmpl-fake-{time.monotonic_ns()}", "object": "chat.completion.chunk", "created": 0}
                 base["model"] = reply.model
                 deltas = [{"role": "assistant", "content": None}]
+                if reply.text:  # some models say a word before they call
+                    deltas.append({"content": reply.text})
                 for index, call in enumerate(reply.tool_calls):
                     head = {"index": index, "id": call["id"], "type": "function"}
                     deltas.append({"tool_calls": [{**head, "function": {"name": call["function"]["name"]}}]})
@@ -335,7 +337,7 @@ class FakeUpstream:
                 text = reply.text if reply.text is not None else self._echo(body)
                 message = {"role": "assistant", "content": text}
                 if reply.tool_calls:
-                    message = {"role": "assistant", "content": None, "tool_calls": reply.tool_calls}
+                    message = {"role": "assistant", "content": reply.text, "tool_calls": reply.tool_calls}
                 completion = {
                     "id": f"chatcmpl-fake-{time.monotonic_ns()}",
                     "object": "chat.completion",

@@ -254,3 +254,26 @@ def test_one_conversation_across_openai_completion_and_responses(sdk, app, upstr
 
 def test_bearer_helper_is_the_sdks_header():
     assert bearer("k") == {"Authorization": "Bearer k"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_responses_output_items_are_the_conversations_items(sdk, upstream, stream):
+    conversation = sdk.conversations.create().id
+    upstream.enqueue(Reply(text="Let me check.", tool_calls=[CALL]))
+    if stream:
+        with sdk.responses.stream(
+            model="fake-model", input="Weather?", tools=[WEATHER], conversation=conversation
+        ) as s:
+            response = s.get_final_response()
+    else:
+        response = sdk.responses.create(
+            model="fake-model", input="Weather?", tools=[WEATHER], conversation=conversation
+        )
+    output_ids = [item.id for item in response.output]
+    listed = sdk.conversations.items.list(conversation, order="asc")
+    assert [item.id for item in listed.data][-len(output_ids) :] == output_ids
+    call = next(item for item in response.output if item.type == "function_call")
+    assert sdk.conversations.items.retrieve(call.id, conversation_id=conversation).call_id == "call_w1"
+    sdk.conversations.items.delete(call.id, conversation_id=conversation)
+    remaining = [item.id for item in sdk.conversations.items.list(conversation, order="asc").data]
+    assert call.id not in remaining and response.output[0].id in remaining
