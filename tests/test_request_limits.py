@@ -1,10 +1,15 @@
 """The size limits of a request, through real gunicorn (gevent and gthread): a body over
 MAX_CONTENT_LENGTH is refused whether it declares its length or comes chunked, and nothing
-is stored or sent upstream."""
+is stored or sent upstream; a request line or headers over gunicorn's own limits, and a
+request that is not HTTP, are answered by gunicorn before the app, in the same JSON."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -104,3 +109,45 @@ def test_a_body_declaring_a_length_over_the_limit_answers_413(served, upstream):
     assert response.status_code == 413
     assert response.json() == TOO_LARGE
     assert upstream.received == []
+
+
+def assert_json_closing(response, status: int, message: str) -> None:
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Connection"] == "close"
+    assert response.json() == {"error": message}
+
+
+def test_a_request_line_over_gunicorns_limit_answers_414_json(served, upstream):
+    url = served.url + "/openai-completion?q=" + "x" * (5000 - len(served.url) - 21)
+    assert len(url) == 5000
+    response = requests.get(url, timeout=30)
+    assert_json_closing(response, 414, "Request line is too long (limit 4094 bytes)")
+    assert response.reason == "URI Too Long"
+    assert upstream.received == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"X-Big": "x" * 9000}, id="a-9000-byte-header"),
+        pytest.param({f"X-Header-{i}": "1" for i in range(101)}, id="101-headers"),
+    ],
+)
+def test_headers_over_gunicorns_limits_answer_431_json(served, upstream, headers):
+    response = requests.post(served.url + "/openai-completion", json={"prompt": "hi"}, headers=headers, timeout=30)
+    assert_json_closing(response, 431, "Request headers are too large (limit 100 headers of 8190 bytes each)")
+    assert upstream.received == []
+
+
+def test_a_request_that_is_not_http_answers_400_json_without_echoing_it(served):
+    address = urlsplit(served.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(b"GET /?api_key=secret-in-the-line HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        with contextlib.closing(http.client.HTTPResponse(sock)) as response:
+            response.begin()
+            body = response.read()
+    assert response.status == 400
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Connection"] == "close"
+    assert json.loads(body) == {"error": "Bad request: the request is not valid HTTP/1.1"}
