@@ -21,6 +21,7 @@ from gunicorn.glogging import Logger
 
 load_dotenv()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gunicorn_errors import json_error_worker  # noqa: E402
 from logformat import JsonFormatter  # noqa: E402  (standard library only: the master stays light)
 
 
@@ -37,6 +38,10 @@ workers = _int("WEB_CONCURRENCY", 1)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "").strip().lower() or "gevent"
 if worker_class not in {"gevent", "gthread"}:
     raise SystemExit(f"GUNICORN_WORKER_CLASS must be gevent or gthread, got {worker_class!r}")
+# gunicorn answers a request line over limit_request_line (414), headers over
+# limit_request_field_size / limit_request_fields (431) and non-HTTP (400) itself, before
+# the app; the worker writes those answers in the app's JSON envelope (gunicorn_errors.py).
+worker_class = json_error_worker(worker_class)
 # gevent: open connections per process (each an idle greenlet until it sends a request).
 # Held streams, idle keep-alive clients and slow clients all count against it.
 worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 10000)

@@ -1,5 +1,5 @@
-"""What a JSON request body must be before its schema reads it: declared JSON, shallow
-enough to parse, valid JSON, and an object."""
+"""What a JSON request body must be before its schema reads it: within MAX_CONTENT_LENGTH
+(chunked too), declared JSON, shallow enough to parse, valid JSON, and an object."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, get_type_hints
 
 from flask import Flask, current_app, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from errors import ApiError, reject_invalid
 
@@ -48,8 +49,25 @@ def _body_model(endpoint: str | None) -> type[BaseModel] | None:
     return cache[endpoint]
 
 
+def read_body() -> bytes:
+    """The whole request body (cached for the schema), or 413 when it is over MAX_CONTENT_LENGTH.
+
+    A body with Content-Length over the limit is refused by Werkzeug before it is read. A
+    chunked body has no length: gunicorn marks its input as terminated, so Werkzeug reads it
+    through `LimitedStream(stream, max_content_length, is_max=True)`, whose read() stops at
+    the limit and returns what it has, without a word. One more byte from the server's own
+    stream tells a body that ends at the limit from one that goes on.
+    """
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(raw) >= limit and request.input_stream.read(1):
+        raise RequestEntityTooLarge()
+    return raw
+
+
 def check_json_body() -> Any:
-    """Before a view that takes a JSON body: 415 when it is not declared JSON, 400 when it
+    """Before a view that takes a JSON body: 413 when it is over MAX_CONTENT_LENGTH (chunked
+    bodies included), 415 when it is not declared JSON, 400 when it
     nests deeper than MAX_JSON_DEPTH (the parser would recurse out of stack first) or does
     not parse, and the model's own 400 when it is not an object."""
     if request.method not in _BODY_METHODS:
@@ -59,8 +77,9 @@ def check_json_body() -> Any:
         return None
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json")
+    raw = read_body()
     limit = current_app.config["MAX_JSON_DEPTH"]
-    if nesting_deeper_than(request.get_data(cache=True), limit):
+    if nesting_deeper_than(raw, limit):
         raise ApiError(400, f"Request body nests deeper than {limit} levels")
     data = request.get_json(silent=True)
     if data is None:
