@@ -113,6 +113,8 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
         "MAX_PROMPT_CHARS": _int(env, "MAX_PROMPT_CHARS", 32000, minimum=1),
         "MAX_JSON_DEPTH": _int(env, "MAX_JSON_DEPTH", 32, minimum=2),
+        # Completion tokens reserved from a key's daily budget for a request without max_tokens.
+        "BUDGET_DEFAULT_MAX_TOKENS": _int(env, "BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         # RATELIMIT_DEFAULT is one budget per client shared by every route, which is
         # what Flask-Limiter calls application limits (its own "default" is per route).

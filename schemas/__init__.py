@@ -271,10 +271,12 @@ class ErrorDetail(BaseModel):
 
 
 class TokenBudget(BaseModel):
-    """A client key's daily token budget, on the 429 that says it is spent."""
+    """A client key's daily token budget, on the 429 that says a request's worst case does not fit in it."""
 
     daily_tokens: int
     used_today: int
+    reserved_today: int = Field(description="held by the key's requests in progress, settled when they end")
+    request_worst_case: int = Field(description="the refused request's estimated prompt tokens plus its max_tokens")
     resets_at: str
 
 

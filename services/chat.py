@@ -5,10 +5,12 @@ which does, in order:
 
 1. the checks every chat route shares (prompt size, allowed model), before anything is
    stored or sent;
-2. unit of work 1: the key's budget, the trimmed history, the new messages recorded;
+2. unit of work 1: the trimmed history, the request's worst case reserved from the key's
+   budget, the new messages recorded;
 3. the LLM call, with no transaction or connection held;
-4. unit of work 2: the reply recorded with its usage and the key charged, or the
-   failure recorded. A streamed reply is recorded when its stream ends, however it ends.
+4. unit of work 2: the reply recorded with its usage and the reservation settled to it,
+   or the failure recorded and the reservation given back. A streamed reply is recorded
+   when its stream ends, however it ends.
 
 The pipeline takes what it needs as arguments (the turn with its client key, the
 settings, the LLM client); it reads no request state, and it fills the ExchangeReport it
@@ -24,7 +26,7 @@ from typing import Any, TypeVar
 
 from database import unit_of_work
 from models import MessageStatus
-from services.client_keys import ClientKey, charge_usage, ensure_budget_left
+from services.client_keys import ClientKey, Reservation, reserve_budget, settle_reservation
 from services.conversation import (
     HistoryLimits,
     new_conversation_id,
@@ -36,7 +38,7 @@ from services.conversation import (
     stored_columns,
 )
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
-from services.tokens import estimate_message_tokens, estimate_text_tokens, text_of
+from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
 
 T = TypeVar("T")
 
@@ -49,6 +51,8 @@ class ChatSettings:
     history: HistoryLimits
     max_prompt_chars: int
     allowed_models: tuple[str, ...]
+    # Completion tokens a request is reserved from its key's budget when it sets no max_tokens.
+    default_max_tokens: int = 1024
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ChatSettings:
@@ -58,6 +62,7 @@ class ChatSettings:
             history=HistoryLimits(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_TOKENS"]),
             max_prompt_chars=config["MAX_PROMPT_CHARS"],
             allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
+            default_max_tokens=config.get("BUDGET_DEFAULT_MAX_TOKENS", 1024),
         )
 
 
@@ -105,12 +110,13 @@ class ExchangeReport:
 
 @dataclass(frozen=True)
 class _Exchange:
-    """A recorded turn: its ids, and the context the model receives."""
+    """A recorded turn: its ids, the context the model receives, its budget reservation."""
 
     exchange_id: str
     conversation_id: str
     client_key_id: int | None
     context: list[dict[str, Any]]
+    reservation: Reservation | None = None
 
 
 @dataclass
@@ -138,7 +144,8 @@ class ChatPipeline:
     def answer(self, turn: ChatTurn, report: ExchangeReport) -> ChatAnswer:
         """Answer one turn, plain or streamed (see the module's docstring for the steps).
 
-        Raises TurnRejected or BudgetSpent before anything is stored or sent, and
+        Raises TurnRejected, or BudgetSpent (the request's worst case does not fit in
+        the key's budget), before anything is stored or sent, and
         UpstreamError (after recording the exchange as failed) when the model fails
         before its first byte.
         """
@@ -181,22 +188,28 @@ class ChatPipeline:
             )
 
     def _start(self, turn: ChatTurn, leading: list[dict[str, Any]], report: ExchangeReport) -> _Exchange:
-        """Unit of work 1: the key's budget checked, the history read, the new messages recorded."""
+        """Unit of work 1: the history read, the worst case reserved, the new messages recorded."""
         conversation_id = turn.conversation_id or new_conversation_id()
         report.conversation_id = conversation_id
         key_id = turn.client_key.id if turn.client_key else None
         reserved = sum(estimate_message_tokens(m) for m in [*leading, *turn.messages])
         exchange_id = new_exchange_id()
         with unit_of_work() as session:
-            ensure_budget_left(session, turn.client_key)
             history = []
             if turn.conversation_id is not None:  # a conversation just made up has none
                 answers_tools = bool(turn.messages) and turn.messages[0].get("role") == "tool"
                 history = rebuild_history(
                     session, conversation_id, key_id, self.settings.history, reserved, keep_newest=answers_tools
                 )
+            context = [*leading, *history, *turn.messages]
+            reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn))
             record_turn(session, exchange_id, conversation_id, key_id, turn.messages)
-        return _Exchange(exchange_id, conversation_id, key_id, [*leading, *history, *turn.messages])
+        return _Exchange(exchange_id, conversation_id, key_id, context, reservation)
+
+    def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
+        """The most tokens the call may spend: the estimated prompt and the completion's cap."""
+        prompt = sum(estimate_message_tokens(m) for m in context)
+        return prompt + completion_cap(turn.options, self.settings.default_max_tokens)
 
     @staticmethod
     def _call_args(turn: ChatTurn) -> dict[str, Any]:
@@ -211,6 +224,8 @@ class ChatPipeline:
             failure = exc if isinstance(exc, UpstreamError) else None
             report.outcome = type(exc).__name__ if failure else "InternalError"
             with unit_of_work() as session:
+                if exchange.reservation is not None:  # given back: a failed call is charged nothing
+                    settle_reservation(session, exchange.reservation, None)
                 record_failure(
                     session,
                     exchange.exchange_id,
@@ -254,12 +269,12 @@ class ChatPipeline:
             report.completion = stream.completion()
 
     def _finish(self, exchange: _Exchange, completion: Completion, status: str, error: str | None = None) -> None:
-        """Unit of work 2: the key charged for the tokens, the reply recorded with `status`.
+        """Unit of work 2: the reply recorded with `status`, the reservation settled to the
+        tokens spent.
 
         The key is charged even when the conversation was erased meanwhile (the reply is
         then not stored): the upstream spent the tokens either way.
         """
-        spent = self._tokens_spent(exchange, completion) if exchange.client_key_id is not None else None
         reply = {
             **stored_columns(completion.message()),
             "completion_id": completion.completion_id,
@@ -269,8 +284,8 @@ class ChatPipeline:
             "total_tokens": completion.total_tokens,
         }
         with unit_of_work() as session:
-            if spent is not None:
-                charge_usage(session, exchange.client_key_id, *spent)
+            if exchange.reservation is not None:
+                settle_reservation(session, exchange.reservation, self._tokens_spent(exchange, completion))
             record_reply(
                 session, exchange.exchange_id, exchange.conversation_id, exchange.client_key_id, reply, status, error
             )
