@@ -88,6 +88,8 @@ def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         # None means: SQLite at instance/chat_history.db, resolved by create_app.
         "SQLALCHEMY_DATABASE_URI": _str(env, "DATABASE_URL"),
+        # None means: instance/<database name>.journal, resolved by create_app.
+        "JOURNAL_PATH": _str(env, "JOURNAL_PATH"),
         # A thread holds at most one connection at a time (and none while the LLM
         # works), so one per gunicorn thread means no request ever waits for the pool.
         "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", _int(env, "GUNICORN_THREADS", 8, minimum=1), minimum=1),

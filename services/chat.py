@@ -10,7 +10,9 @@ which does, in order:
 3. the LLM call, with no transaction or connection held;
 4. unit of work 2: the reply recorded with its usage and the reservation settled to it,
    or the failure recorded and the reservation given back. A streamed reply is recorded
-   when its stream ends, however it ends.
+   when its stream ends, however it ends. If the database cannot take it, the ending is
+   journaled and recorded when it is back (services/settlement.py): the client still
+   gets its answer.
 
 The pipeline takes what it needs as arguments (the turn with its client key, the
 settings, the LLM client); it reads no request state, and it fills the ExchangeReport it
@@ -26,18 +28,17 @@ from typing import Any, TypeVar
 
 from database import unit_of_work
 from models import MessageStatus
-from services.client_keys import ClientKey, Reservation, reserve_budget, settle_reservation
+from services.client_keys import ClientKey, Reservation, reserve_budget
 from services.conversation import (
     HistoryLimits,
     new_conversation_id,
     new_exchange_id,
     rebuild_history,
-    record_failure,
-    record_reply,
     record_turn,
     stored_columns,
 )
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
+from services.settlement import Ending, ExchangeRecorder
 from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
 
 T = TypeVar("T")
@@ -137,9 +138,10 @@ class ChatAnswer:
 class ChatPipeline:
     """One process's chat pipeline: the LLM client and the settings every turn uses."""
 
-    def __init__(self, llm: OpenAIChat | OfflineChat, settings: ChatSettings) -> None:
+    def __init__(self, llm: OpenAIChat | OfflineChat, settings: ChatSettings, recorder: ExchangeRecorder) -> None:
         self.llm = llm
         self.settings = settings
+        self.recorder = recorder
 
     def answer(self, turn: ChatTurn, report: ExchangeReport) -> ChatAnswer:
         """Answer one turn, plain or streamed (see the module's docstring for the steps).
@@ -223,14 +225,18 @@ class ChatPipeline:
         except Exception as exc:
             failure = exc if isinstance(exc, UpstreamError) else None
             report.outcome = type(exc).__name__ if failure else "InternalError"
-            with unit_of_work() as session:
-                if exchange.reservation is not None:  # given back: a failed call is charged nothing
-                    settle_reservation(session, exchange.reservation, None)
-                record_failure(
-                    session,
+            error = failure.message if failure else "internal error while calling the language model"
+            # The reservation is given back: a failed call is charged nothing.
+            self.recorder.record(
+                Ending(
                     exchange.exchange_id,
-                    failure.message if failure else "internal error while calling the language model",
+                    exchange.conversation_id,
+                    exchange.client_key_id,
+                    MessageStatus.FAILED,
+                    error,
+                    reservation=exchange.reservation,
                 )
+            )
             raise
         finally:
             report.upstream_seconds = time.perf_counter() - started
@@ -270,7 +276,7 @@ class ChatPipeline:
 
     def _finish(self, exchange: _Exchange, completion: Completion, status: str, error: str | None = None) -> None:
         """Unit of work 2: the reply recorded with `status`, the reservation settled to the
-        tokens spent.
+        tokens spent (journaled if the database cannot take it; see services/settlement.py).
 
         The key is charged even when the conversation was erased meanwhile (the reply is
         then not stored): the upstream spent the tokens either way.
@@ -283,12 +289,18 @@ class ChatPipeline:
             "completion_tokens": completion.completion_tokens,
             "total_tokens": completion.total_tokens,
         }
-        with unit_of_work() as session:
-            if exchange.reservation is not None:
-                settle_reservation(session, exchange.reservation, self._tokens_spent(exchange, completion))
-            record_reply(
-                session, exchange.exchange_id, exchange.conversation_id, exchange.client_key_id, reply, status, error
+        self.recorder.record(
+            Ending(
+                exchange.exchange_id,
+                exchange.conversation_id,
+                exchange.client_key_id,
+                status,
+                error,
+                reply=reply,
+                reservation=exchange.reservation,
+                spent=self._tokens_spent(exchange, completion) if exchange.reservation is not None else None,
             )
+        )
 
     @staticmethod
     def _tokens_spent(exchange: _Exchange, completion: Completion) -> tuple[int, int]:
