@@ -4,8 +4,8 @@ Each request reserves its worst case (estimated prompt and its max_tokens) befor
 upstream is called and gives it back when its real usage is charged, so concurrent
 requests cannot together spend past the key's daily budget. Existing rows reserve 0.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-24 02:00:00
 
 """
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0005'
-down_revision = '0004'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
