@@ -10,6 +10,8 @@ from dotenv import load_dotenv
 from flask import Flask, Response, request
 from flask_cors import CORS
 from flask_openapi3 import Info, OpenAPI
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from auth import register_authentication
@@ -23,7 +25,9 @@ from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
 from schemas import CONVERSATION_HEADER
 from services.chat import ChatPipeline, ChatSettings
+from services.journal import Journal
 from services.llm import build_llm
+from services.settlement import ExchangeRecorder
 from telemetry import REQUEST_ID_HEADER, register_request_telemetry
 
 
@@ -66,10 +70,22 @@ def configure(app: Flask, test_config: dict[str, Any] | None) -> None:
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "chat_history.db")
+    if not app.config.get("JOURNAL_PATH"):
+        app.config["JOURNAL_PATH"] = default_journal_path(app.instance_path, app.config["SQLALCHEMY_DATABASE_URI"])
     resolve_defaults(app.config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config)
     app.json.sort_keys = False
     validate_settings(app.config)
+
+
+def default_journal_path(instance_path: str, database_url: str) -> str:
+    """instance/<database name>.journal: the SQLite file's name, or the server database's."""
+    try:
+        name = make_url(database_url).database or "memory"
+    except (ArgumentError, ValueError):
+        name = "database"  # validated (and refused) by engine_options
+    stem = os.path.splitext(os.path.basename(name))[0] or "memory"
+    return os.path.join(instance_path, stem + ".journal")
 
 
 def trust_proxies(app: Flask) -> None:
@@ -153,10 +169,16 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_chat(app: Flask) -> None:
-    """Build this process's one LLM client and chat pipeline, and say which model answers."""
+    """Build this process's one LLM client, exchange recorder and chat pipeline, and say
+    which model answers. Endings journaled before a restart are replayed in the background."""
     llm = build_llm(app.config)
     app.extensions["llm"] = llm
-    app.extensions["chat"] = ChatPipeline(llm, ChatSettings.from_config(app.config))
+    recorder = ExchangeRecorder(app, Journal(app.config["JOURNAL_PATH"]))
+    app.extensions["exchange_recorder"] = recorder
+    app.extensions["chat"] = ChatPipeline(llm, ChatSettings.from_config(app.config), recorder)
+    if recorder.journal.pending():
+        app.logger.warning("The journal %s holds exchanges to record; replaying it", recorder.journal.path)
+        recorder.start_replayer()
     if llm.offline:
         app.logger.warning(
             "No OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT: answering from the built-in "

@@ -88,6 +88,8 @@ def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         # None means: SQLite at instance/chat_history.db, resolved by create_app.
         "SQLALCHEMY_DATABASE_URI": _str(env, "DATABASE_URL"),
+        # None means: instance/<database name>.journal, resolved by create_app.
+        "JOURNAL_PATH": _str(env, "JOURNAL_PATH"),
         # A thread holds at most one connection at a time (and none while the LLM
         # works), so one per gunicorn thread means no request ever waits for the pool.
         "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", _int(env, "GUNICORN_THREADS", 8, minimum=1), minimum=1),
@@ -113,6 +115,8 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
         "MAX_PROMPT_CHARS": _int(env, "MAX_PROMPT_CHARS", 32000, minimum=1),
         "MAX_JSON_DEPTH": _int(env, "MAX_JSON_DEPTH", 32, minimum=2),
+        # Completion tokens reserved from a key's daily budget for a request without max_tokens.
+        "BUDGET_DEFAULT_MAX_TOKENS": _int(env, "BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         # RATELIMIT_DEFAULT is one budget per client shared by every route, which is
         # what Flask-Limiter calls application limits (its own "default" is per route).

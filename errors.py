@@ -105,11 +105,18 @@ def _budget_spent(exc: BudgetSpent):
     wait = max(1, math.ceil((exc.resets_at - datetime.now(UTC)).total_seconds()))
     return error_response(
         429,
-        f"Daily token budget of {budget} tokens for this API key is spent ({exc.used} used today); "
-        f"it resets at {resets_at}",
+        f"Daily token budget of {budget} tokens for this API key cannot cover this request: {exc.used} used and "
+        f"{exc.reserved} reserved by requests in progress today, and this request may take up to {exc.needed} "
+        f"(its prompt and max_tokens); it resets at {resets_at}",
         {"Retry-After": str(wait)},
         code="daily_token_budget_exceeded",
-        budget={"daily_tokens": budget, "used_today": exc.used, "resets_at": resets_at},
+        budget={
+            "daily_tokens": budget,
+            "used_today": exc.used,
+            "reserved_today": exc.reserved,
+            "request_worst_case": exc.needed,
+            "resets_at": resets_at,
+        },
     )
 
 

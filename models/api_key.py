@@ -49,7 +49,9 @@ class ApiKeyUsage(db.Model):
     """Tokens a key spent on one UTC day, added to as each reply is recorded.
 
     A counter of its own, not a sum over `messages`: erasing conversations (or pruning
-    them) must not give a key its budget back.
+    them) must not give a key its budget back. `reserved_tokens` is what the requests in
+    progress may still spend: each reserves its worst case when it starts and gives it
+    back when its real usage is charged.
     """
 
     __tablename__ = "api_key_usage"
@@ -60,3 +62,4 @@ class ApiKeyUsage(db.Model):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    reserved_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import jsonify
+from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,6 +36,22 @@ def _database_ready() -> bool:
         db.session.close()
 
 
+def _database_state() -> str:
+    """The database's state: "ok"; "unavailable" when it does not answer; "unwritable" when
+    it answers but exchanges it could not take wait in the journal (a full disk, a cut).
+
+    The journal check is one stat; a journal found waiting wakes the replayer, so this
+    answer turns "ok" as soon as the database takes writes again.
+    """
+    if not _database_ready():
+        return "unavailable"
+    recorder = current_app.extensions["exchange_recorder"]
+    if recorder.journal.pending():
+        recorder.wake()
+        return "unwritable"
+    return "ok"
+
+
 def _limiter_storage_state() -> str:
     """The storage's state: "ok", or "degraded" while it is unreachable and each process counts on its own.
 
@@ -50,9 +66,10 @@ def _limiter_storage_state() -> str:
 @bp.get("/readyz", responses={200: ReadinessResponse, 503: ReadinessResponse})
 @public
 def readyz():
-    """Ready: 200 while the database answers, else 503; an unreachable rate limit storage only degrades."""
+    """Ready: 200 while the database answers and takes writes, else 503; an unreachable rate
+    limit storage only degrades."""
     checks = {
-        "database": "ok" if _database_ready() else "unavailable",
+        "database": _database_state(),
         "ratelimit_storage": _limiter_storage_state(),
     }
     if checks["database"] == "ok":

@@ -276,10 +276,12 @@ class ErrorDetail(BaseModel):
 
 
 class TokenBudget(BaseModel):
-    """A client key's daily token budget, on the 429 that says it is spent."""
+    """A client key's daily token budget, on the 429 that says a request's worst case does not fit in it."""
 
     daily_tokens: int
     used_today: int
+    reserved_today: int = Field(description="held by the key's requests in progress, settled when they end")
+    request_worst_case: int = Field(description="the refused request's estimated prompt tokens plus its max_tokens")
     resets_at: str
 
 
@@ -403,7 +405,10 @@ class HealthResponse(BaseModel):
 class ReadinessResponse(BaseModel):
     status: str | None = None
     error: str | None = None
-    database: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable", "unwritable"] = Field(
+        description="unavailable: it does not answer; unwritable: it answers, but replies it could not store "
+        "wait in the local journal, recorded as soon as it takes writes again"
+    )
     ratelimit_storage: Literal["ok", "degraded"] = Field(
         description="degraded: the shared storage (Redis) is unreachable, so each process counts limits on its own"
     )

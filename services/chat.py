@@ -5,10 +5,14 @@ which does, in order:
 
 1. the checks every chat route shares (prompt size, allowed model), before anything is
    stored or sent;
-2. unit of work 1: the key's budget, the trimmed history, the new messages recorded;
+2. unit of work 1: the trimmed history, the request's worst case reserved from the key's
+   budget, the new messages recorded;
 3. the LLM call, with no transaction or connection held;
-4. unit of work 2: the reply recorded with its usage and the key charged, or the
-   failure recorded. A streamed reply is recorded when its stream ends, however it ends.
+4. unit of work 2: the reply recorded with its usage and the reservation settled to it,
+   or the failure recorded and the reservation given back. A streamed reply is recorded
+   when its stream ends, however it ends. If the database cannot take it, the ending is
+   journaled and recorded when it is back (services/settlement.py): the client still
+   gets its answer.
 
 The pipeline takes what it needs as arguments (the turn with its client key, the
 settings, the LLM client); it reads no request state, and it fills the ExchangeReport it
@@ -24,7 +28,7 @@ from typing import Any, TypeVar
 
 from database import unit_of_work
 from models import MessageStatus
-from services.client_keys import ClientKey, charge_usage, ensure_budget_left
+from services.client_keys import ClientKey, Reservation, reserve_budget
 from services.conversation import (
     UNLIMITED,
     HistoryLimits,
@@ -33,15 +37,14 @@ from services.conversation import (
     new_conversation_id,
     new_exchange_id,
     rebuild_history,
-    record_failure,
-    record_reply,
     record_turn,
     stored_columns,
     without_content,
 )
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
+from services.settlement import Ending, ExchangeRecorder
 from services.sweeper import heartbeat_seconds, keep_alive
-from services.tokens import estimate_message_tokens, estimate_text_tokens, text_of
+from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
 
 T = TypeVar("T")
 
@@ -56,6 +59,8 @@ class ChatSettings:
     allowed_models: tuple[str, ...]
     # A stream touches its pending rows this often, so the sweeper knows it is alive.
     heartbeat_seconds: float = 0.0
+    # Completion tokens a request is reserved from its key's budget when it sets no max_tokens.
+    default_max_tokens: int = 1024
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ChatSettings:
@@ -66,6 +71,7 @@ class ChatSettings:
             max_prompt_chars=config["MAX_PROMPT_CHARS"],
             allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
             heartbeat_seconds=heartbeat_seconds(config),
+            default_max_tokens=config.get("BUDGET_DEFAULT_MAX_TOKENS", 1024),
         )
 
 
@@ -120,13 +126,14 @@ class ExchangeReport:
 
 @dataclass(frozen=True)
 class _Exchange:
-    """A recorded turn: its ids, and the context the model receives."""
+    """A recorded turn: its ids, the context the model receives, its budget reservation."""
 
     exchange_id: str
     conversation_id: str
     client_key_id: int | None
     context: list[dict[str, Any]]
     store_content: bool = True
+    reservation: Reservation | None = None
 
 
 @dataclass
@@ -148,14 +155,16 @@ class ChatAnswer:
 class ChatPipeline:
     """One process's chat pipeline: the LLM client and the settings every turn uses."""
 
-    def __init__(self, llm: OpenAIChat | OfflineChat, settings: ChatSettings) -> None:
+    def __init__(self, llm: OpenAIChat | OfflineChat, settings: ChatSettings, recorder: ExchangeRecorder) -> None:
         self.llm = llm
         self.settings = settings
+        self.recorder = recorder
 
     def answer(self, turn: ChatTurn, report: ExchangeReport) -> ChatAnswer:
         """Answer one turn, plain or streamed (see the module's docstring for the steps).
 
-        Raises TurnRejected or BudgetSpent before anything is stored or sent, and
+        Raises TurnRejected, or BudgetSpent (the request's worst case does not fit in
+        the key's budget), before anything is stored or sent, and
         UpstreamError (after recording the exchange as failed) when the model fails
         before its first byte.
         """
@@ -198,21 +207,26 @@ class ChatPipeline:
             )
 
     def _start(self, turn: ChatTurn, leading: list[dict[str, Any]], report: ExchangeReport) -> _Exchange:
-        """Unit of work 1: the key's budget checked, the history read, the new messages recorded."""
+        """Unit of work 1: the history read, the worst case reserved, the new messages recorded."""
         conversation_id = turn.conversation_id or new_conversation_id()
         report.conversation_id = conversation_id
         key_id = turn.client_key.id if turn.client_key else None
         exchange_id = new_exchange_id()
         with unit_of_work() as session:
-            ensure_budget_left(session, turn.client_key)
             history = self._history(session, turn, conversation_id, key_id, leading)
             # A client that sends its whole conversation each turn (LangChain does) repeats
             # what memory holds: only what is new is stored and sent after the history.
             new = turn.messages[already_stored(history, turn.messages) :]
+            context = [*leading, *history, *new]
+            reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn))
             stored = new if turn.store_content else [without_content(m) for m in new]
             record_turn(session, exchange_id, conversation_id, key_id, stored)
-        context = [*leading, *history, *new]
-        return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content)
+        return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content, reservation)
+
+    def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
+        """The most tokens the call may spend: the estimated prompt and the completion's cap."""
+        prompt = sum(estimate_message_tokens(m) for m in context)
+        return prompt + completion_cap(turn.options, self.settings.default_max_tokens)
 
     def _history(
         self, session: Any, turn: ChatTurn, conversation_id: str, key_id: int | None, leading: list[dict[str, Any]]
@@ -240,12 +254,18 @@ class ChatPipeline:
         except Exception as exc:
             failure = exc if isinstance(exc, UpstreamError) else None
             report.outcome = type(exc).__name__ if failure else "InternalError"
-            with unit_of_work() as session:
-                record_failure(
-                    session,
+            error = failure.message if failure else "internal error while calling the language model"
+            # The reservation is given back: a failed call is charged nothing.
+            self.recorder.record(
+                Ending(
                     exchange.exchange_id,
-                    failure.message if failure else "internal error while calling the language model",
+                    exchange.conversation_id,
+                    exchange.client_key_id,
+                    MessageStatus.FAILED,
+                    error,
+                    reservation=exchange.reservation,
                 )
+            )
             raise
         finally:
             report.upstream_seconds = time.perf_counter() - started
@@ -284,12 +304,12 @@ class ChatPipeline:
             report.completion = stream.completion()
 
     def _finish(self, exchange: _Exchange, completion: Completion, status: str, error: str | None = None) -> None:
-        """Unit of work 2: the key charged for the tokens, the reply recorded with `status`.
+        """Unit of work 2: the reply recorded with `status`, the reservation settled to the
+        tokens spent (journaled if the database cannot take it; see services/settlement.py).
 
         The key is charged even when the conversation was erased meanwhile (the reply is
         then not stored): the upstream spent the tokens either way.
         """
-        spent = self._tokens_spent(exchange, completion) if exchange.client_key_id is not None else None
         message = completion.message() if exchange.store_content else without_content(completion.message())
         reply = {
             **stored_columns(message),
@@ -299,12 +319,18 @@ class ChatPipeline:
             "completion_tokens": completion.completion_tokens,
             "total_tokens": completion.total_tokens,
         }
-        with unit_of_work() as session:
-            if spent is not None:
-                charge_usage(session, exchange.client_key_id, *spent)
-            record_reply(
-                session, exchange.exchange_id, exchange.conversation_id, exchange.client_key_id, reply, status, error
+        self.recorder.record(
+            Ending(
+                exchange.exchange_id,
+                exchange.conversation_id,
+                exchange.client_key_id,
+                status,
+                error,
+                reply=reply,
+                reservation=exchange.reservation,
+                spent=self._tokens_spent(exchange, completion) if exchange.reservation is not None else None,
             )
+        )
 
     @staticmethod
     def _tokens_spent(exchange: _Exchange, completion: Completion) -> tuple[int, int]:

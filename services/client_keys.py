@@ -39,13 +39,29 @@ class ClientKey:
 
 
 class BudgetSpent(Exception):
-    """The key has spent its daily token budget; nothing may reach the upstream until `resets_at`."""
+    """The request's worst case does not fit in what is left of the key's daily token budget;
+    nothing may reach the upstream. `used` is charged today, `reserved` held by requests in
+    progress, `needed` this request's worst case; the budget resets at `resets_at`."""
 
-    def __init__(self, client_key: ClientKey, used: int, resets_at: datetime) -> None:
-        super().__init__(f"daily token budget of key {client_key.prefix} spent")
+    def __init__(
+        self, client_key: ClientKey, used: int, resets_at: datetime, *, reserved: int = 0, needed: int = 0
+    ) -> None:
+        super().__init__(f"daily token budget of key {client_key.prefix} cannot cover the request")
         self.client_key = client_key
         self.used = used
+        self.reserved = reserved
+        self.needed = needed
         self.resets_at = resets_at
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Tokens held back from a key's budget of `day` while one request runs (0 for a key
+    without a budget: its usage is still counted on `day` when the request ends)."""
+
+    client_key_id: int
+    day: date
+    tokens: int
 
 
 def hash_key(key: str) -> str:
@@ -129,27 +145,48 @@ def next_reset(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
 
-def ensure_budget_left(session: Session, client_key: ClientKey | None) -> None:
-    """Raise BudgetSpent when the key has used its daily tokens; called before the upstream is."""
-    if client_key is None or client_key.daily_tokens is None:
-        return
+def _ensure_usage_row(session: Session, client_key_id: int, day: date) -> None:
+    """Today's counter row of the key, made (all zeros) if it is not there yet."""
+    insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert(USAGE)
+    zeros = dict.fromkeys(("requests", "prompt_tokens", "completion_tokens", "total_tokens", "reserved_tokens"), 0)
+    session.execute(insert.on_conflict_do_nothing(), {"api_key_id": client_key_id, "day": day, **zeros})
+
+
+def reserve_budget(session: Session, client_key: ClientKey | None, worst_case: int) -> Reservation | None:
+    """Hold `worst_case` tokens of the key's budget for today, in the caller's transaction;
+    raise BudgetSpent when what is charged and reserved leaves no room for them.
+
+    One conditional UPDATE checks and reserves at once, so concurrent requests cannot all
+    pass the check on the same remainder: PostgreSQL re-evaluates the condition on the row
+    another transaction just changed, and SQLite's writers take turns. None: no key.
+    """
+    if client_key is None:
+        return None
     today = utc_today()
-    used = session.scalar(
-        select(USAGE.c.total_tokens).where(USAGE.c.api_key_id == client_key.id, USAGE.c.day == today)
+    if client_key.daily_tokens is None:
+        return Reservation(client_key.id, today, 0)
+    _ensure_usage_row(session, client_key.id, today)
+    row = (USAGE.c.api_key_id == client_key.id) & (USAGE.c.day == today)
+    reserved = session.execute(
+        update(USAGE)
+        .where(row, USAGE.c.total_tokens + USAGE.c.reserved_tokens + worst_case <= client_key.daily_tokens)
+        .values(reserved_tokens=USAGE.c.reserved_tokens + worst_case)
     )
-    if used is not None and used >= client_key.daily_tokens:
-        raise BudgetSpent(client_key, used, next_reset(today))
+    if not reserved.rowcount:
+        used, held = session.execute(select(USAGE.c.total_tokens, USAGE.c.reserved_tokens).where(row)).one()
+        raise BudgetSpent(client_key, used, next_reset(today), reserved=held, needed=worst_case)
+    return Reservation(client_key.id, today, worst_case)
 
 
 _USAGE_UPSERTS: dict[str, Any] = {}
 
 
 def _usage_upsert(dialect_name: str) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE adding to today's counters, built once per backend."""
+    """INSERT ... ON CONFLICT DO UPDATE adding to the day's counters, built once per backend."""
     statement = _USAGE_UPSERTS.get(dialect_name)
     if statement is None:
         insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(USAGE)
-        added = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
+        added = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "reserved_tokens")
         statement = insert.on_conflict_do_update(
             index_elements=[USAGE.c.api_key_id, USAGE.c.day],
             set_={name: USAGE.c[name] + insert.excluded[name] for name in added},
@@ -158,11 +195,32 @@ def _usage_upsert(dialect_name: str) -> Any:
     return statement
 
 
-def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, completion_tokens: int) -> None:
-    """Add one request's tokens to today's counter of the key, in the caller's transaction.
+def settle_reservation(session: Session, reservation: Reservation, spent: tuple[int, int] | None) -> None:
+    """End a request's reservation in the caller's transaction: give the reserved tokens
+    back and charge what it `spent` (prompt and completion tokens) to the reservation's
+    day; `spent` None (the upstream failed) charges nothing.
 
-    An upsert, so concurrent replies of one key add up instead of racing on a read.
+    An upsert, so concurrent replies of one key add up instead of racing on a read. The
+    row exists whenever something was reserved, so the insert never stores a negative.
     """
+    if spent is None and not reservation.tokens:
+        return  # nothing held, nothing spent
+    prompt_tokens, completion_tokens = spent or (0, 0)
+    values = {
+        "api_key_id": reservation.client_key_id,
+        "day": reservation.day,
+        "requests": 1 if spent is not None else 0,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "reserved_tokens": -reservation.tokens,
+    }
+    session.execute(_usage_upsert(session.get_bind().dialect.name), values)
+
+
+def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, completion_tokens: int) -> None:
+    """Add one request's tokens to today's counter of the key, in the caller's transaction,
+    outside any reservation (the sweeper charges an abandoned exchange's estimate so)."""
     values = {
         "api_key_id": client_key_id,
         "day": utc_today(),
@@ -170,6 +228,7 @@ def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, compl
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "reserved_tokens": 0,
     }
     session.execute(_usage_upsert(session.get_bind().dialect.name), values)
 

@@ -288,6 +288,11 @@ def record_failure(session: Session, exchange_id: str, error: str) -> None:
     )
 
 
+def exchange_status(session: Session, exchange_id: str) -> str | None:
+    """The status of an exchange's rows, or None when none is stored (never, or erased)."""
+    return session.scalar(select(MESSAGES.c.status).where(MESSAGES.c.exchange_id == exchange_id).limit(1))
+
+
 def conversation_rows(session: Session, conversation_id: str, client_key_id: KeyScope = ANY_KEY) -> list[Message]:
     """Every stored row of a conversation, oldest first, failed and pending ones included."""
     return list(

@@ -44,3 +44,20 @@ def estimate_message_tokens(message: dict[str, Any]) -> int:
 def estimate_text_tokens(text: str) -> int:
     """An estimate of the tokens of a bare text (a reply): one per 4 bytes of UTF-8."""
     return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+def completion_cap(options: dict[str, Any], default: int) -> int:
+    """The most completion tokens a request's options let the model write: its
+    `max_completion_tokens` or `max_tokens` (top level, or in the `extra_body` a
+    pass-through route puts them in), `default` when the client set neither; times its
+    `n` choices."""
+    fields = {**(options.get("extra_body") or {}), **options}
+    cap = _count(fields.get("max_completion_tokens"))
+    if cap is None:
+        cap = _count(fields.get("max_tokens"))
+    return (default if cap is None else cap) * (_count(fields.get("n")) or 1)
+
+
+def _count(value: Any) -> int | None:
+    """`value` when it is a whole number of tokens (not a bool, not negative), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -12,11 +13,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import sqlalchemy as sa
-from fake_upstream import FakeUpstream
+from fake_upstream import FakeUpstream, Hang
 from werkzeug.serving import make_server
 
 from app import create_app
@@ -127,6 +130,7 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "HOST": "127.0.0.1",
             "PORT": str(free_port()),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+            "JOURNAL_PATH": str(tmp_path / "served.journal"),
             "WEB_CONCURRENCY": "2",
             "LOG_LEVEL": "info",
             "RATELIMIT_ENABLED": "false",
@@ -281,6 +285,8 @@ def app_settings(database_url: str, upstream: FakeUpstream | None = None, **over
         "TESTING": True,
         "APP_ENV": "testing",
         "SQLALCHEMY_DATABASE_URI": database_url,
+        # Each app a journal of its own: one test's unrecorded exchanges never reach another's.
+        "JOURNAL_PATH": str(Path(tempfile.mkdtemp(prefix="journal-")) / "exchanges.journal"),
         "OPENAI_MODEL": "fake-model",
         "OPENAI_MAX_RETRIES": 0,
         "OPENAI_TIMEOUT": 10.0,
@@ -363,3 +369,41 @@ class LiveServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def replies_in_flight_while(fault, server: LiveServer, upstream: FakeUpstream, key: dict, prefix: str):
+    """A plain and a streamed /openai-completion request (conversations `<prefix>-plain` and
+    `<prefix>-streamed`) held by the upstream until `fault()` has run; their answers: the
+    plain one's JSON and the streamed one's text, both checked to be whole 200 answers."""
+    release, arrivals = threading.Event(), threading.Semaphore(0)
+    upstream.enqueue(Hang(release), Hang(release))
+    upstream.on_request = lambda _received: arrivals.release()
+    asks = [
+        {"prompt": "plain in flight", "user_id": f"{prefix}-plain"},
+        {"prompt": "streamed in flight", "user_id": f"{prefix}-streamed", "stream": True},
+    ]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(requests.post, server.url + "/openai-completion", json=ask, headers=key, timeout=30)
+            for ask in asks
+        ]
+        assert arrivals.acquire(timeout=30) and arrivals.acquire(timeout=30), "the requests never reached the upstream"
+        upstream.on_request = None
+        fault()
+        release.set()
+        plain, streamed = (future.result() for future in futures)
+    assert (plain.status_code, streamed.status_code) == (200, 200), (plain.text, streamed.text)
+    events = sse_events(streamed.text.splitlines())
+    assert events[-1][0] == "done", events
+    return plain.json(), "".join(delta_texts(events))
+
+
+def poll_until(condition, seconds: float = 30) -> bool:
+    """Poll `condition` until it holds, for at most `seconds`: for work a background thread
+    does (a journal's replay) that no event announces to the test."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True

@@ -1,4 +1,5 @@
-"""PostgreSQL going away: at most a clear 503 for requests in flight, then recovery by itself.
+"""PostgreSQL going away: a clear 503 before any upstream call, replies already on their way
+kept (journaled, then recorded), and recovery by itself.
 
 The app reaches the real PostgreSQL through a TCP relay the test can cut, which is what a
 server restart or a network fault looks like from the service.
@@ -6,9 +7,22 @@ server restart or a network fault looks like from the service.
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
-from support import TcpProxy, rows_of
+from fake_upstream import Status
+from support import (
+    LiveServer,
+    TcpProxy,
+    all_rows,
+    bearer,
+    create_client_key,
+    poll_until,
+    replies_in_flight_while,
+    rows_of,
+)
 
 UNAVAILABLE = {"error": "The database is unavailable; retry shortly"}
 
@@ -75,31 +89,101 @@ def test_database_down_answers_503_before_calling_the_upstream_then_recovers(pro
     assert [r["content"] for r in rows_of(app, "pg-2") if r["role"] == "user"] == ["warm", "after outage"]
 
 
-def test_database_lost_during_the_upstream_call_costs_only_that_request(proxied, upstream):
-    app, proxy = proxied
-    client = app.test_client()
-    upstream.on_request = lambda _received: proxy.cut()
+def test_replies_in_flight_when_the_database_goes_reach_the_client_and_are_recorded_once_it_is_back(
+    postgres_url, app_factory, upstream
+):
+    """A plain and a streamed reply both in flight when PostgreSQL goes: each client gets its
+    whole answer, the endings wait in the journal, and once the database is back they are
+    recorded (both turns completed) and charged exactly once, with no one doing anything."""
+    with _proxied_app(postgres_url, app_factory, REQUIRE_API_KEY=True) as (app, proxy):
+        key = bearer(create_client_key(app, "journaled", "--daily-tokens", "100000"))
+        server = LiveServer(app)
+        try:
+            plain, streamed = replies_in_flight_while(proxy.cut, server, upstream, key, "pg")
+            assert server.wait_idle()
+        finally:
+            server.stop()
+        assert plain == {
+            "user_id": "pg-plain",
+            "completion": "echo: plain in flight",
+            "model": "fake-model",
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        }
+        assert streamed == "echo: streamed in flight"
+        journal = Path(app.config["JOURNAL_PATH"])
+        journaled = journal.read_bytes()
+        assert len(journaled.splitlines()) == 2
+        ready = app.test_client().get("/readyz")
+        assert (ready.status_code, ready.get_json()["database"]) == (503, "unavailable")
 
-    lost = client.post("/openai-completion", json={"prompt": "in flight", "user_id": "pg-3"})
+        proxy.restore()
+        assert poll_until(lambda: _statuses(app) == EXPECTED_STATUSES), _statuses(app)
+        assert _usage(app) == (2, 22, 14, 36, 0)  # requests, prompt, completion, total, reserved
+        assert app.test_client().get("/readyz").get_json()["database"] == "ok"
+        assert not journal.read_bytes()
 
-    upstream.on_request = None
-    proxy.restore()
-    assert lost.status_code == 503
-    assert lost.get_json() == UNAVAILABLE
+        # The same entries again (a crash between a replay's commit and the journal's rewrite)
+        # are recognised as recorded: no second charge, no second reply row.
+        journal.write_bytes(journaled)
+        assert app.extensions["exchange_recorder"].replay()
+        assert _statuses(app) == EXPECTED_STATUSES
+        assert _usage(app) == (2, 22, 14, 36, 0)
 
-    after = client.post("/openai-completion", json={"prompt": "next", "user_id": "pg-3"})
-    assert after.status_code == 200
-    # The interrupted exchange stays pending: kept, but never sent to the model as context.
-    assert upstream.chat_requests()[-1]["messages"] == [{"role": "user", "content": "next"}]
-    statuses = [(r["content"], r["status"]) for r in rows_of(app, "pg-3")]
-    assert statuses == [("in flight", "pending"), ("next", "completed"), ("echo: next", "completed")]
+
+def test_an_upstream_failure_while_the_database_is_gone_is_recorded_later_and_frees_the_reservation(
+    postgres_url, app_factory, upstream
+):
+    with _proxied_app(postgres_url, app_factory, REQUIRE_API_KEY=True) as (app, proxy):
+        key = bearer(create_client_key(app, "journaled", "--daily-tokens", "2000"))
+        upstream.on_request = lambda _received: proxy.cut()
+        upstream.enqueue(Status(500, "upstream broke"))
+
+        failed = app.test_client().post("/openai-completion", json={"prompt": "doomed", "user_id": "pg-4"}, headers=key)
+
+        upstream.on_request = None
+        assert failed.status_code == 502
+        proxy.restore()
+        assert poll_until(lambda: [r["status"] for r in rows_of(app, "pg-4")] == ["failed"])
+        assert _usage(app) == (0, 0, 0, 0, 0)  # nothing charged, the reservation given back
+
+
+EXPECTED_STATUSES = {
+    "pg-plain": [("user", "completed"), ("assistant", "completed")],
+    "pg-streamed": [("user", "completed"), ("assistant", "completed")],
+}
+
+
+@contextlib.contextmanager
+def _proxied_app(postgres_url: str, app_factory, **overrides):
+    """An app reaching the emptied test database through a relay the test can cut."""
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE messages, api_key_usage, api_keys RESTART IDENTITY"))
+    engine.dispose()
+    url = sa.make_url(postgres_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    try:
+        via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        yield app_factory(via_proxy, **overrides), proxy
+    finally:
+        proxy.close()
+
+
+def _statuses(app) -> dict[str, list[tuple[str, str]]]:
+    statuses: dict[str, list[tuple[str, str]]] = {}
+    for row in rows_of(app):
+        statuses.setdefault(row["user_id"], []).append((row["role"], row["status"]))
+    return statuses
+
+
+def _usage(app) -> tuple | None:
+    rows = all_rows(app)["api_key_usage"]
+    return rows[0][2:] if rows else None
 
 
 def test_with_keys_required_an_outage_answers_503_not_401(postgres_url, app_factory, upstream):
     """The key lookup is the first thing to need the database: an outage must not read as
     a bad key (401), nor as our failure (500)."""
-    from support import bearer, create_client_key
-
     url = sa.make_url(postgres_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     try:

@@ -106,14 +106,16 @@ def test_a_rejected_key_is_not_counted_against_anyone(make_app):
 
 
 def _budget_app(make_app, daily_tokens: int):
-    app = make_app(REQUIRE_API_KEY=True)
+    # A request without max_tokens reserves its estimated prompt and 5 completion tokens.
+    app = make_app(REQUIRE_API_KEY=True, BUDGET_DEFAULT_MAX_TOKENS=5)
     key = create_client_key(app, "metered", "--daily-tokens", str(daily_tokens))
     return app, bearer(key)
 
 
 def test_a_spent_budget_answers_429_before_the_upstream_is_called(make_app, upstream):
-    app, key = _budget_app(make_app, daily_tokens=30)  # the fake upstream spends 18 per call
+    app, key = _budget_app(make_app, daily_tokens=40)  # the fake upstream spends 18 per call
     client = app.test_client()
+    # Each reserves its worst case first: "hi" (5) and 5, then with the first exchange as history 21.
     assert client.post("/openai-completion", json=PROMPT, headers=key).status_code == 200  # 18 used
     assert client.post("/openai-completion", json=PROMPT, headers=key).status_code == 200  # 36 used
     calls, rows = len(upstream.chat_requests()), rows_of(app)
@@ -124,9 +126,17 @@ def test_a_spent_budget_answers_429_before_the_upstream_is_called(make_app, upst
     body = refused.get_json()
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     assert body["code"] == "daily_token_budget_exceeded"
-    assert body["budget"] == {"daily_tokens": 30, "used_today": 36, "resets_at": f"{tomorrow}T00:00:00+00:00"}
+    # Its worst case: two exchanges of history (22), "one more" (6), and 5 completion tokens.
+    assert body["budget"] == {
+        "daily_tokens": 40,
+        "used_today": 36,
+        "reserved_today": 0,
+        "request_worst_case": 33,
+        "resets_at": f"{tomorrow}T00:00:00+00:00",
+    }
     assert body["error"] == (
-        f"Daily token budget of 30 tokens for this API key is spent (36 used today); "
+        "Daily token budget of 40 tokens for this API key cannot cover this request: 36 used and 0 reserved "
+        "by requests in progress today, and this request may take up to 33 (its prompt and max_tokens); "
         f"it resets at {tomorrow}T00:00:00+00:00"
     )
     assert 0 < int(refused.headers["Retry-After"]) <= 86400
@@ -141,8 +151,8 @@ def test_the_budget_counts_the_upstreams_recorded_usage(make_app, upstream):
     for _ in range(2):
         assert client.post("/openai-completion", json=PROMPT, headers=key).status_code == 200
     (usage,) = all_rows(app)["api_key_usage"]
-    # api_key_id, day, requests, prompt, completion, total
-    assert usage[2:] == (2, 400, 70, 470)
+    # api_key_id, day, requests, prompt, completion, total, reserved (none left once both ended)
+    assert usage[2:] == (2, 400, 70, 470, 0)
     listed = json.loads(app.test_cli_runner().invoke(args=["keys", "list", "--json"]).stdout)
     assert (listed["tokens_today"], listed["requests_today"]) == (470, 2)
 
@@ -194,7 +204,7 @@ def test_a_stream_cut_off_before_its_usage_is_charged_by_estimate(make_app, upst
     assert events[-1][0] == "error"
     (usage,) = all_rows(app)["api_key_usage"]
     # Estimated: the prompt (4 framing + 1 token for "hi") and 80 bytes of reply (20 tokens).
-    assert usage[2:] == (1, 5, 20, 25)
+    assert usage[2:] == (1, 5, 20, 25, 0)
 
 
 def test_keys_without_a_budget_are_never_refused_for_tokens(make_app, upstream):

@@ -31,10 +31,11 @@ def test_no_key_appears_in_any_response_log_line_or_database_byte(tmp_path, upst
         WEB_CONCURRENCY="1",
         PORT=str(free_port()),
         DATABASE_URL=f"sqlite:///{database}",
+        BUDGET_DEFAULT_MAX_TOKENS="5",  # a request without max_tokens reserves its prompt and 5
     )
     assert run_flask(env, "db", "upgrade").returncode == 0
     created = [
-        run_flask(env, "keys", "create", "--name", "a", "--daily-tokens", "30"),  # spent after two calls
+        run_flask(env, "keys", "create", "--name", "a", "--daily-tokens", "40"),  # spent after two calls
         run_flask(env, "keys", "create", "--name", "b"),
         run_flask(env, "keys", "create", "--name", "gone"),
     ]
@@ -82,7 +83,7 @@ def test_no_key_appears_in_any_response_log_line_or_database_byte(tmp_path, upst
         assert call("POST", "/openai-completion", json={"prompt": "x"}).status_code == 401
         assert call("GET", f"/conversations/{key_a}", key_a).status_code == 404
         assert call("GET", f"/conversations/{key_a}", never_issued).status_code == 401
-        # Key A has spent its 30 tokens (18 per call): the budget's 429.
+        # Key A has spent 36 of its 40 tokens (18 per call): the budget's 429.
         assert call("POST", "/openai-completion", key_a, json={"prompt": "more"}).status_code == 429
         assert call("DELETE", "/conversations/alice", key_a).status_code == 204
         for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):

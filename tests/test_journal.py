@@ -1,0 +1,86 @@
+"""The local journal of exchange endings: ordered, whole lines across processes, poison set
+aside, and replayed by itself when a restarted service finds it waiting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from support import ROOT, poll_until, rows_of
+
+from database import unit_of_work
+from models import MessageStatus
+from services.conversation import record_turn
+from services.journal import EntryRejected, Journal
+from services.settlement import Ending
+
+
+def test_a_drain_applies_in_order_and_stops_at_the_first_entry_the_database_cannot_take(tmp_path):
+    journal = Journal(str(tmp_path / "exchanges.journal"))
+    for number in range(5):
+        journal.append({"n": number})
+    applied = []
+
+    def apply_until_three(entry):
+        if entry["n"] == 3:
+            raise OSError("the database is still gone")
+        applied.append(entry["n"])
+
+    assert journal.drain(apply_until_three) is False
+    assert applied == [0, 1, 2]
+    assert journal.pending()
+    assert journal.drain(lambda entry: applied.append(entry["n"])) is True
+    assert applied == [0, 1, 2, 3, 4]
+    assert not journal.pending()
+
+
+def test_entries_the_database_refuses_and_torn_lines_are_set_aside_not_retried(tmp_path):
+    journal = Journal(str(tmp_path / "exchanges.journal"))
+    journal.append({"n": 1})
+    with open(journal.path, "ab") as raw:
+        raw.write(b'{"n": 2, "torn\n')  # a line a crash cut short
+    journal.append({"n": 3, "poison": True})
+    journal.append({"n": 4})
+    applied = []
+
+    def apply(entry):
+        if entry.get("poison"):
+            raise EntryRejected("refused")
+        applied.append(entry["n"])
+
+    assert journal.drain(apply) is True
+    assert applied == [1, 4]
+    assert Path(journal.rejected_path).read_bytes().splitlines() == [b'{"n": 2, "torn', b'{"n":3,"poison":true}']
+
+
+def test_processes_appending_at_once_leave_whole_lines(tmp_path):
+    path = tmp_path / "exchanges.journal"
+    writer = (
+        "import sys\nfrom services.journal import Journal\n"
+        "journal = Journal(sys.argv[1])\n"
+        "for n in range(100): journal.append({'writer': sys.argv[2], 'n': n, 'text': 'x' * 5000})\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", writer, str(path), str(w)], cwd=ROOT) for w in range(4)]
+    assert [process.wait(timeout=120) for process in processes] == [0] * 4
+
+    entries = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert len(entries) == 400
+    for w in range(4):
+        assert [e["n"] for e in entries if e["writer"] == str(w)] == list(range(100))
+
+
+def test_a_restarted_service_replays_the_journal_it_finds_without_being_asked(make_app):
+    app = make_app()
+    with app.app_context(), unit_of_work() as session:
+        record_turn(session, "ex-1", "restarted", None, [{"role": "user", "content": "before the crash"}])
+    reply = {"role": "assistant", "content": "kept", "message_fields": None, "model": "fake-model"}
+    ending = Ending("ex-1", "restarted", None, MessageStatus.COMPLETED, reply=reply)
+    Journal(app.config["JOURNAL_PATH"]).append(ending.as_entry())
+
+    restarted = make_app(JOURNAL_PATH=app.config["JOURNAL_PATH"])
+
+    expected = [("before the crash", "completed"), ("kept", "completed")]
+    assert poll_until(lambda: [(r["content"], r["status"]) for r in rows_of(restarted, "restarted")] == expected)
+    assert poll_until(lambda: not Journal(app.config["JOURNAL_PATH"]).pending())
