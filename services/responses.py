@@ -10,10 +10,13 @@ moment it arrives finds it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from database import unit_of_work
 from schemas.responses import ResponseRequest
@@ -31,6 +34,8 @@ from services.responses_format import (
     sse,
 )
 from services.responses_store import conversation_object, name_reply_items, record_response, response_chain
+
+log = logging.getLogger(__name__)
 
 
 class StateNotFound(Exception):
@@ -117,7 +122,19 @@ def create_response(
 
 
 def _record(request: ResponseRequest, state: _State, key_id: int | None, answer: ChatAnswer, body: dict) -> None:
-    """The response's own row, written before the answer leaves (read-after-write)."""
+    """The response's own row, written before the answer leaves (read-after-write).
+
+    The exchange itself is recorded by the pipeline (journaled if the database cannot take
+    it); if this row cannot be written, the client still gets the answer the upstream made,
+    which then cannot be retrieved or continued by its id.
+    """
+    try:
+        _write_response(request, key_id, answer, body)
+    except SQLAlchemyError as exc:
+        log.error("response %s answered but not stored (%s): it cannot be continued", body["id"], type(exc).__name__)
+
+
+def _write_response(request: ResponseRequest, key_id: int | None, answer: ChatAnswer, body: dict) -> None:
     with unit_of_work() as session:
         record_response(
             session,
