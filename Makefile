@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # newman (Postman's collection runner) for tests/test_postman_collection.py: pinned in
 # tests/postman/package-lock.json. Only the tests need it (and node/npm); `make run` does not.
 NEWMAN_STAMP := tests/postman/node_modules/.installed
+# The official Node SDK for tests/test_node_sdk.py, pinned in tests/node/package-lock.json.
+NODE_SDK_STAMP := tests/node/node_modules/.installed
 
 .PHONY: install run test lint migrate bench bench-streams clean
 
@@ -19,7 +21,11 @@ $(NEWMAN_STAMP): tests/postman/package.json tests/postman/package-lock.json
 	npm ci --prefix tests/postman --no-audit --no-fund
 	touch $(NEWMAN_STAMP)
 
-install: $(STAMP) $(NEWMAN_STAMP)
+$(NODE_SDK_STAMP): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+	touch $(NODE_SDK_STAMP)
+
+install: $(STAMP) $(NEWMAN_STAMP) $(NODE_SDK_STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/flask --app app db upgrade
@@ -42,4 +48,4 @@ bench-streams: migrate
 	$(BIN)/python bench/streams.py --idle
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache tests/postman/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/postman/node_modules tests/node/node_modules

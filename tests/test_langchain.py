@@ -26,10 +26,7 @@ def test_chatopenai_with_server_side_memory_sends_each_turn_once(live_server, up
     llm = _llm(live_server, default_headers={"X-Conversation-Id": "lc-memory"})
     history = [HumanMessage("My name is Ada.")]
     for question in ("What is my name?", "Say it again."):
-        if stream:
-            reply = "".join(chunk.content for chunk in llm.stream(history))
-        else:
-            reply = llm.invoke(history).content
+        reply = "".join(c.content for c in llm.stream(history)) if stream else llm.invoke(history).content
         history += [AIMessage(reply), HumanMessage(question)]
     llm.invoke(history)
     sent = [m["content"] for m in upstream.chat_requests()[-1]["messages"]]
