@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fake_upstream import FakeUpstream
-from support import CASES_RUN, LiveServer, app_settings, run_migrations
+from support import CASES_RUN, EMPTY_ALL_TABLES, LiveServer, app_settings, run_migrations
 
 from app import create_app
 from extensions import db
@@ -87,7 +87,7 @@ def database_url(request, tmp_path) -> str:
     url = request.getfixturevalue("postgres_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE messages, responses, conversations, api_key_usage, api_keys RESTART IDENTITY"))
+        conn.execute(sa.text(EMPTY_ALL_TABLES))
     engine.dispose()
     return url
 

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from fake_upstream import Status
 from support import (
+    EMPTY_ALL_TABLES,
     LiveServer,
     TcpProxy,
     all_rows,
@@ -158,7 +159,7 @@ def _proxied_app(postgres_url: str, app_factory, **overrides):
     """An app reaching the emptied test database through a relay the test can cut."""
     engine = sa.create_engine(postgres_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE messages, api_key_usage, api_keys RESTART IDENTITY"))
+        conn.execute(sa.text(EMPTY_ALL_TABLES))
     engine.dispose()
     url = sa.make_url(postgres_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
