@@ -27,6 +27,11 @@ from prometheus_client import (
     multiprocess,
 )
 
+# In multiprocess mode a metric writes its file when it is made, here at import. gunicorn's
+# on_starting makes the folder, but a CLI command (flask db upgrade) may run first.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

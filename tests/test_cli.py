@@ -49,3 +49,12 @@ def test_shell_context_has_db_and_models(app):
         context = app.make_shell_context()
     assert context["db"].__class__.__name__ == "SQLAlchemy"
     assert context["Message"].__tablename__ == "messages"
+
+
+def test_migrating_works_before_the_metrics_folder_exists(tmp_path):
+    from support import run_flask, service_env
+
+    env = service_env(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "not-yet" / "metrics"))
+    migrated = run_flask(env, "db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
+    assert (tmp_path / "not-yet" / "metrics").is_dir()
