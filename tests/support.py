@@ -145,6 +145,18 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def upstream_service_env(tmp_path: Path, upstream: FakeUpstream, **extra: str) -> dict[str, str]:
+    """service_env for gunicorn answered by the fake `upstream` (no SDK retries), then `extra`."""
+    return service_env(
+        tmp_path,
+        OPENAI_API_KEY=UPSTREAM_KEY,
+        OPENAI_BASE_URL=upstream.base_url,
+        OPENAI_MODEL="fake-model",
+        OPENAI_MAX_RETRIES="0",
+        **extra,
+    )
+
+
 def run_flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """`flask --app app ARGS...` in its own process with `env`, as an operator runs it."""
     return subprocess.run(

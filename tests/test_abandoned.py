@@ -16,7 +16,15 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 from fake_upstream import Hang, Reply, StreamReply
-from support import UPSTREAM_KEY, LiveServer, Served, bearer, create_client_key, rows_of, run_flask, service_env
+from support import (
+    LiveServer,
+    Served,
+    bearer,
+    create_client_key,
+    rows_of,
+    run_flask,
+    upstream_service_env,
+)
 
 from extensions import db
 from models import Message
@@ -198,15 +206,7 @@ def _worker_pid(served: Served) -> int:
 
 
 def _upstream_env(tmp_path, upstream, **extra) -> dict[str, str]:
-    return service_env(
-        tmp_path,
-        OPENAI_API_KEY=UPSTREAM_KEY,
-        OPENAI_BASE_URL=upstream.base_url,
-        OPENAI_MODEL="fake-model",
-        OPENAI_MAX_RETRIES="0",
-        WEB_CONCURRENCY="1",
-        **extra,
-    )
+    return upstream_service_env(tmp_path, upstream, WEB_CONCURRENCY="1", **extra)
 
 
 def _poll_statuses(env, want: str, seconds: float = 30) -> list[tuple]:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 import sqlalchemy as sa
 from fake_upstream import StreamReply
-from support import UPSTREAM_KEY, Served, delta_texts, service_env, sse_events
+from support import Served, delta_texts, sse_events, upstream_service_env
 
 STREAMS = 200
 HALF_HEADS = 50
@@ -37,13 +37,7 @@ def _statuses(database_url: str) -> dict[str, list[tuple[str, str]]]:
 
 
 def test_default_settings_hold_200_streams_and_serve_past_half_sent_requests(tmp_path, upstream):
-    env = service_env(
-        tmp_path,
-        OPENAI_API_KEY=UPSTREAM_KEY,
-        OPENAI_BASE_URL=upstream.base_url,
-        OPENAI_MODEL="fake-model",
-        OPENAI_MAX_RETRIES="0",
-    )
+    env = upstream_service_env(tmp_path, upstream)
     del env["WEB_CONCURRENCY"]  # service_env's 2 processes: here, the defaults `make run` uses
     resume = threading.Event()
     # Every stream sends its first piece, then waits for `resume`: all 200 are open at once.

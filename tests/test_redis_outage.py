@@ -23,7 +23,7 @@ import pytest
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from support import UPSTREAM_KEY, LiveServer, Served, free_port, service_env
+from support import LiveServer, Served, free_port, upstream_service_env
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
 
@@ -285,12 +285,9 @@ def test_requests_in_flight_when_redis_dies_are_served(redis_servers, limited_ap
 def test_under_gunicorn_each_worker_falls_back_and_the_metric_spans_them(redis_servers, tmp_path, upstream):
     port = free_port()
     server = redis_servers(port)
-    env = service_env(
+    env = upstream_service_env(
         tmp_path,
-        OPENAI_API_KEY=UPSTREAM_KEY,
-        OPENAI_BASE_URL=upstream.base_url,
-        OPENAI_MODEL="fake-model",
-        OPENAI_MAX_RETRIES="0",
+        upstream,
         WEB_CONCURRENCY="2",
         RATELIMIT_ENABLED="true",
         RATELIMIT_STORAGE_URI=server.url,
