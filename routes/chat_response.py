@@ -38,17 +38,24 @@ def respond(
 
     With `conversation_header`, the conversation id is returned in X-Conversation-Id.
     """
-    report = ExchangeReport()
-    g.exchange = report  # the request's log line reads it when the response closes
-    answer = current_app.extensions["chat"].answer(turn, report)
-    if turn.stream:
-        response = Response(stream_with_context(events(answer)), mimetype="text/event-stream")
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through unbuffered
-    else:
-        response = jsonify(shape(answer))
+    answer = current_app.extensions["chat"].answer(turn, exchange_report())
+    response = event_stream(events(answer)) if turn.stream else jsonify(shape(answer))
     if conversation_header:
         response.headers[CONVERSATION_HEADER] = answer.conversation_id
+    return response
+
+
+def exchange_report() -> ExchangeReport:
+    """A new report of this request's exchange, which its log line reads when it closes."""
+    g.exchange = ExchangeReport()
+    return g.exchange
+
+
+def event_stream(events: Iterator[str]) -> Response:
+    """A text/event-stream response relaying `events`, the request context kept for recording."""
+    response = Response(stream_with_context(events), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through unbuffered
     return response
 
 

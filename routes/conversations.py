@@ -27,7 +27,6 @@ from services.conversation import (
     delete_conversation,
     list_conversations,
 )
-from services.responses_store import delete_conversation_state
 
 bp = APIBlueprint("conversations", __name__, abp_tags=[Tag(name="conversations")], abp_security=KEY_REQUIRED)
 
@@ -70,7 +69,6 @@ def erase_conversation(path: UserIdPath):
     """Erase every row of one conversation: 204, and it is gone from any later history."""
     with unit_of_work() as session:
         deleted = delete_conversation(session, path.user_id, current_client_key_id())
-        delete_conversation_state(session, path.user_id, current_client_key_id())  # its responses, metadata
     if not deleted:
         raise ApiError(404, NOT_FOUND)
     return "", 204

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from flask import Response, current_app, g, jsonify, stream_with_context
+from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from auth import current_client_key, current_client_key_id
@@ -19,6 +19,7 @@ from database import unit_of_work
 from errors import ApiError
 from extensions import completion_limit, limiter
 from routes.api_docs import KEY_REQUIRED, responses
+from routes.chat_response import event_stream, exchange_report
 from schemas.responses import (
     ConversationCreate,
     ConversationPath,
@@ -29,7 +30,6 @@ from schemas.responses import (
     ResponsePath,
     ResponseRequest,
 )
-from services.chat import ExchangeReport
 from services.conversation import delete_conversation
 from services.responses import create_response
 from services.responses_format import input_items, items_to_chat_messages, new_id
@@ -37,7 +37,6 @@ from services.responses_store import (
     add_items,
     conversation_items,
     conversation_object,
-    delete_conversation_state,
     delete_item,
     delete_response,
     find_item,
@@ -75,15 +74,8 @@ def _conversation(session, conversation_id: str, key_id: int | None) -> dict:
 @limiter.limit(completion_limit)
 def create(body: ResponseRequest):
     """Create a model response (OpenAI's `responses.create`), plain or streamed."""
-    report = ExchangeReport()
-    g.exchange = report  # the request's log line reads it when the response closes
-    answer = create_response(current_app.extensions["chat"], body, current_client_key(), report)
-    if answer.events is None:
-        return jsonify(answer.body)
-    response = Response(stream_with_context(answer.events), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
+    answer = create_response(current_app.extensions["chat"], body, current_client_key(), exchange_report())
+    return jsonify(answer.body) if answer.events is None else event_stream(answer.events)
 
 
 @bp.get("/responses/<response_id>", responses=_documented(read_only=True))
@@ -176,7 +168,6 @@ def erase_conversation(path: ConversationPath):
     with unit_of_work() as session:
         _conversation(session, path.conversation_id, key_id)
         delete_conversation(session, path.conversation_id, key_id)
-        delete_conversation_state(session, path.conversation_id, key_id)
     return jsonify({"id": path.conversation_id, "object": "conversation.deleted", "deleted": True})
 
 

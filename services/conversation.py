@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, func, insert, literal, select, true, update
+from sqlalchemy import ColumnElement, Row, Table, delete, func, insert, literal, select, true, update
 from sqlalchemy.orm import Session
 
-from models import Message, MessageStatus, StoredResponse, iso_utc
+from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
 from services.tokens import estimate_message_tokens, text_of
 
 MESSAGES = Message.__table__
@@ -36,13 +36,14 @@ ANY_KEY = _AnyKey()
 KeyScope = int | None | _AnyKey
 
 
-def _owned_by(client_key_id: KeyScope) -> ColumnElement[bool]:
-    """The rows of a client key: its own, the keyless ones for None, everyone's for ANY_KEY."""
+def owned_by(client_key_id: KeyScope, table: Table = MESSAGES) -> ColumnElement[bool]:
+    """The rows of `table` (any with an api_key_id) of a client key: its own, the keyless
+    ones for None, everyone's for ANY_KEY."""
     if isinstance(client_key_id, _AnyKey):
         return true()
     if client_key_id is None:
-        return MESSAGES.c.api_key_id.is_(None)
-    return MESSAGES.c.api_key_id == client_key_id
+        return table.c.api_key_id.is_(None)
+    return table.c.api_key_id == client_key_id
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _load_exchanges(session: Session, conversation_id: str, client_key_id: int |
         select(MESSAGES.c.exchange_id, first_id)
         .where(
             MESSAGES.c.user_id == conversation_id,
-            _owned_by(client_key_id),
+            owned_by(client_key_id),
             MESSAGES.c.status == MessageStatus.COMPLETED,
         )
         .group_by(MESSAGES.c.exchange_id)
@@ -173,7 +174,7 @@ def chain_history(
         select(MESSAGES.c.exchange_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.message_fields)
         .where(
             MESSAGES.c.exchange_id.in_(exchange_ids),
-            _owned_by(client_key_id),
+            owned_by(client_key_id),
             MESSAGES.c.status == MessageStatus.COMPLETED,
         )
         .order_by(MESSAGES.c.id)
@@ -282,9 +283,7 @@ def record_reply(
 def record_failure(session: Session, exchange_id: str, error: str) -> None:
     """Mark an exchange failed, keeping it for audit only (never sent as history)."""
     session.execute(
-        update(MESSAGES)
-        .where(MESSAGES.c.exchange_id == exchange_id)
-        .values(status=MessageStatus.FAILED, error=error)
+        update(MESSAGES).where(MESSAGES.c.exchange_id == exchange_id).values(status=MessageStatus.FAILED, error=error)
     )
 
 
@@ -297,7 +296,7 @@ def conversation_rows(session: Session, conversation_id: str, client_key_id: Key
     """Every stored row of a conversation, oldest first, failed and pending ones included."""
     return list(
         session.scalars(
-            select(Message).where(Message.user_id == conversation_id, _owned_by(client_key_id)).order_by(Message.id)
+            select(Message).where(Message.user_id == conversation_id, owned_by(client_key_id)).order_by(Message.id)
         )
     )
 
@@ -324,7 +323,7 @@ def conversation_page(
     """Rows of a conversation with id > `after_id`, oldest first, at most `limit` of them."""
     rows = session.scalars(
         select(Message)
-        .where(Message.user_id == conversation_id, _owned_by(client_key_id), Message.id > after_id)
+        .where(Message.user_id == conversation_id, owned_by(client_key_id), Message.id > after_id)
         .order_by(Message.id)
         .limit(limit + 1)
     ).all()
@@ -338,7 +337,7 @@ def list_conversations(
     """The conversations of a key by id, `limit` at a time after `after_conversation_id`."""
     rows = session.execute(
         select(Message.user_id, func.count(Message.id), func.max(Message.timestamp))
-        .where(_owned_by(client_key_id), Message.user_id > after_conversation_id)
+        .where(owned_by(client_key_id), Message.user_id > after_conversation_id)
         .group_by(Message.user_id)
         .order_by(Message.user_id)
         .limit(limit + 1)
@@ -353,22 +352,23 @@ def list_conversations(
 def conversation_exists(session: Session, conversation_id: str, client_key_id: KeyScope) -> bool:
     """True when at least one row of the conversation is stored."""
     found = session.scalar(
-        select(Message.id).where(Message.user_id == conversation_id, _owned_by(client_key_id)).limit(1)
+        select(Message.id).where(Message.user_id == conversation_id, owned_by(client_key_id)).limit(1)
     )
     return found is not None
 
 
 def delete_conversation(session: Session, conversation_id: str, client_key_id: KeyScope) -> int:
-    """Erase every row of a conversation (pending, failed and completed); return how many."""
-    result = session.execute(
-        delete(MESSAGES).where(MESSAGES.c.user_id == conversation_id, _owned_by(client_key_id))
-    )
+    """Erase a conversation for good: every row (pending, failed and completed), the
+    responses made in it and its Conversations-API record; return how many rows went."""
+    for table in (StoredResponse.__table__, ConversationRecord.__table__):
+        session.execute(delete(table).where(table.c.user_id == conversation_id, owned_by(client_key_id, table)))
+    result = session.execute(delete(MESSAGES).where(MESSAGES.c.user_id == conversation_id, owned_by(client_key_id)))
     return result.rowcount or 0
 
 
 def conversation_usage(session: Session, conversation_id: str, client_key_id: KeyScope) -> dict[str, Any] | None:
     """Exchange counts by status and token totals of a conversation; None when nothing is stored."""
-    mine = (Message.user_id == conversation_id, _owned_by(client_key_id))
+    mine = (Message.user_id == conversation_id, owned_by(client_key_id))
     by_status = dict(
         session.execute(
             select(Message.status, func.count(func.distinct(Message.exchange_id))).where(*mine).group_by(Message.status)
@@ -407,7 +407,7 @@ def rows_batch(
 ) -> list[dict[str, Any]]:
     """Up to `size` rows after `after` (conversation id, row id), in export order, as dicts
     with their api_key_id (an export of every key's rows must say whose each one is)."""
-    query = select(Message).where(_owned_by(client_key_id)).order_by(Message.user_id, Message.id).limit(size)
+    query = select(Message).where(owned_by(client_key_id)).order_by(Message.user_id, Message.id).limit(size)
     if conversation_id is not None:
         query = query.where(Message.user_id == conversation_id, Message.id > after[1])
     else:
@@ -445,9 +445,7 @@ def _unheartbeated(older_than: datetime) -> ColumnElement[bool]:
     # 'pending' rendered as a literal: only then can SQLite's and PostgreSQL's planners
     # (a generic plan too) use the partial index ix_messages_pending_timestamp.
     pending = literal(MessageStatus.PENDING, literal_execute=True)
-    return (MESSAGES.c.status == pending) & (
-        MESSAGES.c.heartbeat_at.is_(None) | (MESSAGES.c.heartbeat_at < older_than)
-    )
+    return (MESSAGES.c.status == pending) & (MESSAGES.c.heartbeat_at.is_(None) | (MESSAGES.c.heartbeat_at < older_than))
 
 
 def abandon_stale(session: Session, older_than: datetime, error: str, batch_size: int) -> list[Row]:

@@ -52,7 +52,6 @@ class _State:
 
     user_id: str
     history_exchanges: tuple[str, ...] | None
-    conversation_id: str | None
 
 
 def _state(request: ResponseRequest, client_key_id: int | None, response_id: str) -> _State:
@@ -67,14 +66,14 @@ def _state(request: ResponseRequest, client_key_id: int | None, response_id: str
                     "previous_response_not_found",
                 )
             user_id, exchanges = chain
-            return _State(user_id if request.store else response_id, exchanges, None)
+            return _State(user_id if request.store else response_id, exchanges)
         conversation = request.conversation_id
         if conversation is not None and conversation_object(session, conversation, client_key_id) is None:
             raise StateNotFound("conversation", f"Conversation with id '{conversation}' not found.", "not_found")
     if conversation is not None:
         # store: false keeps nothing of what was said: its rows join no conversation.
-        return _State(conversation if request.store else response_id, None if request.store else (), conversation)
-    return _State(response_id, (), None)
+        return _State(conversation if request.store else response_id, None if request.store else ())
+    return _State(response_id, ())
 
 
 def _turn(request: ResponseRequest, state: _State, client_key: ClientKey | None) -> ChatTurn:
@@ -113,15 +112,15 @@ def create_response(
     answer = pipeline.answer(_turn(request, state, client_key), report)
     if request.stream:
         translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at)
-        return ResponseAnswer(response_id, events=_events(answer, translator, request, state, key_id))
+        return ResponseAnswer(response_id, events=_events(answer, translator, request, key_id))
     body = response_from_completion(
         request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at
     )
-    _record(request, state, key_id, answer, body)
+    _record(request, key_id, answer, body)
     return ResponseAnswer(response_id, body=body)
 
 
-def _record(request: ResponseRequest, state: _State, key_id: int | None, answer: ChatAnswer, body: dict) -> None:
+def _record(request: ResponseRequest, key_id: int | None, answer: ChatAnswer, body: dict) -> None:
     """The response's own row, written before the answer leaves (read-after-write).
 
     The exchange itself is recorded by the pipeline (journaled if the database cannot take
@@ -155,7 +154,6 @@ def _events(
     answer: ChatAnswer,
     translator: ResponseStreamTranslator,
     request: ResponseRequest,
-    state: _State,
     key_id: int | None,
 ) -> Iterator[str]:
     """The Responses API event stream of a streamed answer; the response is recorded before
@@ -165,11 +163,11 @@ def _events(
     for item in answer.chunks:
         if isinstance(item, UpstreamError):
             events = translator.fail(item.message)
-            _record(request, state, key_id, answer, events[-1]["response"])
+            _record(request, key_id, answer, events[-1]["response"])
             yield from (sse(event) for event in events)
             return
         for event in translator.feed(item):
             yield sse(event)
     events = translator.finish()  # the pipeline has recorded the reply by now
-    _record(request, state, key_id, answer, events[-1]["response"])
+    _record(request, key_id, answer, events[-1]["response"])
     yield from (sse(event) for event in events)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
-from services.conversation import ITEM_IDS, _owned_by, new_exchange_id, replayed, stored_columns
+from services.conversation import ITEM_IDS, new_exchange_id, owned_by, replayed, stored_columns
 from services.responses_format import function_call_item, function_call_output_item, message_item
 from services.tokens import text_of
 
@@ -28,17 +28,13 @@ CONVERSATIONS = ConversationRecord.__table__
 MAX_CHAIN = 10_000  # a chain longer than this is a loop, not a conversation
 
 
-def _key_is(table: Any, client_key_id: int | None) -> Any:
-    return table.c.api_key_id.is_(None) if client_key_id is None else table.c.api_key_id == client_key_id
-
-
 # -- responses ------------------------------------------------------------------------------
 
 
 def stored_response(session: Session, response_id: str, client_key_id: int | None) -> Any:
     """The stored (store: true) response of this key, as a row; None for any other id."""
     return session.execute(
-        select(RESPONSES).where(RESPONSES.c.id == response_id, _key_is(RESPONSES, client_key_id), RESPONSES.c.store)
+        select(RESPONSES).where(RESPONSES.c.id == response_id, owned_by(client_key_id, RESPONSES), RESPONSES.c.store)
     ).first()
 
 
@@ -88,10 +84,10 @@ def conversation_object(session: Session, conversation_id: str, client_key_id: i
     """The conversation as the Conversations API shows it; None when this key has no such one
     (neither created through the API nor written by any chat route)."""
     record = session.execute(
-        select(CONVERSATIONS).where(CONVERSATIONS.c.user_id == conversation_id, _key_is(CONVERSATIONS, client_key_id))
+        select(CONVERSATIONS).where(CONVERSATIONS.c.user_id == conversation_id, owned_by(client_key_id, CONVERSATIONS))
     ).first()
     first = session.scalar(
-        select(func.min(MESSAGES.c.timestamp)).where(MESSAGES.c.user_id == conversation_id, _owned_by(client_key_id))
+        select(func.min(MESSAGES.c.timestamp)).where(MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
     )
     if record is None and first is None:
         return None
@@ -112,20 +108,12 @@ def save_conversation(session: Session, conversation_id: str, client_key_id: int
     """Create the conversation's record, or replace its metadata."""
     updated = session.execute(
         update(CONVERSATIONS)
-        .where(CONVERSATIONS.c.user_id == conversation_id, _key_is(CONVERSATIONS, client_key_id))
+        .where(CONVERSATIONS.c.user_id == conversation_id, owned_by(client_key_id, CONVERSATIONS))
         .values(metadata=metadata)
     ).rowcount
     if not updated:
         session.add(ConversationRecord(api_key_id=client_key_id, user_id=conversation_id, metadata_=metadata))
         session.flush()
-
-
-def delete_conversation_state(session: Session, conversation_id: str, client_key_id: int | None) -> None:
-    """Erase a conversation's record and the responses made in it (its rows go separately)."""
-    session.execute(
-        delete(CONVERSATIONS).where(CONVERSATIONS.c.user_id == conversation_id, _key_is(CONVERSATIONS, client_key_id))
-    )
-    session.execute(delete(RESPONSES).where(RESPONSES.c.user_id == conversation_id, _key_is(RESPONSES, client_key_id)))
 
 
 # -- items ----------------------------------------------------------------------------------
@@ -191,7 +179,7 @@ def conversation_items(session: Session, conversation_id: str, client_key_id: in
         select(MESSAGES)
         .where(
             MESSAGES.c.user_id == conversation_id,
-            _owned_by(client_key_id),
+            owned_by(client_key_id),
             MESSAGES.c.status == MessageStatus.COMPLETED,
         )
         .order_by(MESSAGES.c.id)
@@ -221,7 +209,7 @@ def _row_of(item_id: str) -> int | None:
 
 def _item_row(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> Any:
     """The completed row of the conversation that holds the item `item_id`, or None."""
-    mine = (MESSAGES.c.user_id == conversation_id, _owned_by(client_key_id))
+    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
     completed = MESSAGES.c.status == MessageStatus.COMPLETED
     row_id = _row_of(item_id)
     if row_id is not None:

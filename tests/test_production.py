@@ -11,20 +11,9 @@ import requests
 import sqlalchemy as sa
 from fake_upstream import Hang, Reply
 from prometheus_client.parser import text_string_to_metric_families
-from support import UPSTREAM_KEY, Served, delta_texts, service_env, sse_events
+from support import Served, delta_texts, sse_events, upstream_service_env
 
 WORKER_READY = "LLM upstream: OpenAI at"
-
-
-def _upstream_env(tmp_path, upstream, **extra):
-    return service_env(
-        tmp_path,
-        OPENAI_API_KEY=UPSTREAM_KEY,
-        OPENAI_BASE_URL=upstream.base_url,
-        OPENAI_MODEL="fake-model",
-        OPENAI_MAX_RETRIES="0",
-        **extra,
-    )
 
 
 def _rows(database_url: str) -> list[tuple]:
@@ -38,7 +27,7 @@ def _rows(database_url: str) -> list[tuple]:
 
 
 def test_sigterm_lets_in_flight_requests_finish_and_record_both_turns(tmp_path, upstream):
-    env = _upstream_env(tmp_path, upstream, WEB_CONCURRENCY="1")
+    env = upstream_service_env(tmp_path, upstream, WEB_CONCURRENCY="1")
     served = Served(env)
     served.wait_for(WORKER_READY)
     arrived, release = threading.Event(), threading.Event()
@@ -71,7 +60,7 @@ def test_sigterm_lets_in_flight_requests_finish_and_record_both_turns(tmp_path, 
 
 
 def test_metrics_add_up_across_worker_processes_and_memory_limits_warn(tmp_path, upstream):
-    env = _upstream_env(tmp_path, upstream, WEB_CONCURRENCY="3", GUNICORN_THREADS="4", RATELIMIT_ENABLED="true")
+    env = upstream_service_env(tmp_path, upstream, WEB_CONCURRENCY="3", GUNICORN_THREADS="4", RATELIMIT_ENABLED="true")
     env["RATELIMIT_DEFAULT"] = "10000 per hour"
     env["RATELIMIT_COMPLETION"] = "10000 per minute"
     served = Served(env)
@@ -119,7 +108,7 @@ def _limited_pair(tmp_path, upstream, storage: str):
     for name in ("host-a", "host-b"):
         folder = tmp_path / name
         folder.mkdir()
-        env = _upstream_env(folder, upstream, WEB_CONCURRENCY="2", RATELIMIT_ENABLED="true")
+        env = upstream_service_env(folder, upstream, WEB_CONCURRENCY="2", RATELIMIT_ENABLED="true")
         env.update(
             {
                 "RATELIMIT_STORAGE_URI": storage,
@@ -157,7 +146,7 @@ def test_memory_storage_counts_per_process_which_is_why_redis_is_needed(tmp_path
 
 
 def test_sqlite_takes_many_concurrent_writers_without_locking_errors(tmp_path, upstream):
-    env = _upstream_env(tmp_path, upstream, WEB_CONCURRENCY="3", GUNICORN_THREADS="8")
+    env = upstream_service_env(tmp_path, upstream, WEB_CONCURRENCY="3", GUNICORN_THREADS="8")
     served = Served(env)
     users = [f"writer-{n}" for n in range(20)]
     total = 200
@@ -198,7 +187,7 @@ def test_sqlite_takes_many_concurrent_writers_without_locking_errors(tmp_path, u
 def test_a_stream_longer_than_the_worker_timeout_completes(tmp_path, upstream):
     from fake_upstream import StreamReply
 
-    env = _upstream_env(tmp_path, upstream, WEB_CONCURRENCY="1", TIMEOUT="2")
+    env = upstream_service_env(tmp_path, upstream, WEB_CONCURRENCY="1", TIMEOUT="2")
     served = Served(env)
     resume = threading.Event()
     upstream.enqueue(StreamReply(["slow ", "but ", "complete"], hold_after=1, resume=resume))
