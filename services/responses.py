@@ -33,7 +33,13 @@ from services.responses_format import (
     response_from_completion,
     sse,
 )
-from services.responses_store import conversation_object, name_reply_items, record_response, response_chain
+from services.responses_store import (
+    conversation_exchanges,
+    conversation_object,
+    name_reply_items,
+    record_response,
+    response_chain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +74,15 @@ def _state(request: ResponseRequest, client_key_id: int | None, response_id: str
             user_id, exchanges = chain
             return _State(user_id if request.store else response_id, exchanges)
         conversation = request.conversation_id
-        if conversation is not None and conversation_object(session, conversation, client_key_id) is None:
+        if conversation is None:
+            return _State(response_id, ())
+        if conversation_object(session, conversation, client_key_id) is None:
             raise StateNotFound("conversation", f"Conversation with id '{conversation}' not found.", "not_found")
-    if conversation is not None:
-        # store: false keeps nothing of what was said: its rows join no conversation.
-        return _State(conversation if request.store else response_id, None if request.store else ())
-    return _State(response_id, ())
+        if request.store:
+            return _State(conversation, None)
+        # store: false keeps nothing of what was said: its rows join no conversation, but
+        # the conversation's items still go first.
+        return _State(response_id, conversation_exchanges(session, conversation, client_key_id))
 
 
 def _turn(request: ResponseRequest, state: _State, client_key: ClientKey | None) -> ChatTurn:

@@ -54,6 +54,22 @@ def response_chain(session: Session, response_id: str, client_key_id: int | None
     return user_id, tuple(reversed(exchanges))
 
 
+def conversation_exchanges(session: Session, conversation_id: str, client_key_id: int | None) -> tuple[str, ...]:
+    """The conversation's completed exchanges, oldest first: its history as a chain."""
+    first_id = func.min(MESSAGES.c.id).label("first_id")
+    rows = session.execute(
+        select(MESSAGES.c.exchange_id, first_id)
+        .where(
+            MESSAGES.c.user_id == conversation_id,
+            owned_by(client_key_id),
+            MESSAGES.c.status == MessageStatus.COMPLETED,
+        )
+        .group_by(MESSAGES.c.exchange_id)
+        .order_by(first_id)
+    ).all()
+    return tuple(row.exchange_id for row in rows)
+
+
 def record_response(session: Session, **columns: Any) -> None:
     """Store one response (its id, key, exchange, conversation, chain link, store flag, status, body)."""
     session.execute(insert(RESPONSES), [columns])

@@ -277,3 +277,13 @@ def test_a_responses_output_items_are_the_conversations_items(sdk, upstream, str
     sdk.conversations.items.delete(call.id, conversation_id=conversation)
     remaining = [item.id for item in sdk.conversations.items.list(conversation, order="asc").data]
     assert call.id not in remaining and response.output[0].id in remaining
+
+
+def test_store_false_in_a_conversation_sends_its_items_but_adds_none(sdk, upstream):
+    conversation = sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "I like Comté."}])
+    response = sdk.responses.create(
+        model="fake-model", input="What do I like?", conversation=conversation.id, store=False
+    )
+    assert response.output_text == "echo: What do I like?"
+    assert [m["content"] for m in _sent(upstream)] == ["I like Comté.", "What do I like?"]
+    assert len(sdk.conversations.items.list(conversation.id).data) == 1  # nothing of it was kept
