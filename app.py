@@ -25,9 +25,8 @@ from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
 from schemas import CONVERSATION_HEADER
 from services.chat import ChatPipeline, ChatSettings
-from services.journal import Journal
 from services.llm import build_llm
-from services.settlement import ExchangeRecorder
+from services.settlement import ExchangeRecorder, Journal
 from telemetry import REQUEST_ID_HEADER, register_request_telemetry
 
 

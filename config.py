@@ -109,7 +109,8 @@ def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """History, request bounds, limits, keys and logs."""
-    return {        "SYSTEM_PROMPT": _str(env, "SYSTEM_PROMPT", ""),
+    return {
+        "SYSTEM_PROMPT": _str(env, "SYSTEM_PROMPT", ""),
         "HISTORY_MAX_MESSAGES": _int(env, "HISTORY_MAX_MESSAGES", 50),
         "HISTORY_MAX_TOKENS": _int(env, "HISTORY_MAX_TOKENS", 3000),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),

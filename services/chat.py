@@ -21,9 +21,11 @@ is given so the request's log line and metrics can say what happened.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from database import unit_of_work
@@ -39,14 +41,27 @@ from services.conversation import (
     rebuild_history,
     record_turn,
     stored_columns,
+    touch_pending,
     without_content,
 )
-from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
+from services.llm import (
+    ChatStream,
+    Completion,
+    OfflineChat,
+    OpenAIChat,
+    UpstreamError,
+    completion_cap,
+    estimate_message_tokens,
+    estimate_text_tokens,
+    text_of,
+)
 from services.settlement import Ending, ExchangeRecorder
-from services.sweeper import heartbeat_seconds, keep_alive
-from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# A stream's rows are touched at most this often (and at least every quarter cut-off).
+HEARTBEAT_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -342,3 +357,40 @@ class ChatPipeline:
         if answer is None:
             answer = estimate_text_tokens(completion.text)
         return prompt, answer
+
+
+def heartbeat_seconds(config: Mapping[str, Any]) -> float:
+    """How often a live stream touches its rows: a quarter of the cut-off, at most 30 s.
+
+    A stream is silent at most OPENAI_TIMEOUT between chunks (the SDK fails it after
+    that), so its rows are never older than heartbeat + OPENAI_TIMEOUT, which the derived
+    cut-off (OPENAI_TIMEOUT + at least 60 s) always exceeds.
+    """
+    return min(HEARTBEAT_MAX_SECONDS, config["ABANDON_AFTER_SECONDS"] / 4)
+
+
+def keep_alive(chunks: Iterable[T], exchange_id: str, every: float, since: float) -> Iterator[T]:
+    """Yield `chunks`, touching the exchange's pending rows each time `every` seconds have
+    passed (time.perf_counter) since `since` or the last touch. A failed touch is logged
+    and the stream goes on: the reply matters more than the heartbeat."""
+    last = since
+    iterator = iter(chunks)
+    try:
+        for chunk in iterator:
+            if every > 0 and time.perf_counter() - last >= every:
+                last = time.perf_counter()
+                _touch(exchange_id)
+            yield chunk
+    finally:
+        # Closed early (the client left): close the chunks as `yield from` would have.
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def _touch(exchange_id: str) -> None:
+    try:
+        with unit_of_work() as session:
+            touch_pending(session, exchange_id, datetime.now(UTC))
+    except Exception as exc:  # the database is down: the stream itself may still finish
+        log.warning("Could not mark exchange %s alive: %s", exchange_id, type(exc).__name__)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Table, delete, func, insert, literal, select, true, update
 from sqlalchemy.orm import Session
 
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
-from services.tokens import estimate_message_tokens, text_of
+from services.llm import estimate_message_tokens, text_of
 
 MESSAGES = Message.__table__
 
@@ -243,6 +243,7 @@ def record_turn(
 ) -> None:
     """Store the new messages of an exchange as `pending` rows of the conversation."""
     # Core statements on the table: no ORM bookkeeping for rows we never read back.
+    now = datetime.now(UTC)
     session.execute(
         insert(MESSAGES),
         [
@@ -251,6 +252,7 @@ def record_turn(
                 "exchange_id": exchange_id,
                 "api_key_id": client_key_id,
                 "status": MessageStatus.PENDING,
+                "timestamp": now,
                 **stored_columns(message),
             }
             for message in messages
@@ -276,7 +278,8 @@ def record_reply(
     if not result.rowcount:
         return False
     row = {"user_id": conversation_id, "exchange_id": exchange_id, "api_key_id": client_key_id}
-    session.execute(insert(MESSAGES), [{**row, "status": status, "error": error, **reply}])
+    row.update(status=status, error=error, timestamp=datetime.now(UTC))
+    session.execute(insert(MESSAGES), [{**row, **reply}])
     return True
 
 

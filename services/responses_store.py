@@ -11,7 +11,7 @@ function takes the caller's session and never commits; each filters by client ke
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
 from services.conversation import ITEM_IDS, new_exchange_id, owned_by, replayed, stored_columns
+from services.llm import text_of
 from services.responses_format import function_call_item, function_call_output_item, message_item
-from services.tokens import text_of
 
 MESSAGES = Message.__table__
 RESPONSES = StoredResponse.__table__
@@ -72,7 +72,7 @@ def conversation_exchanges(session: Session, conversation_id: str, client_key_id
 
 def record_response(session: Session, **columns: Any) -> None:
     """Store one response (its id, key, exchange, conversation, chain link, store flag, status, body)."""
-    session.execute(insert(RESPONSES), [columns])
+    session.execute(insert(RESPONSES), [{"created_at": datetime.now(UTC), **columns}])
 
 
 def delete_response(session: Session, response_id: str, client_key_id: int | None) -> bool:

@@ -7,9 +7,9 @@ than a call), nobody settles it. Once it is older than any call can last
 sweeper closes it as `abandoned` with ABANDONED_ERROR and charges its key the estimated
 prompt tokens of its stored messages (the upstream most likely received and billed them).
 
-A stream may legitimately run longer than that: while one is relayed, `keep_alive` touches its
-pending rows (`heartbeat_at`) every `heartbeat_seconds`, so only a stream whose process died
-goes quiet.
+A stream may legitimately run longer than that: while one is relayed, the chat pipeline
+(services/chat.py, `keep_alive`) touches its pending rows (`heartbeat_at`) every
+`heartbeat_seconds`, so only a stream whose process died goes quiet.
 
 Several sweepers (every worker of every host, plus cron's `flask messages sweep`) never charge
 an exchange twice: each batch is one UPDATE ... RETURNING that re-checks the status, and the
@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -35,8 +34,8 @@ from sqlalchemy.orm import Session
 from config import abandon_after_seconds
 from database import unit_of_work
 from services.client_keys import charge_usage
-from services.conversation import abandon_stale, replayed, touch_pending
-from services.tokens import estimate_message_tokens
+from services.conversation import abandon_stale, replayed
+from services.llm import estimate_message_tokens
 
 log = logging.getLogger("gateway.sweeper")
 
@@ -45,8 +44,6 @@ ABANDONED_ERROR = "abandoned: the process serving this exchange stopped before t
 BATCH_SIZE = 200
 # pg_try_advisory_xact_lock's key for "sweeping abandoned exchanges" (any fixed bigint).
 SWEEP_LOCK_KEY = 7_311_412_116_012_411_501
-# A stream's rows are touched at most this often (and at least every quarter cut-off).
-HEARTBEAT_MAX_SECONDS = 30.0
 
 T = TypeVar("T")
 
@@ -60,43 +57,6 @@ class SweepResult:
     charged_tokens: int = 0
     skipped: bool = False
     rows: int = 0
-
-
-def heartbeat_seconds(config: Mapping[str, Any]) -> float:
-    """How often a live stream touches its rows: a quarter of the cut-off, at most 30 s.
-
-    A stream is silent at most OPENAI_TIMEOUT between chunks (the SDK fails it after
-    that), so its rows are never older than heartbeat + OPENAI_TIMEOUT, which the derived
-    cut-off (OPENAI_TIMEOUT + at least 60 s) always exceeds.
-    """
-    return min(HEARTBEAT_MAX_SECONDS, config["ABANDON_AFTER_SECONDS"] / 4)
-
-
-def keep_alive(chunks: Iterable[T], exchange_id: str, every: float, since: float) -> Iterator[T]:
-    """Yield `chunks`, touching the exchange's pending rows each time `every` seconds have
-    passed (time.perf_counter) since `since` or the last touch. A failed touch is logged
-    and the stream goes on: the reply matters more than the heartbeat."""
-    last = since
-    iterator = iter(chunks)
-    try:
-        for chunk in iterator:
-            if every > 0 and time.perf_counter() - last >= every:
-                last = time.perf_counter()
-                _touch(exchange_id)
-            yield chunk
-    finally:
-        # Closed early (the client left): close the chunks as `yield from` would have.
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
-
-
-def _touch(exchange_id: str) -> None:
-    try:
-        with unit_of_work() as session:
-            touch_pending(session, exchange_id, datetime.now(UTC))
-    except Exception as exc:  # the database is down: the stream itself may still finish
-        log.warning("Could not mark exchange %s alive: %s", exchange_id, type(exc).__name__)
 
 
 def _claim(session: Session) -> bool:
