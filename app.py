@@ -7,19 +7,19 @@ import os
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, Response, request
+from flask import Flask
 from flask_cors import CORS
 from flask_openapi3 import Info, OpenAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from auth import register_authentication
+from auth import limiter, register_authentication
 from cli import register_commands
 from config import load_settings, resolve_defaults, validate_settings
 from database import WRITER_QUEUE, configure_engine, engine_options, writer_queue_for
 from errors import register_error_handlers, reject_invalid
-from extensions import LIMITER_RETRY_AFTER, db, limiter, migrate
+from extensions import db, migrate
 from logformat import JsonFormatter
 from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
@@ -48,8 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure(app, test_config)
     trust_proxies(app)
     configure_logging(app)
-    register_request_telemetry(app)  # first, so even a rate-limited request is timed and logged
-    register_response_headers(app)  # before the limiter's, so it runs after it
+    register_request_telemetry(app)  # first: its response hook runs last, after the limiter's headers
     register_authentication(app)  # before the limiter, which counts per key
     register_cors(app)
     register_extensions(app)
@@ -96,26 +95,6 @@ def trust_proxies(app: Flask) -> None:
     hops = app.config["TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
-
-
-def register_response_headers(app: Flask) -> None:
-    """The headers clients act on, set in one place whatever produced the answer."""
-
-    @app.after_request
-    def response_headers(response: Response) -> Response:
-        # JSON and event streams only: never let a browser sniff them into something else.
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        # Retry-After makes SDK clients wait before their automatic retries: it belongs on
-        # a 429 (our limit's window, or the budget's reset) and a 503 (the upstream's
-        # value, or the database's), and nowhere else.
-        window = response.headers.pop(LIMITER_RETRY_AFTER, None)
-        if response.status_code == 429 and "Retry-After" not in response.headers and window is not None:
-            response.headers["Retry-After"] = window
-        elif response.status_code not in (429, 503):
-            response.headers.pop("Retry-After", None)
-        if response.status_code == 204 or (request.method == "OPTIONS" and not response.content_length):
-            response.headers.pop("Content-Type", None)  # no body, no type
-        return response
 
 
 def register_cors(app: Flask) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from schemas import rejection_of
+from schemas import BodyRejected, rejection_of
 from services.chat import TurnRejected
 from services.client_keys import BudgetSpent
 from services.llm import UpstreamError
@@ -85,6 +85,10 @@ def _state_not_found(exc: StateNotFound):
     return error_response(400, exc.message, details=[{"field": exc.param, "message": "not found"}], code=exc.code)
 
 
+def _body_rejected(exc: BodyRejected):
+    return error_response(exc.status, exc.message, **({"details": exc.details} if exc.details else {}))
+
+
 def _api_error(exc: ApiError):
     return error_response(exc.status, exc.message, exc.headers, **exc.extra)
 
@@ -153,6 +157,7 @@ def _unexpected(exc: Exception):
 _HANDLERS = (
     (TurnRejected, _turn_rejected),
     (StateNotFound, _state_not_found),
+    (BodyRejected, _body_rejected),
     (ApiError, _api_error),
     (UpstreamError, _upstream_error),
     (BudgetSpent, _budget_spent),

@@ -1,4 +1,5 @@
-"""Request ids, one structured (JSON) log line per request, and Prometheus metrics.
+"""What every response carries: a request id, the headers clients act on (nosniff,
+Retry-After), one structured (JSON) log line, and Prometheus metrics.
 
 Metrics work across gunicorn's processes through prometheus_client's multiprocess mode:
 gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before the workers start, and /metrics
@@ -33,6 +34,8 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Flask-Limiter writes its window here (auth.py), and the response hook makes it Retry-After on a 429.
+LIMITER_RETRY_AFTER = "X-Limiter-Retry-After"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_log = logging.getLogger("gateway.request")
@@ -78,6 +81,7 @@ def register_request_telemetry(app: Flask) -> None:
 
     @app.after_request
     def log_request(response: Response) -> Response:
+        set_client_headers(response)
         request_id = g.get("request_id") or uuid.uuid4().hex
         response.headers[REQUEST_ID_HEADER] = request_id
         request_fields = {
@@ -97,6 +101,22 @@ def register_request_telemetry(app: Flask) -> None:
         else:
             _finish_request(request_fields, g._get_current_object())
         return response
+
+
+def set_client_headers(response: Response) -> None:
+    """The headers clients act on, set in one place whatever produced the answer."""
+    # JSON and event streams only: never let a browser sniff them into something else.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # Retry-After makes SDK clients wait before their automatic retries: it belongs on
+    # a 429 (our limit's window, or the budget's reset) and a 503 (the upstream's
+    # value, or the database's), and nowhere else.
+    window = response.headers.pop(LIMITER_RETRY_AFTER, None)
+    if response.status_code == 429 and "Retry-After" not in response.headers and window is not None:
+        response.headers["Retry-After"] = window
+    elif response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    if response.status_code == 204 or (request.method == "OPTIONS" and not response.content_length):
+        response.headers.pop("Content-Type", None)  # no body, no type
 
 
 def _finish_request(fields: dict[str, Any], request_globals: Any) -> None:

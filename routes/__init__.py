@@ -3,12 +3,11 @@
 from flask_openapi3 import OpenAPI
 
 from routes.api_docs import register_docs_routes
-from routes.completions import bp as completions_bp
+from routes.chat import completions_bp, openai_bp
 from routes.conversations import bp as conversations_bp
 from routes.health import bp as health_bp
-from routes.openai_compat import bp as openai_compat_bp
-from routes.request_body import register_body_checks
 from routes.responses import bp as responses_bp
+from schemas import register_body_checks
 
 
 def register_blueprints(app: OpenAPI) -> None:
@@ -17,6 +16,6 @@ def register_blueprints(app: OpenAPI) -> None:
     app.register_api(completions_bp)
     app.register_api(conversations_bp)
     app.register_api(health_bp)
-    app.register_api(openai_compat_bp)
+    app.register_api(openai_bp)
     app.register_api(responses_bp)
     register_docs_routes(app)
