@@ -1,0 +1,102 @@
+"""The path of one chat request through the project's files, traced as it runs.
+
+Every chat route, plain and streamed, with client keys and rate limits on: the files of
+the project whose code runs for the request number at most 10, and control flows one way
+through them: a file never calls into a file that is (directly or not) its caller, and
+the server enters the project only through the request hooks and the route, which a
+stream's server resumes chunk by chunk. README's Layout section writes this path out.
+"""
+
+from __future__ import annotations
+
+import sys
+from graphlib import CycleError, TopologicalSorter
+
+import pytest
+from support import ROOT, bearer, create_client_key
+
+PROJECT = str(ROOT) + "/"
+# The files the server may call into: the request hooks (id and clock, key, limits, the
+# body's checks) and the route, whose generator a stream's server resumes chunk by chunk.
+HOOKS = {"telemetry.py", "auth.py", "schemas/__init__.py"}
+CHAT_ROUTES = [
+    ("/openai-completion", {"prompt": "hello"}),
+    ("/process-payload", {"messages": [{"role": "user", "content": "hello"}], "temperature": 0.5}),
+    ("/v1/chat/completions", {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}),
+]
+
+
+def _project_file(filename: str) -> str | None:
+    if not filename.startswith(PROJECT) or "/.venv/" in filename or "/tests/" in filename:
+        return None
+    return filename[len(PROJECT) :]
+
+
+def _caller_file(frame) -> str:
+    """The project file of the nearest project frame that called `frame`, or "<server>"."""
+    caller = frame.f_back
+    while caller is not None and _project_file(caller.f_code.co_filename) is None:
+        caller = caller.f_back
+    return _project_file(caller.f_code.co_filename) if caller is not None else "<server>"
+
+
+def trace_request(client, path: str, body: dict, headers: dict) -> tuple[int, set[tuple[str, str]]]:
+    """Send one request (reading a streamed body to its end); its status and the calls
+    between files it made: (caller file, called file), the server being "<server>"."""
+    calls: set[tuple[str, str]] = set()
+
+    def profile(frame, event, _arg) -> None:
+        if event != "call":
+            return
+        called = _project_file(frame.f_code.co_filename)
+        if called is not None:
+            caller = _caller_file(frame)
+            if caller != called:
+                calls.add((caller, called))
+
+    sys.setprofile(profile)
+    try:
+        response = client.post(path, json=body, headers=headers)
+        response.get_data()
+        response.close()
+    finally:
+        sys.setprofile(None)
+    return response.status_code, calls
+
+
+@pytest.fixture
+def traced_app(make_app):
+    app = make_app(REQUIRE_API_KEY=True, RATELIMIT_ENABLED=True, RATELIMIT_COMPLETION="1000/minute")
+    return app, bearer(create_client_key(app))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("path,body", CHAT_ROUTES, ids=[route for route, _ in CHAT_ROUTES])
+def test_a_chat_request_runs_through_at_most_ten_files_one_way(traced_app, path, body, stream):
+    app, key = traced_app
+    client = app.test_client()
+    body = {**body, "stream": stream}
+    client.post(path, json=body, headers=key).get_data()  # first use: imports, caches
+
+    status, calls = trace_request(client, path, body, key)
+
+    assert status == 200
+    files = {called for _, called in calls}
+    assert len(files) <= 10, sorted(files)
+    route = "routes/chat.py"
+    assert route in files and "services/chat.py" in files and "services/llm.py" in files
+    entered_by_server = {called for caller, called in calls if caller == "<server>"}
+    assert entered_by_server <= HOOKS | {route}, sorted(entered_by_server)
+    graph: dict[str, set[str]] = {}
+    for caller, called in calls:
+        if caller != "<server>":
+            graph.setdefault(called, set()).add(caller)
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as exc:  # a file called back into one of its callers
+        pytest.fail(f"control returns to a file it left: {exc.args[1]}")
+    # README's path names every file the request runs through.
+    readme = (ROOT / "README.md").read_text()
+    written = readme.split("**One request, `POST /openai-completion`")[1].split("\n## ")[0]
+    for name in files:
+        assert f"`{name}`" in written, f"README's path does not name {name}"
