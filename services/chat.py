@@ -33,8 +33,8 @@ from models import MessageStatus
 from services.client_keys import ClientKey, Reservation, reserve_budget
 from services.conversation import (
     UNLIMITED,
+    History,
     HistoryLimits,
-    already_stored,
     chain_history,
     new_conversation_id,
     new_exchange_id,
@@ -231,8 +231,8 @@ class ChatPipeline:
             history = self._history(session, turn, conversation_id, key_id, leading)
             # A client that sends its whole conversation each turn (LangChain does) repeats
             # what memory holds: only what is new is stored and sent after the history.
-            new = turn.messages[already_stored(history, turn.messages) :]
-            context = [*leading, *history, *new]
+            new = turn.messages[history.repeated :]
+            context = [*leading, *history.messages, *new]
             reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn))
             stored = new if turn.store_content else [without_content(m) for m in new]
             record_turn(session, exchange_id, conversation_id, key_id, stored)
@@ -245,17 +245,16 @@ class ChatPipeline:
 
     def _history(
         self, session: Any, turn: ChatTurn, conversation_id: str, key_id: int | None, leading: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """The stored messages sent before the new ones: the turn's chain, or its conversation's."""
+    ) -> History:
+        """The stored messages sent before the new ones (the turn's chain, or its
+        conversation's), and how many of the turn's messages repeat them."""
         if turn.history_exchanges is None and turn.conversation_id is None:
-            return []  # a conversation just made up has none
+            return History([])  # a conversation just made up has none
         limits = self.settings.history if turn.trim_history else UNLIMITED
-        reserved = sum(estimate_message_tokens(m) for m in [*leading, *turn.messages])
-        # The new turn answers the newest exchange's tool calls: that exchange must be kept.
-        answers_tools = bool(turn.messages) and turn.messages[0].get("role") == "tool"
+        leading_tokens = sum(estimate_message_tokens(m) for m in leading)
         if turn.history_exchanges is not None:
-            return chain_history(session, turn.history_exchanges, key_id, limits, reserved, keep_newest=answers_tools)
-        return rebuild_history(session, conversation_id, key_id, limits, reserved, keep_newest=answers_tools)
+            return chain_history(session, turn.history_exchanges, key_id, limits, turn.messages, leading_tokens)
+        return rebuild_history(session, conversation_id, key_id, limits, turn.messages, leading_tokens)
 
     @staticmethod
     def _call_args(turn: ChatTurn) -> dict[str, Any]:

@@ -13,6 +13,7 @@ changes another key's rows. Only the operator's CLI passes ANY_KEY.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -138,24 +139,33 @@ def trim_exchanges(
     return kept
 
 
+@dataclass(frozen=True)
+class History:
+    """The stored messages a turn is sent after, and how many of the turn's own leading
+    messages repeat stored ones (a client that resends its conversation: not new)."""
+
+    messages: list[dict[str, Any]]
+    repeated: int = 0
+
+
 def rebuild_history(
     session: Session,
     conversation_id: str,
     client_key_id: int | None,
     limits: HistoryLimits,
+    turn: Sequence[dict[str, Any]] = (),
     reserved_tokens: int = 0,
     keep_newest: bool = False,
-) -> list[dict[str, Any]]:
-    """The stored conversation to send the model: whole completed exchanges, oldest first,
-    each message as it was, trimmed to `limits` after `reserved_tokens` (what is always
-    sent) are counted. `keep_newest`: the new turn answers the newest exchange's tool
-    calls, so that exchange is kept whatever it costs."""
+) -> History:
+    """The stored conversation to send the model before `turn`: whole completed exchanges,
+    oldest first, each message as it was, trimmed to `limits` after `reserved_tokens` (what
+    is always sent) and the turn's new messages are counted. `keep_newest` keeps the newest
+    exchange whatever it costs (as when the turn answers its tool calls)."""
     if limits.max_messages <= 0:
-        return []
+        return History([])
     rows = _load_exchanges(session, conversation_id, client_key_id, newest=limits.max_messages)
     exchanges = [[replayed(m.role, m.content, m.message_fields) for m in exchange] for exchange in rows]
-    kept = trim_exchanges(exchanges, limits, reserved_tokens, keep_newest=keep_newest)
-    return [message for exchange in kept for message in exchange]
+    return _fitted(exchanges, turn, limits, reserved_tokens, keep_newest)
 
 
 def chain_history(
@@ -163,13 +173,14 @@ def chain_history(
     exchange_ids: tuple[str, ...],
     client_key_id: int | None,
     limits: HistoryLimits,
+    turn: Sequence[dict[str, Any]] = (),
     reserved_tokens: int = 0,
     keep_newest: bool = False,
-) -> list[dict[str, Any]]:
+) -> History:
     """The completed exchanges `exchange_ids` (a chain, oldest first) as history, each
     message as it was, trimmed as rebuild_history trims a conversation."""
     if not exchange_ids:
-        return []
+        return History([])
     rows = session.execute(
         select(MESSAGES.c.exchange_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.message_fields)
         .where(
@@ -183,8 +194,26 @@ def chain_history(
     for row in rows:
         grouped.setdefault(row.exchange_id, []).append(replayed(row.role, row.content, row.message_fields))
     exchanges = [grouped[exchange_id] for exchange_id in exchange_ids if exchange_id in grouped]
-    kept = trim_exchanges(exchanges, limits, reserved_tokens, keep_newest=keep_newest)
-    return [message for exchange in kept for message in exchange]
+    return _fitted(exchanges, turn, limits, reserved_tokens, keep_newest)
+
+
+def _fitted(
+    exchanges: list[list[dict[str, Any]]],
+    turn: Sequence[dict[str, Any]],
+    limits: HistoryLimits,
+    reserved_tokens: int,
+    keep_newest: bool,
+) -> History:
+    """The exchanges trimmed to what the window leaves once the turn's new messages are
+    counted; which of the turn's messages are new is decided against everything loaded,
+    before trimming, so a resent conversation longer than the window is still recognised."""
+    repeated = already_stored([m for exchange in exchanges for m in exchange], list(turn))
+    new = turn[repeated:]
+    reserved = reserved_tokens + sum(estimate_message_tokens(m) for m in new)
+    # A turn that answers the newest exchange's tool calls needs that exchange, whatever it costs.
+    keep_newest = keep_newest or (bool(new) and new[0].get("role") == "tool")
+    kept = trim_exchanges(exchanges, limits, reserved, keep_newest=keep_newest)
+    return History([message for exchange in kept for message in exchange], repeated)
 
 
 def _sameness(message: dict[str, Any]) -> tuple:

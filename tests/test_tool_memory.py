@@ -9,7 +9,7 @@ import json
 import openai
 import pytest
 from fake_upstream import Reply, tool_call, tool_history_error
-from support import rows_of
+from support import LiveServer, rows_of
 
 from services.conversation import HistoryLimits, trim_exchanges
 
@@ -167,3 +167,29 @@ def test_a_repeated_one_message_turn_is_still_a_new_turn(sdk, app, upstream):
     _ask(sdk, [{"role": "user", "content": "yes"}], "repeat", False)
     _ask(sdk, [{"role": "user", "content": "yes"}], "repeat", False)
     assert [m["content"] for m in upstream.chat_requests()[-1]["messages"]] == ["yes", "echo: yes", "yes"]
+
+
+def test_a_client_that_resends_a_history_longer_than_the_window_stores_each_turn_once(make_app, upstream):
+    """The resent turns must not count against the history's token window before they are
+    known to be repeats: with a window the resent history overflows, stored history was
+    trimmed to nothing, nothing matched, and every turn stored the whole conversation again."""
+    app = make_app(HISTORY_MAX_TOKENS=120)
+    server = LiveServer(app)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused-by-default", max_retries=0)
+    try:
+        history: list[dict] = []
+        for turn in range(6):
+            history.append({"role": "user", "content": f"turn {turn}: " + "lorem ipsum dolor " * 5})
+            history.append(_ask(client, history, "long-resender", stream=False))
+    finally:
+        client.close()
+        server.stop()
+
+    stored = rows_of(app, "long-resender")
+    assert len(stored) == len(history) == 12
+    assert [row["content"] for row in stored] == [m["content"] for m in history]
+    # The last call got the newest turns once each, oldest first, as many as the window holds.
+    sent = [m["content"] for m in upstream.chat_requests()[-1]["messages"]]
+    earlier = [m["content"] for m in history[:-1]]
+    assert 1 < len(sent) < len(earlier)
+    assert sent == earlier[-len(sent) :]
