@@ -36,10 +36,9 @@ from services.responses_format import (
 from services.responses_store import (
     conversation_exchanges,
     conversation_object,
-    name_reply_items,
-    record_response,
     response_chain,
 )
+from services.settlement import ResponseRecord
 
 log = logging.getLogger(__name__)
 
@@ -121,45 +120,44 @@ def create_response(
     answer = pipeline.answer(_turn(request, state, client_key), report)
     if request.stream:
         translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at)
-        return ResponseAnswer(response_id, events=_events(answer, translator, request, key_id))
+        return ResponseAnswer(response_id, events=_events(pipeline, answer, translator, request, key_id))
     body = response_from_completion(
         request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at
     )
-    _record(request, key_id, answer, body)
+    _record(pipeline, request, key_id, answer, body)
     return ResponseAnswer(response_id, body=body)
 
 
-def _record(request: ResponseRequest, key_id: int | None, answer: ChatAnswer, body: dict) -> None:
+def _record(
+    pipeline: ChatPipeline, request: ResponseRequest, key_id: int | None, answer: ChatAnswer, body: dict
+) -> None:
     """The response's own row, written before the answer leaves (read-after-write).
 
-    The exchange itself is recorded by the pipeline (journaled if the database cannot take
-    it); if this row cannot be written, the client still gets the answer the upstream made,
-    which then cannot be retrieved or continued by its id.
+    The exchange itself is recorded by the pipeline; the row goes the same way (retried,
+    else journaled behind the exchange's ending, and recorded once the database is back).
+    Only if the journal cannot take it either is it lost: the client still gets the answer
+    the upstream made, which then cannot be retrieved or continued by its id.
     """
+    columns = {
+        "id": body["id"],
+        "api_key_id": key_id,
+        "exchange_id": answer.exchange_id,
+        "user_id": answer.conversation_id,
+        "previous_response_id": request.previous_response_id,
+        "store": request.store,
+        "status": body["status"],
+        "body": body if request.store else None,
+    }
+    # A stored response's conversation lists its output under the ids the response gave it.
+    item_ids = [item["id"] for item in body["output"]] if request.store else None
     try:
-        _write_response(request, key_id, answer, body)
+        pipeline.recorder.record(ResponseRecord(columns, item_ids))
     except SQLAlchemyError as exc:
         log.error("response %s answered but not stored (%s): it cannot be continued", body["id"], type(exc).__name__)
 
 
-def _write_response(request: ResponseRequest, key_id: int | None, answer: ChatAnswer, body: dict) -> None:
-    with unit_of_work() as session:
-        record_response(
-            session,
-            id=body["id"],
-            api_key_id=key_id,
-            exchange_id=answer.exchange_id,
-            user_id=answer.conversation_id,
-            previous_response_id=request.previous_response_id,
-            store=request.store,
-            status=body["status"],
-            body=body if request.store else None,
-        )
-        if request.store:  # the conversation lists the output under the ids the response gave it
-            name_reply_items(session, answer.exchange_id, [item["id"] for item in body["output"]])
-
-
 def _events(
+    pipeline: ChatPipeline,
     answer: ChatAnswer,
     translator: ResponseStreamTranslator,
     request: ResponseRequest,
@@ -172,11 +170,11 @@ def _events(
     for item in answer.chunks:
         if isinstance(item, UpstreamError):
             events = translator.fail(item.message)
-            _record(request, key_id, answer, events[-1]["response"])
+            _record(pipeline, request, key_id, answer, events[-1]["response"])
             yield from (sse(event) for event in events)
             return
         for event in translator.feed(item):
             yield sse(event)
     events = translator.finish()  # the pipeline has recorded the reply by now
-    _record(request, key_id, answer, events[-1]["response"])
+    _record(pipeline, request, key_id, answer, events[-1]["response"])
     yield from (sse(event) for event in events)

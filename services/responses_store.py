@@ -75,6 +75,11 @@ def record_response(session: Session, **columns: Any) -> None:
     session.execute(insert(RESPONSES), [{"created_at": datetime.now(UTC), **columns}])
 
 
+def response_recorded(session: Session, response_id: str) -> bool:
+    """Whether a response row with this id exists (stored or not, any key's)."""
+    return session.execute(select(RESPONSES.c.id).where(RESPONSES.c.id == response_id)).first() is not None
+
+
 def delete_response(session: Session, response_id: str, client_key_id: int | None) -> bool:
     """Erase a stored response and its exchange's rows, for good; False when there is none."""
     row = stored_response(session, response_id, client_key_id)

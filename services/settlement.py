@@ -34,6 +34,7 @@ from database import unit_of_work
 from models import MessageStatus
 from services.client_keys import Reservation, settle_reservation
 from services.conversation import exchange_status, record_failure, record_reply
+from services.responses_store import name_reply_items, record_response, response_recorded
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ class Ending:
             "ended_at": self.ended_at.isoformat(),
         }
 
+    def apply(self, session: Session, *, recheck: bool) -> None:
+        apply_ending(session, self, recheck=recheck)
+
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> Ending:
         """The ending a journal entry holds; KeyError, TypeError or ValueError if it holds none."""
@@ -86,6 +90,52 @@ class Ending:
             spent=None if entry["spent"] is None else (int(entry["spent"][0]), int(entry["spent"][1])),
             ended_at=datetime.fromisoformat(entry["ended_at"]),
         )
+
+
+@dataclass(frozen=True)
+class ResponseRecord:
+    """A Responses-API response's own row (services/responses_store.py), recorded after its
+    exchange's Ending and kept as safely: retried, else journaled behind that ending, so
+    that once the database is back the response can be retrieved and continued by its id.
+
+    `columns` are record_response's; `item_ids` name the reply's items in the conversation
+    (stored responses only).
+    """
+
+    columns: dict[str, Any]
+    item_ids: list[str] | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def exchange_id(self) -> str:
+        return self.columns["exchange_id"]
+
+    def as_entry(self) -> dict[str, Any]:
+        return {
+            "kind": "response",
+            "columns": self.columns,
+            "item_ids": self.item_ids,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> ResponseRecord:
+        columns = entry["columns"]
+        if not isinstance(columns, dict) or not isinstance(columns["id"], str):
+            raise TypeError("a response entry's columns must name its id")
+        return cls(columns, entry["item_ids"], datetime.fromisoformat(entry["created_at"]))
+
+    def apply(self, session: Session, *, recheck: bool) -> None:
+        """Write the row in the caller's transaction; with `recheck`, not if it is there already."""
+        if recheck and response_recorded(session, self.columns["id"]):
+            return
+        record_response(session, **self.columns, created_at=self.created_at)
+        if self.item_ids:
+            name_reply_items(session, self.exchange_id, self.item_ids)
+
+
+# What the journal holds: an exchange's Ending (entries without a kind), or a response's row.
+Record = Ending | ResponseRecord
 
 
 def apply_ending(session: Session, ending: Ending, *, recheck: bool) -> None:
@@ -111,14 +161,14 @@ def apply_ending(session: Session, ending: Ending, *, recheck: bool) -> None:
 def replay_entry(entry: dict[str, Any]) -> None:
     """Apply one journal entry in a unit of work of its own (the journal's `apply`)."""
     try:
-        ending = Ending.from_entry(entry)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise EntryRejected(f"not an exchange ending ({type(exc).__name__})") from exc
+        record = (ResponseRecord if entry.get("kind") == "response" else Ending).from_entry(entry)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise EntryRejected(f"not an exchange ending or response ({type(exc).__name__})") from exc
     try:
         with unit_of_work() as session:
-            apply_ending(session, ending, recheck=True)
+            record.apply(session, recheck=True)
     except (IntegrityError, DataError) as exc:
-        raise EntryRejected(f"exchange {ending.exchange_id}: the database refused it ({type(exc).__name__})") from exc
+        raise EntryRejected(f"exchange {record.exchange_id}: the database refused it ({type(exc).__name__})") from exc
 
 
 class ExchangeRecorder:
@@ -132,10 +182,19 @@ class ExchangeRecorder:
         self._replayer: threading.Thread | None = None
         self._replayer_lock = threading.Lock()
 
-    def record(self, ending: Ending) -> None:
-        """Record `ending` in the database, trying up to three times in about a second;
-        failing that, in the journal. Raises (the database's error) only when neither
-        could take it."""
+    def record(self, ending: Record) -> None:
+        """Record `ending` (or a response's row) in the database, trying up to three times
+        in about a second; failing that, in the journal. Raises (the database's error) only
+        when neither could take it.
+
+        A response's row goes behind whatever the journal holds while it holds anything:
+        its exchange's ending may be waiting there, and the row names that reply's items.
+        """
+        if isinstance(ending, ResponseRecord) and self.journal.pending():
+            with suppress(OSError):  # the journal cannot take it: write it now after all
+                self.journal.append(ending.as_entry())
+                self.wake()
+                return
         try:
             self._write(ending)
         except SQLAlchemyError as exc:
@@ -144,13 +203,13 @@ class ExchangeRecorder:
         if self.journal.pending():
             self.wake()  # writes succeed again: replay what waits now
 
-    def _write(self, ending: Ending) -> None:
+    def _write(self, ending: Record) -> None:
         started = time.monotonic()
         for attempt in range(len(RETRY_PAUSES) + 1):
             try:
                 with unit_of_work() as session:
                     # A retry rechecks: the failed try's commit may have happened after all.
-                    apply_ending(session, ending, recheck=attempt > 0)
+                    ending.apply(session, recheck=attempt > 0)
                 return
             except SQLAlchemyError as exc:
                 out_of_tries = attempt == len(RETRY_PAUSES) or time.monotonic() - started > 1.0
@@ -159,7 +218,7 @@ class ExchangeRecorder:
                 log.warning("recording exchange %s failed (%s); retrying", ending.exchange_id, type(exc).__name__)
                 time.sleep(RETRY_PAUSES[attempt])
 
-    def _journal(self, ending: Ending, failure: SQLAlchemyError) -> None:
+    def _journal(self, ending: Record, failure: SQLAlchemyError) -> None:
         try:
             self.journal.append(ending.as_entry())
         except OSError as exc:

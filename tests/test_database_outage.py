@@ -8,6 +8,7 @@ server restart or a network fault looks like from the service.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from support import (
     poll_until,
     replies_in_flight_while,
     rows_of,
+    sse_events,
 )
 
 UNAVAILABLE = {"error": "The database is unavailable; retry shortly"}
@@ -203,3 +205,45 @@ def test_with_keys_required_an_outage_answers_503_not_401(postgres_url, app_fact
         assert client.post("/openai-completion", json={"prompt": "x"}, headers=key).status_code == 200
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_response_answered_while_the_database_is_gone_can_be_retrieved_and_continued_once_it_is_back(
+    postgres_url, app_factory, upstream, stream
+):
+    """/v1/responses: the response's own row waits in the journal behind its exchange's
+    ending, so once PostgreSQL is back the response is retrievable by its id and a
+    follow-up with previous_response_id gets its history (the row used to be lost)."""
+    with _proxied_app(postgres_url, app_factory) as (app, proxy):
+        client = app.test_client()
+        upstream.on_request = lambda _received: proxy.cut()  # after unit of work 1
+        ask = {"model": "fake-model", "input": "remember the number 42", "stream": stream}
+        answered = client.post("/v1/responses", json=ask)
+        upstream.on_request = None
+
+        assert answered.status_code == 200
+        if stream:
+            completed = [json.loads(data) for name, data in sse_events(answered.text.splitlines())][-1]
+            assert completed["type"] == "response.completed"
+            body = completed["response"]
+        else:
+            body = answered.get_json()
+        assert body["status"] == "completed"
+        kinds = [
+            json.loads(line).get("kind", "ending") for line in Path(app.config["JOURNAL_PATH"]).read_text().splitlines()
+        ]
+        assert kinds == ["ending", "response"]
+
+        proxy.restore()
+        assert poll_until(lambda: client.get(f"/v1/responses/{body['id']}").status_code == 200)
+        assert client.get(f"/v1/responses/{body['id']}").get_json() == body
+        follow_up = client.post(
+            "/v1/responses", json={"model": "fake-model", "input": "which number?", "previous_response_id": body["id"]}
+        )
+        assert follow_up.status_code == 200
+        sent = upstream.chat_requests()[-1]["messages"]
+        assert [(m["role"], m["content"]) for m in sent] == [
+            ("user", "remember the number 42"),
+            ("assistant", "echo: remember the number 42"),
+            ("user", "which number?"),
+        ]
