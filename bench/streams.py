@@ -15,7 +15,9 @@ Streams: N clients (an asyncio client on raw sockets, pinned to the other core w
 upstream) all open `POST /v1/chat/completions` with `"stream": true` at once. Reported:
 wall time until the last stream ends, "of ideal" (5 s / wall), first-token latency p50/p99
 (request sent to the first `data:` event), errors (refused, non-200, timed out, or no
-`[DONE]`), and the server's worker RSS (peak while the streams are open).
+`[DONE]`), and the server's worker RSS (peak while the streams are open). The printed
+summary ends with issue 12's stream targets for `ours`, each measured and met or not,
+LiteLLM's figure beside it.
 
 Idle/slow: 1,000 connections that send nothing and 50 that send half a request head (then
 a header line every 2 s), reopened whenever the server closes them; meanwhile a
