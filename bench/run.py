@@ -388,10 +388,6 @@ def against_targets(results: dict) -> list[str]:
     """Issue 12's targets for short requests: each with what was measured and whether it is met."""
     o, c, m = results["overhead"], results["capacity"], results["memory"]
     rows = []
-
-    def met(ok: bool | None) -> str:
-        return "n/a" if ok is None else ("yes" if ok else "**no**")
-
     for route, name in (("/openai-completion", "ours"), ("/v1/chat/completions", "ours-v1")):
         run, direct = o.get(f"{name}-1"), o["direct-1"]
         if run:
@@ -450,10 +446,18 @@ def against_targets(results: dict) -> list[str]:
                 met(mem["growth"] < TARGET_RSS_GROWTH) if enough else met(None),
             )
         )
-    lines = ["### Against the targets (issue 12, short requests)", ""]
-    lines += ["| target | measured | met? |", "| --- | --- | --- |"]
-    lines += [f"| {target} | {measured} | {ok} |" for target, measured, ok in rows]
-    return lines
+    return targets_table("### Against the targets (issue 12, short requests)", rows)
+
+
+def met(ok: bool | None) -> str:
+    """A target's verdict: met, missed, or not measurable in this run."""
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def targets_table(title: str, rows: list[tuple[str, str, str]]) -> list[str]:
+    """Markdown lines: `title`, then one row per (target, measured, verdict)."""
+    lines = [title, "", "| target | measured | met? |", "| --- | --- | --- |"]
+    return lines + [f"| {target} | {measured} | {verdict} |" for target, measured, verdict in rows]
 
 
 if __name__ == "__main__":

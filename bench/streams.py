@@ -50,9 +50,11 @@ from run import (
     VENV,
     Process,
     log,
+    met,
     pinned,
     rss_kib,
     start_litellm,
+    targets_table,
     wait_http,
 )
 
@@ -415,12 +417,8 @@ def against_targets(streams: list[dict]) -> list[str]:
                         all(v <= goal_ms for v in over),
                     )
                 )
-    if not rows:
-        return []
-    lines = ["### Against the targets (issue 12, streams; `ours` = `make run`'s defaults)", ""]
-    lines += ["| target | measured (each run) | met? |", "| --- | --- | --- |"]
-    lines += [f"| {target} | {measured} | {'yes' if ok else '**no**'} |" for target, measured, ok in rows]
-    return lines
+    title = "### Against the targets (issue 12, streams; `ours` = `make run`'s defaults; each run)"
+    return targets_table(title, [(target, measured, met(ok)) for target, measured, ok in rows]) if rows else []
 
 
 if __name__ == "__main__":
