@@ -3,10 +3,15 @@
     make bench            # or: .venv/bin/python bench/run.py [--quick]
 
 Starts two fast fake upstreams (bench/fake_upstream.py: 0 s and 1 s delay), this service
-under gunicorn (SQLite, as `make run` deploys it) in front of each, LiteLLM's proxy in
-front of each (from its own virtualenv, bench/.venv-litellm, made on first use; never a
-project requirement), then drives them all with wrk and prints a markdown table. Raw wrk
-output goes to bench/results/. Everything listens on 127.0.0.1 only and stops at the end.
+under gunicorn in front of each as `make run` starts it (gunicorn.conf.py's defaults: the
+gevent worker, one process, SQLite; rate limits off, as LiteLLM has none), LiteLLM's proxy
+in front of each (from its own virtualenv, bench/.venv-litellm, made on first use; never a
+project requirement), then drives them all with wrk and prints markdown tables, ending with
+issue 12's targets for short (non-streamed) requests, each measured and met or not. Raw
+wrk output goes to bench/results/. Everything listens on 127.0.0.1 only and stops at the end.
+
+BENCH_WORKER_CLASS=gthread measures the thread worker instead (BENCH_THREADS threads,
+600 by default, and a pool of 8 database connections).
 """
 
 from __future__ import annotations
@@ -35,6 +40,19 @@ LITELLM_KEY = "sk-bench-master"  # LiteLLM refuses to start without a master key
 PROMPT = "Say something short."
 OURS_BODY = json.dumps({"prompt": PROMPT})
 OPENAI_BODY = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]})
+
+# `make run`'s worker by default (gunicorn.conf.py), or gthread when asked for.
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gevent").strip().lower() or "gevent"
+# Variables of ours that a developer's shell might carry: `make run`'s defaults are measured.
+_TUNING = ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_WORKER_CLASS", "GUNICORN_WORKER_CONNECTIONS")
+_TUNING += ("DATABASE_POOL_SIZE", "DATABASE_URL", "TIMEOUT", "OPENAI_TIMEOUT", "OPENAI_MAX_RETRIES")
+
+# Issue 12's targets for short requests (`make run`'s defaults, beside LiteLLM in the same run).
+TARGET_OVERHEAD_P50_MS = 1.5  # at 1 client, delay 0, each non-streamed route
+TARGET_VS_LITELLM_RPS = 3.0  # at 32 clients, delay 0
+TARGET_OF_IDEAL_256 = 0.95  # at 256 clients, 1 s delay
+TARGET_RSS_GROWTH = 0.05  # over TARGET_RSS_REQUESTS requests
+TARGET_RSS_REQUESTS = 50_000
 
 # The two cores are shared by the load generator, the fake upstream and the server under
 # test: pinning keeps the server's core to itself, as it would have in production.
@@ -150,26 +168,27 @@ def start_ours(
 ) -> tuple[Process, str | None]:
     """This service under gunicorn; with `require_key`, REQUIRE_API_KEY on and a client key made for wrk."""
     db = workdir / f"{name}.db"
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": f"sqlite:///{db}",
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
-        "OPENAI_API_KEY": "bench-not-a-real-key",
-        "OPENAI_MODEL": "fake-model",
-        # One process per core; threads for the clients waiting on a slow upstream. The
-        # figures in bench/README.md were measured on gthread, before gevent became the
-        # default (bench/streams.py compares the two): BENCH_WORKER_CLASS=gevent for it.
-        "GUNICORN_WORKER_CLASS": os.environ.get("BENCH_WORKER_CLASS", "gthread"),
-        "WEB_CONCURRENCY": os.environ.get("BENCH_WORKERS", "1"),
-        "GUNICORN_THREADS": os.environ.get("BENCH_THREADS", "600"),
-        # No connection is held while the LLM works, so a small pool serves every thread.
-        "DATABASE_POOL_SIZE": "8",
-        "RATELIMIT_ENABLED": "false",  # LiteLLM runs without limits too
-        "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{name}-metrics"),
-        "REQUIRE_API_KEY": "true" if require_key else "false",
-    }
+    env = {k: v for k, v in os.environ.items() if k not in _TUNING}
+    env.update(
+        {
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "DATABASE_URL": f"sqlite:///{db}",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+            "OPENAI_API_KEY": "bench-not-a-real-key",
+            "OPENAI_MODEL": "fake-model",
+            "WEB_CONCURRENCY": os.environ.get("BENCH_WORKERS", "1"),
+            "RATELIMIT_ENABLED": "false",  # LiteLLM runs without limits too
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"{name}-metrics"),
+            "REQUIRE_API_KEY": "true" if require_key else "false",
+        }
+    )
+    if WORKER_CLASS != "gevent":
+        # A thread per client waiting on a slow upstream; no connection is held while the
+        # LLM works, so a small pool serves every thread.
+        env["GUNICORN_WORKER_CLASS"] = WORKER_CLASS
+        env["GUNICORN_THREADS"] = os.environ.get("BENCH_THREADS", "600")
+        env["DATABASE_POOL_SIZE"] = "8"
     subprocess.run(
         [str(VENV / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True
     )
@@ -220,6 +239,8 @@ def main() -> None:
     seconds = 5 if args.quick else 15
     RESULTS.mkdir(exist_ok=True)
     results: dict = {"machine": {"cpus": os.cpu_count()}, "overhead": {}, "capacity": {}, "memory": {}}
+    results["worker_class"] = WORKER_CLASS
+    log(f"this service on the {WORKER_CLASS} worker")
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
@@ -249,6 +270,7 @@ def main() -> None:
         targets = {
             "direct": ("http://127.0.0.1:9100/v1/chat/completions", OPENAI_BODY, None),
             "ours": ("http://127.0.0.1:9200/openai-completion", OURS_BODY, None),
+            "ours-v1": ("http://127.0.0.1:9200/v1/chat/completions", OPENAI_BODY, None),
             "ours-key": ("http://127.0.0.1:9202/openai-completion", OURS_BODY, bench_key),
             "litellm": ("http://127.0.0.1:9300/v1/chat/completions", OPENAI_BODY, LITELLM_KEY),
         }
@@ -307,7 +329,9 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     o, c, m = results["overhead"], results["capacity"], results["memory"]
-    lines = ["### 1. Overhead (upstream delay 0; latency minus the direct call's)", ""]
+    worker = results.get("worker_class", "gthread")
+    lines = [f"Ours: gunicorn's {worker} worker, 1 process, SQLite.", ""]
+    lines += ["### 1. Overhead (upstream delay 0; latency minus the direct call's)", ""]
     lines += [
         "| clients | direct p50 / p99 | ours p50 / p99 | ours overhead p50 / p99 "
         "| LiteLLM p50 / p99 | LiteLLM overhead p50 / p99 | LiteLLM / ours (p50 overhead) |"
@@ -324,14 +348,18 @@ def markdown(results: dict) -> str:
             f"| **{ours_over[0]:.2f} / {ours_over[1]:.2f} ms** | {p['p50_ms']:.2f} / {p['p99_ms']:.2f} ms "
             f"| {peer_over[0]:.2f} / {peer_over[1]:.2f} ms | {ratio:.1f}x |"
         )
-    for clients in (1, 32):
-        d, k = o[f"direct-{clients}"], o.get(f"ours-key-{clients}")
-        if k:
-            lines.append(
-                f"| {clients}, ours with a client key | | {k['p50_ms']:.2f} / {k['p99_ms']:.2f} ms "
-                f"| **{k['p50_ms'] - d['p50_ms']:.2f} / {k['p99_ms'] - d['p99_ms']:.2f} ms** | | | |"
-            )
+    for label, name in (("ours at /v1/chat/completions", "ours-v1"), ("ours with a client key", "ours-key")):
+        for clients in (1, 32):
+            d, k = o[f"direct-{clients}"], o.get(f"{name}-{clients}")
+            if k:
+                lines.append(
+                    f"| {clients}, {label} | | {k['p50_ms']:.2f} / {k['p99_ms']:.2f} ms "
+                    f"| **{k['p50_ms'] - d['p50_ms']:.2f} / {k['p99_ms'] - d['p99_ms']:.2f} ms** | | | |"
+                )
     lines += ["", "Throughput at delay 0 (req/s): " + ", ".join(f"{k} {v['rps']:.0f}" for k, v in o.items()), ""]
+    failed = {k: v["failed"] for k, v in o.items() if v["failed"]}
+    if failed:
+        lines += [f"Failed requests (non-2xx or socket errors): {failed}", ""]
     lines += ["### 2. Capacity (upstream delay 1 s; ideal = clients / 1 s)", ""]
     lines += [
         "| clients | ideal req/s | ours req/s (of ideal) | ours p99 "
@@ -352,7 +380,84 @@ def markdown(results: dict) -> str:
             f"| {name} | {row['requests']} | {sum(row['rss_before_kib']) / 1024:.1f} | "
             f"{sum(row['rss_after_kib']) / 1024:.1f} | {row['growth']:+.1%} |"
         )
+    lines += ["", *against_targets(results)]
     return "\n".join(lines)
+
+
+def against_targets(results: dict) -> list[str]:
+    """Issue 12's targets for short requests: each with what was measured and whether it is met."""
+    o, c, m = results["overhead"], results["capacity"], results["memory"]
+    rows = []
+    for route, name in (("/openai-completion", "ours"), ("/v1/chat/completions", "ours-v1")):
+        run, direct = o.get(f"{name}-1"), o["direct-1"]
+        if run:
+            over = run["p50_ms"] - direct["p50_ms"]
+            rows.append(
+                (
+                    f"{route} overhead p50 <= {TARGET_OVERHEAD_P50_MS} ms at 1 client",
+                    f"{over:.2f} ms",
+                    met(over <= TARGET_OVERHEAD_P50_MS),
+                )
+            )
+    peer = o.get("litellm-32")
+    for route, name in (("/openai-completion", "ours"), ("/v1/chat/completions", "ours-v1")):
+        run = o.get(f"{name}-32")
+        if not run:
+            continue
+        if peer:
+            ratio = run["rps"] / peer["rps"]
+            measured = f"{ratio:.2f}x ({run['rps']:.0f} / {peer['rps']:.0f} req/s)"
+            rows.append(
+                (
+                    f"{route} req/s >= {TARGET_VS_LITELLM_RPS:g}x LiteLLM's at 32 clients, delay 0",
+                    measured,
+                    met(ratio >= TARGET_VS_LITELLM_RPS),
+                )
+            )
+        else:
+            rows.append(
+                (
+                    f"{route} req/s >= {TARGET_VS_LITELLM_RPS:g}x LiteLLM's at 32 clients, delay 0",
+                    f"{run['rps']:.0f} req/s (LiteLLM not run)",
+                    met(None),
+                )
+            )
+    cap = c.get("ours-256")
+    if cap:
+        peer_cap = c.get("litellm-256")
+        measured = f"{cap['of_ideal']:.0%}" + (f" (LiteLLM {peer_cap['of_ideal']:.0%})" if peer_cap else "")
+        rows.append(
+            (
+                f">= {TARGET_OF_IDEAL_256:.0%} of ideal at 256 clients, 1 s delay",
+                measured,
+                met(cap["of_ideal"] >= TARGET_OF_IDEAL_256),
+            )
+        )
+    mem = m.get("ours")
+    if mem:
+        peer_mem = m.get("litellm")
+        measured = f"{mem['growth']:+.1%} over {mem['requests']:,} requests"
+        measured += f" (LiteLLM {peer_mem['growth']:+.1%})" if peer_mem else ""
+        enough = mem["requests"] >= TARGET_RSS_REQUESTS
+        rows.append(
+            (
+                f"worker RSS growth < {TARGET_RSS_GROWTH:.0%} over {TARGET_RSS_REQUESTS:,} requests",
+                measured + ("" if enough else " (fewer requests than the target's)"),
+                met(mem["growth"] < TARGET_RSS_GROWTH) if enough else met(None),
+            )
+        )
+    return targets_table("### Against the targets (issue 12, short requests)", rows)
+
+
+def met(ok: bool | None) -> str:
+    """A target's verdict: met, missed, or not measurable in this run."""
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def targets_table(title: str, rows: list[tuple[str, str, str]]) -> list[str]:
+    """Markdown lines: `title`, then one row per (target, measured, verdict)."""
+    lines = [title, "", "| target | measured | met? |", "| --- | --- | --- |"]
+    return lines + [f"| {target} | {measured} | {verdict} |" for target, measured, verdict in rows]
 
 
 if __name__ == "__main__":

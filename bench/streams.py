@@ -15,7 +15,9 @@ Streams: N clients (an asyncio client on raw sockets, pinned to the other core w
 upstream) all open `POST /v1/chat/completions` with `"stream": true` at once. Reported:
 wall time until the last stream ends, "of ideal" (5 s / wall), first-token latency p50/p99
 (request sent to the first `data:` event), errors (refused, non-200, timed out, or no
-`[DONE]`), and the server's worker RSS (peak while the streams are open).
+`[DONE]`), and the server's worker RSS (peak while the streams are open). The printed
+summary ends with issue 12's stream targets for `ours`, each measured and met or not,
+LiteLLM's figure beside it.
 
 Idle/slow: 1,000 connections that send nothing and 50 that send half a request head (then
 a header line every 2 s), reopened whenever the server closes them; meanwhile a
@@ -48,15 +50,20 @@ from run import (
     VENV,
     Process,
     log,
+    met,
     pinned,
     rss_kib,
     start_litellm,
+    targets_table,
     wait_http,
 )
 
 UPSTREAM_PORT = 9110
 PORTS = {"direct": UPSTREAM_PORT, "ours": 9210, "gthread-1100": 9211, "gthread-8": 9212, "litellm": 9310}
 STREAM_SECONDS = 5.0
+# Issue 12's targets for streams (`make run`'s defaults, beside LiteLLM in the same run).
+TARGET_OF_IDEAL = {1000: 0.85, 100: 0.97}
+TARGET_FIRST_TOKEN_OVER_DIRECT_MS = 150  # 1,000 streams, first-token p50 minus direct's
 MESSAGES = [{"role": "user", "content": "Tell me a long story."}]
 # Variables of ours that a developer's shell might carry: `ours` must run on the defaults.
 _TUNING = ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_WORKER_CLASS", "GUNICORN_WORKER_CONNECTIONS")
@@ -369,7 +376,49 @@ def markdown(results: dict) -> str:
                 f"| {r['legit_ok']}/{r['legit_ok'] + failed} | {r['legit_p50_ms']:.0f} / {r['legit_max_ms']:.0f} ms "
                 f"| {r['closed_by_server']} (median after {r['held_s_median_before_close'] or 0:.1f} s) |"
             )
+    if results["streams"]:
+        lines += ["", *against_targets(results["streams"])]
     return "\n".join(lines)
+
+
+def against_targets(streams: list[dict]) -> list[str]:
+    """Issue 12's stream targets for `ours` (`make run`'s defaults), LiteLLM's figure beside each."""
+
+    def runs(target: str, clients: int) -> list[dict]:
+        return [r for r in streams if r["target"] == target and r["clients"] == clients]
+
+    def figures(values: list[str]) -> str:
+        return " / ".join(values)
+
+    rows = []
+    for clients in (1000, 100):
+        ours = runs("ours", clients)
+        if not ours:
+            continue
+        peer = runs("litellm", clients)
+        goal = TARGET_OF_IDEAL[clients]
+        measured = figures([format(r["of_ideal"], ".0%") for r in ours])
+        measured += f" (LiteLLM {figures([format(r['of_ideal'], '.0%') for r in peer])})" if peer else ""
+        rows.append((f"{clients:,} streams >= {goal:.0%} of ideal", measured, all(r["of_ideal"] >= goal for r in ours)))
+        if clients == 1000:
+            errors = [sum(r["errors"].values()) for r in ours]
+            rows.append(("1,000 streams, no errors", figures([str(e) for e in errors]) + " errors", not any(errors)))
+            direct = runs("direct", clients)
+            if direct:
+                over = [o["first_p50_ms"] - d["first_p50_ms"] for o, d in zip(ours, direct, strict=False)]
+                peer_over = [p["first_p50_ms"] - d["first_p50_ms"] for p, d in zip(peer, direct, strict=False)]
+                measured = figures([f"+{v:,.0f} ms" for v in over])
+                measured += f" (LiteLLM {figures([f'+{v:,.0f} ms' for v in peer_over])})" if peer_over else ""
+                goal_ms = TARGET_FIRST_TOKEN_OVER_DIRECT_MS
+                rows.append(
+                    (
+                        f"1,000 streams first-token p50 within {goal_ms} ms of direct's",
+                        measured,
+                        all(v <= goal_ms for v in over),
+                    )
+                )
+    title = "### Against the targets (issue 12, streams; `ours` = `make run`'s defaults; each run)"
+    return targets_table(title, [(target, measured, met(ok)) for target, measured, ok in rows]) if rows else []
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""Per-request CPU of the non-streamed routes, in-process (no HTTP server, no load generator).
+
+    .venv/bin/python bench/cpu.py                  # 2,000 requests a route, gevent-patched
+    .venv/bin/python bench/cpu.py --requests 5000 --no-gevent
+
+Starts bench/fake_upstream.py (delay 0) on another core, migrates a fresh SQLite file and
+builds the app as `make run` does (settings from the environment, rate limits off), with
+the standard library patched by gevent first as gunicorn's gevent worker does. Then, for
+each route, sends `--requests` requests through `app.test_client()` after 200 to warm
+up, and prints the CPU time of this process per request (time.process_time: the server's
+share, the upstream runs in its own process) and the wall time per request. `llm.complete`
+alone is measured the same way, to separate the upstream call from the rest. The app's
+JSON log lines go to stderr: send it to /dev/null for clean output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+if __name__ == "__main__" and "--no-gevent" not in sys.argv:
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+
+from run import CLIENT_CPUS, VENV, pinned, wait_http  # noqa: E402
+
+PROMPT = "Say something short."
+ROUTES = {
+    "/openai-completion": {"prompt": PROMPT},
+    "/v1/chat/completions": {"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(label: str, call, requests: int) -> dict:
+    for _ in range(200):
+        call()
+    times = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(requests):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    times.sort()
+    row = {
+        "what": label,
+        "requests": requests,
+        "cpu_ms_per_request": cpu / requests * 1000,
+        "wall_ms_per_request": wall / requests * 1000,
+        "p50_ms": statistics.median(times) * 1000,
+        "p99_ms": times[int(len(times) * 0.99)] * 1000,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--no-gevent", action="store_true", help="do not patch the standard library")
+    args = parser.parse_args()
+    port = free_port()
+    upstream = subprocess.Popen(
+        pinned(CLIENT_CPUS, [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(port)]),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models")
+        with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
+            os.environ.update(
+                {
+                    "DATABASE_URL": f"sqlite:///{tmp}/cpu.db",
+                    "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+                    "OPENAI_API_KEY": "bench-not-a-real-key",
+                    "OPENAI_MODEL": "fake-model",
+                    "RATELIMIT_ENABLED": "false",
+                    "PROMETHEUS_MULTIPROC_DIR": f"{tmp}/metrics",
+                    "JOURNAL_PATH": f"{tmp}/exchanges.journal",
+                    "SWEEP_INTERVAL_SECONDS": "0",
+                }
+            )
+            os.makedirs(f"{tmp}/metrics")
+            upgrade = [str(VENV / "flask"), "--app", "app", "db", "upgrade"]
+            subprocess.run(upgrade, cwd=ROOT, check=True, capture_output=True)
+            from app import create_app
+
+            app = create_app()
+            client = app.test_client()
+            llm = app.extensions["llm"]
+            messages = [{"role": "user", "content": PROMPT}]
+            measure("llm.complete", lambda: llm.complete(messages), args.requests)
+            for path, body in ROUTES.items():
+
+                def post(path=path, body=body) -> None:
+                    response = client.post(path, json=body)
+                    assert response.status_code == 200, response.get_data(as_text=True)
+
+                measure(f"POST {path}", post, args.requests)
+            llm.close()
+    finally:
+        upstream.terminate()
+        upstream.wait()
+
+
+if __name__ == "__main__":
+    main()
