@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/cpu.py                  # 2,000 requests a route, gevent-patched
     .venv/bin/python bench/cpu.py --requests 5000 --no-gevent
+    .venv/bin/python bench/cpu.py --requests 3000 --profile 2>/dev/null   # where it goes (cProfile)
 
 Starts bench/fake_upstream.py (delay 0) on another core, migrates a fresh SQLite file and
 builds the app as `make run` does (settings from the environment, rate limits off), with
@@ -75,10 +76,27 @@ def measure(label: str, call, requests: int) -> dict:
     return row
 
 
+def profile(label: str, call, requests: int) -> None:
+    """`requests` calls under cProfile (after 200 to warm up); its cumulative top 60."""
+    import cProfile
+    import pstats
+
+    for _ in range(200):
+        call()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        call()
+    profiler.disable()
+    print(f"## {label}, {requests} requests", flush=True)
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--no-gevent", action="store_true", help="do not patch the standard library")
+    parser.add_argument("--profile", action="store_true", help="print cProfile's cumulative top 60 of each route")
     args = parser.parse_args()
     port = free_port()
     upstream = subprocess.Popen(
@@ -116,7 +134,10 @@ def main() -> None:
                     response = client.post(path, json=body)
                     assert response.status_code == 200, response.get_data(as_text=True)
 
-                measure(f"POST {path}", post, args.requests)
+                if args.profile:
+                    profile(f"POST {path}", post, args.requests)
+                else:
+                    measure(f"POST {path}", post, args.requests)
             llm.close()
     finally:
         upstream.terminate()
