@@ -16,9 +16,10 @@ import logging
 import math
 import select
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +234,16 @@ def _sse_data(lines: Iterator[str]) -> Iterator[str]:
         yield "\n".join(data)
 
 
+def _read_to_end(events: Iterator[str]) -> None:
+    """Read what follows `data: [DONE]` to the body's end: OpenAI, vLLM and Ollama end it
+    there, and a body read to its end hands its kept-alive connection back to the pool for
+    the next call (closed early, the connection is thrown away and the next stream pays a
+    new TCP and TLS handshake). A few events at most; nothing that goes wrong here matters."""
+    with suppress(Exception):
+        for _ in itertools.islice(events, 4):
+            pass
+
+
 def _upstream_error_text(chunk: Mapping[str, Any]) -> Any:
     error = chunk.get("error")
     return error.get("message", error) if isinstance(error, Mapping) else error
@@ -258,15 +269,16 @@ class OpenAIChat:
         pools: Sequence[openai.OpenAI] = (),
     ) -> None:
         """`client` makes the calls; with `pools`, copies of it (each with its own HTTP
-        client) share them, a call each in turn."""
+        client) share them: each call goes to the one with the fewest calls in flight,
+        the first on a tie, so light traffic keeps reusing one pool's connections and a
+        burst spreads over all of them."""
         self.client = client
         self.default_model = default_model
         self.offline = False
         self._secrets = tuple(s for s in secrets if s)
         self._clients = (client, *pools)
-        # Round robin; next() on a cycle is one C call, so concurrent greenlets or threads
-        # each get a client without a lock.
-        self._next_client = itertools.cycle(self._clients).__next__
+        self._in_flight = [0] * len(self._clients)
+        self._in_flight_lock = threading.Lock()
 
     def describe(self) -> str:
         return f"{type(self.client).__name__} at {self.client.base_url}"
@@ -318,9 +330,13 @@ class OpenAIChat:
         chat.completion, is parsed once into the dict `Completion.raw` holds, with no SDK
         object built and dumped back (see `_post`).
         """
-        with self._mapped_errors():
-            response = self._post(messages, model or self.default_model, params, stream=False)
-            body = json.loads(response.content)  # ValueError when it is not JSON: mapped above
+        pool = self._take_pool()
+        try:
+            with self._mapped_errors():
+                response = self._post(pool, messages, model or self.default_model, params, stream=False)
+                body = json.loads(response.content)  # ValueError when it is not JSON: mapped above
+        finally:
+            self._give_back(pool)
         return self._completion_from(body, model or self.default_model)
 
     def stream(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> ChatStream:
@@ -331,11 +347,37 @@ class OpenAIChat:
         object built and dumped again per chunk: under load that was most of a stream's CPU.
         """
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}
-        with self._mapped_errors():
-            response = self._post(messages, model or self.default_model, params, stream=True)
-        return ChatStream(self._chunks(response), model or self.default_model, close=response.close)
+        pool = self._take_pool()
+        try:
+            with self._mapped_errors():
+                response = self._post(pool, messages, model or self.default_model, params, stream=True)
+        except BaseException:
+            self._give_back(pool)
+            raise
+        released = []
 
-    def _post(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any], *, stream: bool) -> Any:
+        def close() -> None:  # the stream's end, however it ends: once
+            response.close()
+            if not released:
+                released.append(True)
+                self._give_back(pool)
+
+        return ChatStream(self._chunks(response, close), model or self.default_model, close=close)
+
+    def _take_pool(self) -> int:
+        """The pool with the fewest calls in flight (the first on a tie), counted as busier."""
+        with self._in_flight_lock:
+            pool = min(range(len(self._in_flight)), key=self._in_flight.__getitem__)
+            self._in_flight[pool] += 1
+        return pool
+
+    def _give_back(self, pool: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight[pool] -= 1
+
+    def _post(
+        self, pool: int, messages: list[dict[str, Any]], model: str, params: dict[str, Any], *, stream: bool
+    ) -> Any:
         """POST /chat/completions through the SDK's `client.post`; the httpx2 response.
 
         `client.post(..., cast_to=httpx2.Response)` is the SDK's documented way to make a
@@ -360,16 +402,18 @@ class OpenAIChat:
                 options[_REQUEST_OPTIONS[name]] = value
             else:
                 body[name] = value
-        return self._next_client().post(
+        return self._clients[pool].post(
             "/chat/completions", body=body, options=options, cast_to=httpx2.Response, stream=stream
         )
 
-    def _chunks(self, response: Any) -> Iterator[dict[str, Any]]:
+    def _chunks(self, response: Any, close: Callable[[], None]) -> Iterator[dict[str, Any]]:
         """The upstream's chunks as dicts, until `data: [DONE]`; UpstreamError when it breaks."""
         finished = False
         try:
-            for data in _sse_data(response.iter_lines()):
+            events = _sse_data(response.iter_lines())
+            for data in events:
                 if data == "[DONE]":
+                    _read_to_end(events)
                     break
                 chunk = json.loads(data)
                 if chunk.get("error"):  # an error event inside the stream, as OpenAI sends one
@@ -385,7 +429,7 @@ class OpenAIChat:
             # The connection dropped, stalled past the timeout, or sent a malformed chunked body.
             raise UpstreamUnavailable("The language model's stream broke off") from None
         finally:
-            response.close()
+            close()
         if not finished:
             raise UpstreamUnavailable("The language model's stream ended before its answer did")
 

@@ -119,6 +119,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict
+    # The client's address: the same (host, port) is the same TCP connection, reused.
+    peer: tuple = ()
 
 
 def _text_of(content) -> str:
@@ -210,7 +212,9 @@ class FakeUpstream:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"_raw": raw.decode("latin-1")}
-                received = Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                received = Received(
+                    "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body, self.client_address
+                )
                 with upstream._lock:
                     upstream.received.append(received)
                 if upstream.on_request:

@@ -119,3 +119,16 @@ def test_an_upstream_rejection_keeps_its_param(sdk, upstream):
         )
     assert rejected.value.param == "messages"
     assert "must be a response to a preceeding message with 'tool_calls'" in rejected.value.message
+
+
+def test_calls_one_after_another_reuse_one_upstream_connection(sdk, app, upstream):
+    """The process spreads calls over several connection pools only when they overlap: one
+    after another, plain or streamed, they all go through one kept-alive connection."""
+    ask = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(3):
+        sdk.chat.completions.create(**ask)
+        assert "".join(c.choices[0].delta.content or "" for c in sdk.chat.completions.create(**ask, stream=True))
+
+    peers = {received.peer for received in upstream.received}
+    assert len(upstream.received) == 6
+    assert len(peers) == 1, peers
