@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import schemathesis
+import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 from support import CASES_RUN, ROOT, app_settings, bearer, create_client_key, migrated_sqlite
@@ -68,6 +69,14 @@ def test_every_documented_endpoint_conforms_and_never_fails(case):
 class AuthenticatedScenarios(schema.as_state_machine()):
     """Sequences that follow the document's links: start a conversation, then read its
     rows and usage, list it, erase it, and read it again, with the user_id each answer gave."""
+
+    def setup(self):
+        # Each scenario starts from the same empty conversations: the bundles a scenario
+        # draws from (GET /conversations lists) must not depend on the scenarios before it,
+        # or Hypothesis cannot replay a draw (FlakyStrategyDefinition).
+        with CONTRACT_APP.app_context(), unit_of_work() as session:
+            for table in ("messages", "responses", "conversations", "api_key_usage"):
+                session.execute(sa.text(f"DELETE FROM {table}"))
 
     def before_call(self, case):
         CASES_RUN["schemathesis: stateful steps"] += 1
