@@ -126,12 +126,25 @@ class ResponseRecord:
         return cls(columns, entry["item_ids"], datetime.fromisoformat(entry["created_at"]))
 
     def apply(self, session: Session, *, recheck: bool) -> None:
-        """Write the row in the caller's transaction; with `recheck`, not if it is there already."""
+        """Write the row in the caller's transaction. Not for an exchange erased meanwhile
+        (a reply must not bring back what its owner erased), nor, with `recheck`, when the
+        row is there already. EndingWaits while the exchange's own ending is still pending:
+        it waits in the journal, and the row goes behind it (on replay, an ending that never
+        came: the row is set aside)."""
+        status = exchange_status(session, self.exchange_id)
+        if status is None:
+            return
+        if status == MessageStatus.PENDING:
+            raise EndingWaits(self.exchange_id)
         if recheck and response_recorded(session, self.columns["id"]):
             return
         record_response(session, **self.columns, created_at=self.created_at)
         if self.item_ids:
             name_reply_items(session, self.exchange_id, self.item_ids)
+
+
+class EndingWaits(Exception):
+    """A response's row cannot be written before its exchange's ending, which waits in the journal."""
 
 
 # What the journal holds: an exchange's Ending (entries without a kind), or a response's row.
@@ -169,6 +182,8 @@ def replay_entry(entry: dict[str, Any]) -> None:
             record.apply(session, recheck=True)
     except (IntegrityError, DataError) as exc:
         raise EntryRejected(f"exchange {record.exchange_id}: the database refused it ({type(exc).__name__})") from exc
+    except EndingWaits as exc:
+        raise EntryRejected(f"exchange {record.exchange_id}: its ending was never recorded") from exc
 
 
 class ExchangeRecorder:
@@ -187,21 +202,26 @@ class ExchangeRecorder:
         in about a second; failing that, in the journal. Raises (the database's error) only
         when neither could take it.
 
-        A response's row goes behind whatever the journal holds while it holds anything:
-        its exchange's ending may be waiting there, and the row names that reply's items.
+        A response's row whose exchange's ending waits in the journal goes in behind it.
         """
-        if isinstance(ending, ResponseRecord) and self.journal.pending():
-            with suppress(OSError):  # the journal cannot take it: write it now after all
-                self.journal.append(ending.as_entry())
-                self.wake()
-                return
         try:
             self._write(ending)
         except SQLAlchemyError as exc:
             self._journal(ending, exc)
             return
+        except EndingWaits:
+            self._journal_behind_ending(ending)
+            return
         if self.journal.pending():
             self.wake()  # writes succeed again: replay what waits now
+
+    def _journal_behind_ending(self, record: Record) -> None:
+        try:
+            self.journal.append(record.as_entry())
+        except OSError as exc:  # the ending was journaled a moment ago; this one is lost
+            log.error("response row of exchange %s lost: the journal failed (%s)", record.exchange_id, exc.strerror)
+            return
+        self.wake()
 
     def _write(self, ending: Record) -> None:
         started = time.monotonic()

@@ -13,7 +13,8 @@ from support import ROOT, poll_until, rows_of
 from database import unit_of_work
 from models import MessageStatus
 from services.conversation import record_turn
-from services.settlement import Ending, EntryRejected, Journal
+from services.responses_store import response_recorded
+from services.settlement import Ending, EntryRejected, Journal, ResponseRecord, replay_entry
 
 
 def test_a_drain_applies_in_order_and_stops_at_the_first_entry_the_database_cannot_take(tmp_path):
@@ -83,3 +84,33 @@ def test_a_restarted_service_replays_the_journal_it_finds_without_being_asked(ma
     expected = [("before the crash", "completed"), ("kept", "completed")]
     assert poll_until(lambda: [(r["content"], r["status"]) for r in rows_of(restarted, "restarted")] == expected)
     assert poll_until(lambda: not Journal(app.config["JOURNAL_PATH"]).pending())
+
+
+def test_a_response_answered_while_the_journal_holds_another_exchange_is_retrievable_at_once(make_app, upstream):
+    """A /v1/responses row goes to the journal only behind its own exchange's ending: an
+    unrelated entry stuck there (one the database cannot take yet) must not keep a new
+    response from being read back the moment it is answered."""
+    app = make_app()
+    with app.app_context(), unit_of_work() as session:
+        record_turn(session, "ex-stuck", "stuck", None, [{"role": "user", "content": "waiting"}])
+    # A reply with a column the table lacks: every replay fails, and it stays in the journal.
+    stuck = Ending("ex-stuck", "stuck", None, MessageStatus.COMPLETED, reply={"role": "assistant", "no_such": 1})
+    journal = Journal(app.config["JOURNAL_PATH"])
+    journal.append(stuck.as_entry())
+    client = app.test_client()
+
+    answered = client.post("/v1/responses", json={"model": "fake-model", "input": "hello"})
+
+    assert answered.status_code == 200
+    assert client.get(f"/v1/responses/{answered.get_json()['id']}").get_json() == answered.get_json()
+    assert len(Path(journal.path).read_text().splitlines()) == 1  # the stuck one, still waiting
+
+
+def test_a_journaled_response_row_is_not_brought_back_for_an_erased_exchange(make_app):
+    app = make_app()
+    columns = {"id": "resp_erased", "api_key_id": None, "exchange_id": "ex-erased", "user_id": "resp_erased"}
+    record = ResponseRecord({**columns, "previous_response_id": None, "store": True, "status": "completed", "body": {}})
+    with app.app_context():
+        replay_entry(record.as_entry())
+        with unit_of_work(write=False) as session:
+            assert not response_recorded(session, "resp_erased")
