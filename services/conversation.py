@@ -155,17 +155,16 @@ def rebuild_history(
     limits: HistoryLimits,
     turn: Sequence[dict[str, Any]] = (),
     reserved_tokens: int = 0,
-    keep_newest: bool = False,
 ) -> History:
     """The stored conversation to send the model before `turn`: whole completed exchanges,
     oldest first, each message as it was, trimmed to `limits` after `reserved_tokens` (what
-    is always sent) and the turn's new messages are counted. `keep_newest` keeps the newest
-    exchange whatever it costs (as when the turn answers its tool calls)."""
+    is always sent) and the turn's new messages are counted; the newest exchange is kept
+    whatever it costs when the turn answers its tool calls."""
     if limits.max_messages <= 0:
         return History([])
     rows = _load_exchanges(session, conversation_id, client_key_id, newest=limits.max_messages)
     exchanges = [[replayed(m.role, m.content, m.message_fields) for m in exchange] for exchange in rows]
-    return _fitted(exchanges, turn, limits, reserved_tokens, keep_newest)
+    return _fitted(exchanges, turn, limits, reserved_tokens)
 
 
 def chain_history(
@@ -175,7 +174,6 @@ def chain_history(
     limits: HistoryLimits,
     turn: Sequence[dict[str, Any]] = (),
     reserved_tokens: int = 0,
-    keep_newest: bool = False,
 ) -> History:
     """The completed exchanges `exchange_ids` (a chain, oldest first) as history, each
     message as it was, trimmed as rebuild_history trims a conversation."""
@@ -194,7 +192,7 @@ def chain_history(
     for row in rows:
         grouped.setdefault(row.exchange_id, []).append(replayed(row.role, row.content, row.message_fields))
     exchanges = [grouped[exchange_id] for exchange_id in exchange_ids if exchange_id in grouped]
-    return _fitted(exchanges, turn, limits, reserved_tokens, keep_newest)
+    return _fitted(exchanges, turn, limits, reserved_tokens)
 
 
 def _fitted(
@@ -202,7 +200,6 @@ def _fitted(
     turn: Sequence[dict[str, Any]],
     limits: HistoryLimits,
     reserved_tokens: int,
-    keep_newest: bool,
 ) -> History:
     """The exchanges trimmed to what the window leaves once the turn's new messages are
     counted; which of the turn's messages are new is decided against everything loaded,
@@ -211,7 +208,7 @@ def _fitted(
     new = turn[repeated:]
     reserved = reserved_tokens + sum(estimate_message_tokens(m) for m in new)
     # A turn that answers the newest exchange's tool calls needs that exchange, whatever it costs.
-    keep_newest = keep_newest or (bool(new) and new[0].get("role") == "tool")
+    keep_newest = bool(new) and new[0].get("role") == "tool"
     kept = trim_exchanges(exchanges, limits, reserved, keep_newest=keep_newest)
     return History([message for exchange in kept for message in exchange], repeated)
 

@@ -574,6 +574,10 @@ class _ProbedBackend(httpcore2.SyncBackend):
 UPSTREAM_POOLS = 8
 
 
+# Set once the warning below has been logged (it would repeat for each of the pools).
+_probe_missing_said: list[bool] = []
+
+
 def _http_client() -> httpx2.Client:
     """The SDK's default HTTP client (its limits, redirects, proxies from the environment).
 
@@ -589,6 +593,13 @@ def _http_client() -> httpx2.Client:
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
     if type(getattr(pool, "_network_backend", None)) is httpcore2.SyncBackend:
         pool._network_backend = _ProbedBackend(monkey.get_original("select", "poll"))
+    elif not _probe_missing_said:
+        _probe_missing_said.append(True)
+        log.warning(
+            "httpx2 %s builds its connection pool differently: idle upstream connections are probed "
+            "through gevent (slower under load, as correct)",
+            httpx2.__version__,
+        )
     return client
 
 

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import func, select
@@ -44,8 +44,6 @@ ABANDONED_ERROR = "abandoned: the process serving this exchange stopped before t
 BATCH_SIZE = 200
 # pg_try_advisory_xact_lock's key for "sweeping abandoned exchanges" (any fixed bigint).
 SWEEP_LOCK_KEY = 7_311_412_116_012_411_501
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
