@@ -14,19 +14,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from auth import limiter, register_authentication
+from auth import register_authentication
 from cli import register_commands
 from config import load_settings, resolve_defaults, validate_settings
-from database import WRITER_QUEUE, configure_engine, engine_options, writer_queue_for
+from database import WRITER_QUEUE, Journal, configure_engine, engine_options, writer_queue_for
 from errors import register_error_handlers, reject_invalid
-from extensions import db, migrate
+from extensions import db, limiter, migrate
 from logformat import JsonFormatter
 from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
 from schemas import CONVERSATION_HEADER
-from services.chat import ChatPipeline, ChatSettings
+from services.chat import ChatPipeline, ChatSettings, ExchangeRecorder
 from services.llm import build_llm
-from services.settlement import ExchangeRecorder, Journal
 from telemetry import REQUEST_ID_HEADER, register_request_telemetry
 
 

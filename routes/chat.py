@@ -31,8 +31,9 @@ from typing import Any
 from flask import Response, current_app, g, jsonify, stream_with_context
 from flask_openapi3 import APIBlueprint, Tag
 
-from auth import completion_limit, current_client_key, limiter
+from auth import current_client_key
 from errors import ApiError
+from extensions import completion_limit, limiter
 from routes.api_docs import KEY_REQUIRED, responses
 from schemas import (
     CONVERSATION_HEADER,

@@ -9,8 +9,8 @@ from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from auth import limiter, public
-from extensions import db
+from auth import public
+from extensions import db, limiter
 from schemas import HealthResponse, ReadinessResponse
 from telemetry import metrics_response
 

@@ -14,9 +14,10 @@ from types import SimpleNamespace
 from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
-from auth import completion_limit, current_client_key, current_client_key_id, limiter
+from auth import current_client_key, current_client_key_id
 from database import unit_of_work
 from errors import ApiError
+from extensions import completion_limit, limiter
 from routes.api_docs import KEY_REQUIRED, responses
 from routes.chat import event_stream, exchange_report
 from schemas.responses import (

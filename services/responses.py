@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from database import unit_of_work
 from schemas.responses import ResponseRequest
-from services.chat import ChatAnswer, ChatPipeline, ChatTurn, ExchangeReport
+from services.chat import ChatAnswer, ChatPipeline, ChatTurn, ExchangeReport, ResponseRecord
 from services.client_keys import ClientKey
 from services.llm import UpstreamError
 from services.responses_format import (
@@ -38,7 +38,6 @@ from services.responses_store import (
     conversation_object,
     response_chain,
 )
-from services.settlement import ResponseRecord
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from support import ROOT, poll_until, rows_of
 
-from database import unit_of_work
+from database import EntryRejected, Journal, unit_of_work
 from models import MessageStatus
+from services.chat import Ending, ResponseRecord, replay_entry
 from services.conversation import record_turn
 from services.responses_store import response_recorded
-from services.settlement import Ending, EntryRejected, Journal, ResponseRecord, replay_entry
 
 
 def test_a_drain_applies_in_order_and_stops_at_the_first_entry_the_database_cannot_take(tmp_path):
@@ -58,7 +58,7 @@ def test_entries_the_database_refuses_and_torn_lines_are_set_aside_not_retried(t
 def test_processes_appending_at_once_leave_whole_lines(tmp_path):
     path = tmp_path / "exchanges.journal"
     writer = (
-        "import sys\nfrom services.settlement import Journal\n"
+        "import sys\nfrom database import Journal\n"
         "journal = Journal(sys.argv[1])\n"
         "for n in range(100): journal.append({'writer': sys.argv[2], 'n': n, 'text': 'x' * 5000})\n"
     )

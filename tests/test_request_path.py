@@ -16,9 +16,9 @@ import pytest
 from support import ROOT, bearer, create_client_key
 
 PROJECT = str(ROOT) + "/"
-# The files the server may call into: the request hooks (id and clock, key, limits, the
-# body's checks) and the route, whose generator a stream's server resumes chunk by chunk.
-HOOKS = {"telemetry.py", "auth.py", "schemas/__init__.py"}
+# The files the server may call into: the request hooks (id and clock, key, the limiter's
+# callables, the body's checks) and the route, whose generator a stream's server resumes.
+HOOKS = {"telemetry.py", "auth.py", "extensions.py", "schemas/__init__.py"}
 CHAT_ROUTES = [
     ("/openai-completion", {"prompt": "hello"}),
     ("/process-payload", {"messages": [{"role": "user", "content": "hello"}], "temperature": 0.5}),
