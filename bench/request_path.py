@@ -19,46 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fake_upstream import FakeUpstream  # noqa: E402
-from support import app_settings, bearer, create_client_key, migrated_sqlite  # noqa: E402
+from support import app_settings, bearer, create_client_key, migrated_sqlite, trace_request  # noqa: E402
 
 from app import create_app  # noqa: E402
 
-PROJECT = str(ROOT) + "/"
 ROUTES = [
     ("/openai-completion", {"prompt": "hi"}),
     ("/process-payload", {"messages": [{"role": "user", "content": "hi"}]}),
     ("/v1/chat/completions", {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}),
     ("/v1/responses", {"model": "fake-model", "input": "hi"}),
 ]
-
-
-def _project(filename: str) -> str | None:
-    if filename.startswith(PROJECT) and "/.venv/" not in filename and "/tests/" not in filename:
-        return filename[len(PROJECT) :]
-    return None
-
-
-def entries_of(client, path: str, body: dict, key: dict) -> list[str]:
-    """`file:function` of each entry into a project file during one request."""
-    entries: list[str] = []
-
-    def profile(frame, event, _arg) -> None:
-        name = _project(frame.f_code.co_filename) if event == "call" else None
-        if name is None:
-            return
-        caller = frame.f_back
-        while caller is not None:
-            if caller.f_code.co_filename == frame.f_code.co_filename:
-                return  # still inside this file
-            caller = caller.f_back
-        entries.append(f"{name}:{frame.f_code.co_name}")
-
-    sys.setprofile(profile)
-    try:
-        client.post(path, json=body, headers=key).get_data()
-    finally:
-        sys.setprofile(None)
-    return entries
 
 
 def main() -> None:
@@ -71,7 +41,8 @@ def main() -> None:
             for stream in (False, True):
                 ask = {**body, "stream": stream}
                 client.post(path, json=ask, headers=key).get_data()
-                entries = entries_of(client, path, ask, key)
+                _, calls = trace_request(client, path, ask, key)
+                entries = [f"{call.called}:{call.function}" for call in calls if call.entered]
                 counts = Counter(entry.split(":")[0] for entry in entries)
                 print(f"{path} {'streamed' if stream else 'plain'}: {len(counts)} files, {len(entries)} entries")
                 print("   ", ", ".join(f"{name} x{count}" for name, count in counts.items()))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Table, delete, func, insert, literal, select, true, update
+from sqlalchemy import ColumnElement, Row, Select, Table, delete, func, insert, literal, select, true, update
 from sqlalchemy.orm import Session
 
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
@@ -69,20 +69,24 @@ def new_exchange_id() -> str:
     return str(uuid.uuid4())
 
 
-def _load_exchanges(session: Session, conversation_id: str, client_key_id: int | None, newest: int) -> list[list[Any]]:
-    """The `newest` completed exchanges of a conversation, each a list of rows, oldest first."""
-    first_id = func.min(MESSAGES.c.id).label("first_id")
-    recent = session.execute(
-        select(MESSAGES.c.exchange_id, first_id)
+def completed_exchanges(conversation_id: str, client_key_id: int | None) -> Select:
+    """The query of a conversation's completed exchanges: each one's id and the id of its
+    first row (`first_id`, their order), for the caller to order and limit."""
+    return (
+        select(MESSAGES.c.exchange_id, func.min(MESSAGES.c.id).label("first_id"))
         .where(
             MESSAGES.c.user_id == conversation_id,
             owned_by(client_key_id),
             MESSAGES.c.status == MessageStatus.COMPLETED,
         )
         .group_by(MESSAGES.c.exchange_id)
-        .order_by(first_id.desc())
-        .limit(newest)
-    ).all()
+    )
+
+
+def _load_exchanges(session: Session, conversation_id: str, client_key_id: int | None, newest: int) -> list[list[Any]]:
+    """The `newest` completed exchanges of a conversation, each a list of rows, oldest first."""
+    query = completed_exchanges(conversation_id, client_key_id)
+    recent = session.execute(query.order_by(query.selected_columns.first_id.desc()).limit(newest)).all()
     if not recent:
         return []
     rows = session.execute(

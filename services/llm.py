@@ -574,33 +574,33 @@ class _ProbedBackend(httpcore2.SyncBackend):
 UPSTREAM_POOLS = 8
 
 
-# Set once the warning below has been logged (it would repeat for each of the pools).
-_probe_missing_said: list[bool] = []
+def _gevent_os_poll() -> Callable[[], Any] | None:
+    """The operating system's `select.poll` when gevent has patched `select` (its gunicorn
+    worker), else None."""
+    monkey = sys.modules.get("gevent.monkey")  # never import gevent where it is not in use
+    if monkey is None or not monkey.is_module_patched("select"):
+        return None
+    return monkey.get_original("select", "poll")
 
 
-def _http_client() -> httpx2.Client:
+def _http_client(os_poll: Callable[[], Any] | None) -> httpx2.Client:
     """The SDK's default HTTP client (its limits, redirects, proxies from the environment).
 
-    Under gevent (the gunicorn worker patched `select`), its connection pool probes idle
-    connections with the operating system's poll (`_ProbedStream`). httpx2 builds the pool
-    itself and takes no network backend, so it is set on the pool it built; if a later
-    httpx2 names those attributes differently, the pool simply keeps its own backend.
+    With `os_poll` (under gevent), its connection pool probes idle connections with the
+    operating system's poll (`_ProbedStream`). httpx2 builds the pool itself and takes no
+    network backend, so it is set on the pool it built; if a later httpx2 names those
+    attributes differently, the pool keeps its own backend (build_llm says so).
     """
     client = openai.DefaultHttpxClient()
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("select"):
-        return client
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    if type(getattr(pool, "_network_backend", None)) is httpcore2.SyncBackend:
-        pool._network_backend = _ProbedBackend(monkey.get_original("select", "poll"))
-    elif not _probe_missing_said:
-        _probe_missing_said.append(True)
-        log.warning(
-            "httpx2 %s builds its connection pool differently: idle upstream connections are probed "
-            "through gevent (slower under load, as correct)",
-            httpx2.__version__,
-        )
+    if os_poll is not None and type(getattr(pool, "_network_backend", None)) is httpcore2.SyncBackend:
+        pool._network_backend = _ProbedBackend(os_poll)
     return client
+
+
+def _probed(client: httpx2.Client) -> bool:
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    return isinstance(getattr(pool, "_network_backend", None), _ProbedBackend)
 
 
 def build_llm(config: Mapping[str, Any]) -> OpenAIChat | OfflineChat:
@@ -609,6 +609,17 @@ def build_llm(config: Mapping[str, Any]) -> OpenAIChat | OfflineChat:
         return OfflineChat()
     timeout = config["OPENAI_TIMEOUT"]
     retries = config["OPENAI_MAX_RETRIES"]
+    # Several HTTP connection pools, each its own client's: httpcore2's pool walks all its
+    # connections whenever a request starts or ends, so with N streams open one pool costs
+    # O(N) per stream and O(N^2) in all (18% of the worker with 1,000 streams); N / 8 each.
+    os_poll = _gevent_os_poll()
+    http_clients = [_http_client(os_poll) for _ in range(UPSTREAM_POOLS)]
+    if os_poll is not None and not _probed(http_clients[0]):
+        log.warning(
+            "httpx2 %s builds its connection pool differently: idle upstream connections are probed "
+            "through gevent (slower under load, as correct)",
+            httpx2.__version__,
+        )
     if config.get("AZURE_OPENAI_ENDPOINT"):
         client: openai.OpenAI = openai.AzureOpenAI(
             azure_endpoint=config["AZURE_OPENAI_ENDPOINT"],
@@ -616,7 +627,7 @@ def build_llm(config: Mapping[str, Any]) -> OpenAIChat | OfflineChat:
             api_version=config["OPENAI_API_VERSION"],
             timeout=timeout,
             max_retries=retries,
-            http_client=_http_client(),
+            http_client=http_clients[0],
         )
         secrets = (config["AZURE_OPENAI_API_KEY"],)
     else:
@@ -626,13 +637,10 @@ def build_llm(config: Mapping[str, Any]) -> OpenAIChat | OfflineChat:
             base_url=config.get("OPENAI_BASE_URL") or None,
             timeout=timeout,
             max_retries=retries,
-            http_client=_http_client(),
+            http_client=http_clients[0],
         )
         secrets = (config.get("OPENAI_API_KEY"),)
-    # Several HTTP connection pools, each its own client's: httpcore2's pool walks all its
-    # connections whenever a request starts or ends, so with N streams open one pool costs
-    # O(N) per stream and O(N^2) in all (18% of the worker with 1,000 streams); N / 8 each.
-    pools = [client.copy(http_client=_http_client()) for _ in range(UPSTREAM_POOLS - 1)]
+    pools = [client.copy(http_client=http_client) for http_client in http_clients[1:]]
     return OpenAIChat(client, config["OPENAI_MODEL"], secrets, pools=pools)
 
 

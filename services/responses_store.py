@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
-from services.conversation import ITEM_IDS, new_exchange_id, owned_by, replayed, stored_columns
+from services.conversation import ITEM_IDS, completed_exchanges, new_exchange_id, owned_by, replayed, stored_columns
 from services.llm import text_of
 from services.responses_format import function_call_item, function_call_output_item, message_item
 
@@ -56,17 +56,8 @@ def response_chain(session: Session, response_id: str, client_key_id: int | None
 
 def conversation_exchanges(session: Session, conversation_id: str, client_key_id: int | None) -> tuple[str, ...]:
     """The conversation's completed exchanges, oldest first: its history as a chain."""
-    first_id = func.min(MESSAGES.c.id).label("first_id")
-    rows = session.execute(
-        select(MESSAGES.c.exchange_id, first_id)
-        .where(
-            MESSAGES.c.user_id == conversation_id,
-            owned_by(client_key_id),
-            MESSAGES.c.status == MessageStatus.COMPLETED,
-        )
-        .group_by(MESSAGES.c.exchange_id)
-        .order_by(first_id)
-    ).all()
+    query = completed_exchanges(conversation_id, client_key_id)
+    rows = session.execute(query.order_by(query.selected_columns.first_id)).all()
     return tuple(row.exchange_id for row in rows)
 
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -422,3 +423,53 @@ def poll_until(condition, seconds: float = 30) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+# -- tracing a request through the project's files ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectCall:
+    """One call into the project's code during a traced request: the file of the nearest
+    project frame that made it ("<server>" for none), the file and function called, and
+    whether it entered that file (no frame of it on the stack already)."""
+
+    caller: str
+    called: str
+    function: str
+    entered: bool
+
+
+def _project_file(filename: str) -> str | None:
+    """`filename` relative to the project, for its own code (not tests, not the venv)."""
+    root = str(ROOT) + "/"
+    if not filename.startswith(root) or "/.venv/" in filename or "/tests/" in filename:
+        return None
+    return filename[len(root) :]
+
+
+def trace_request(client, path: str, body: dict, headers: dict) -> tuple[int, list[ProjectCall]]:
+    """POST one request (a streamed body read to its end) under sys.setprofile: its status
+    and every call into the project's code it made, in order."""
+    calls: list[ProjectCall] = []
+
+    def profile(frame, event, _arg) -> None:
+        called = _project_file(frame.f_code.co_filename) if event == "call" else None
+        if called is None:
+            return
+        caller, entered, outer = None, True, frame.f_back
+        while outer is not None:
+            name = _project_file(outer.f_code.co_filename)
+            caller = caller or name
+            entered = entered and outer.f_code.co_filename != frame.f_code.co_filename
+            outer = outer.f_back
+        calls.append(ProjectCall(caller or "<server>", called, frame.f_code.co_name, entered))
+
+    sys.setprofile(profile)
+    try:
+        response = client.post(path, json=body, headers=headers)
+        response.get_data()
+        response.close()
+    finally:
+        sys.setprofile(None)
+    return response.status_code, calls

@@ -9,13 +9,11 @@ stream's server resumes chunk by chunk. README's Layout section writes this path
 
 from __future__ import annotations
 
-import sys
 from graphlib import CycleError, TopologicalSorter
 
 import pytest
-from support import ROOT, bearer, create_client_key
+from support import ROOT, bearer, create_client_key, trace_request
 
-PROJECT = str(ROOT) + "/"
 # The files the server may call into: the request hooks (id and clock, key, the limiter's
 # callables, the body's checks) and the route, whose generator a stream's server resumes.
 HOOKS = {"telemetry.py", "auth.py", "extensions.py", "schemas/__init__.py"}
@@ -24,44 +22,6 @@ CHAT_ROUTES = [
     ("/process-payload", {"messages": [{"role": "user", "content": "hello"}], "temperature": 0.5}),
     ("/v1/chat/completions", {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}),
 ]
-
-
-def _project_file(filename: str) -> str | None:
-    if not filename.startswith(PROJECT) or "/.venv/" in filename or "/tests/" in filename:
-        return None
-    return filename[len(PROJECT) :]
-
-
-def _caller_file(frame) -> str:
-    """The project file of the nearest project frame that called `frame`, or "<server>"."""
-    caller = frame.f_back
-    while caller is not None and _project_file(caller.f_code.co_filename) is None:
-        caller = caller.f_back
-    return _project_file(caller.f_code.co_filename) if caller is not None else "<server>"
-
-
-def trace_request(client, path: str, body: dict, headers: dict) -> tuple[int, set[tuple[str, str]]]:
-    """Send one request (reading a streamed body to its end); its status and the calls
-    between files it made: (caller file, called file), the server being "<server>"."""
-    calls: set[tuple[str, str]] = set()
-
-    def profile(frame, event, _arg) -> None:
-        if event != "call":
-            return
-        called = _project_file(frame.f_code.co_filename)
-        if called is not None:
-            caller = _caller_file(frame)
-            if caller != called:
-                calls.add((caller, called))
-
-    sys.setprofile(profile)
-    try:
-        response = client.post(path, json=body, headers=headers)
-        response.get_data()
-        response.close()
-    finally:
-        sys.setprofile(None)
-    return response.status_code, calls
 
 
 @pytest.fixture
@@ -78,7 +38,8 @@ def test_a_chat_request_runs_through_at_most_ten_files_one_way(traced_app, path,
     body = {**body, "stream": stream}
     client.post(path, json=body, headers=key).get_data()  # first use: imports, caches
 
-    status, calls = trace_request(client, path, body, key)
+    status, traced = trace_request(client, path, body, key)
+    calls = {(call.caller, call.called) for call in traced if call.caller != call.called}
 
     assert status == 200
     files = {called for _, called in calls}
