@@ -17,7 +17,6 @@ from schemas import BodyRejected, rejection_of
 from services.chat import TurnRejected
 from services.client_keys import BudgetSpent
 from services.llm import UpstreamError
-from services.responses import StateNotFound
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +78,6 @@ def reject_invalid(exc: ValidationError):
 def _turn_rejected(exc: TurnRejected):
     extra = {k: v for k, v in (("details", exc.details), ("code", exc.code)) if v}
     return error_response(400, exc.message, **extra)
-
-
-def _state_not_found(exc: StateNotFound):
-    return error_response(400, exc.message, details=[{"field": exc.param, "message": "not found"}], code=exc.code)
 
 
 def _body_rejected(exc: BodyRejected):
@@ -156,7 +151,6 @@ def _unexpected(exc: Exception):
 
 _HANDLERS = (
     (TurnRejected, _turn_rejected),
-    (StateNotFound, _state_not_found),
     (BodyRejected, _body_rejected),
     (ApiError, _api_error),
     (UpstreamError, _upstream_error),

@@ -1,5 +1,6 @@
 """What every response carries: a request id, the headers clients act on (nosniff,
-Retry-After), one structured (JSON) log line, and Prometheus metrics.
+Retry-After, an event stream's no-cache), one structured (JSON) log line, and Prometheus
+metrics; and the report of a chat exchange (ExchangeReport) that the line includes.
 
 Metrics work across gunicorn's processes through prometheus_client's multiprocess mode:
 gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before the workers start, and /metrics
@@ -14,7 +15,8 @@ import os
 import re
 import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -27,6 +29,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+if TYPE_CHECKING:
+    from services.llm import Completion
 
 # In multiprocess mode a metric writes its file when it is made, here at import. gunicorn's
 # on_starting makes the folder, but a CLI command (flask db upgrade) may run first.
@@ -103,6 +108,25 @@ def register_request_telemetry(app: Flask) -> None:
         return response
 
 
+@dataclass
+class ExchangeReport:
+    """What the request's log line and metrics say of its exchange, filled in as it runs."""
+
+    conversation_id: str | None = None
+    prompt_text: str = ""
+    streamed: bool = False
+    upstream_seconds: float | None = None
+    # "ok", "ClientDisconnected", or the failure's kind (an UpstreamError class name).
+    outcome: str | None = None
+    completion: Completion | None = None
+
+
+def exchange_report() -> ExchangeReport:
+    """A new report of this request's exchange, which its log line reads when it closes."""
+    g.exchange = ExchangeReport()
+    return g.exchange
+
+
 def set_client_headers(response: Response) -> None:
     """The headers clients act on, set in one place whatever produced the answer."""
     # JSON and event streams only: never let a browser sniff them into something else.
@@ -115,6 +139,9 @@ def set_client_headers(response: Response) -> None:
         response.headers["Retry-After"] = window
     elif response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
+    if response.mimetype == "text/event-stream":
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through unbuffered
     if response.status_code == 204 or (request.method == "OPTIONS" and not response.content_length):
         response.headers.pop("Content-Type", None)  # no body, no type
 
@@ -155,7 +182,7 @@ def model_label(model: str | None) -> str:
 
 
 def _exchange_fields(exchange: Any, log_content: bool) -> dict[str, Any]:
-    """The upstream metrics of a chat exchange (services.chat.ExchangeReport), and its log fields."""
+    """The upstream metrics of a chat exchange (ExchangeReport), and its log fields."""
     fields: dict[str, Any] = {"user_id": exchange.conversation_id}
     completion, outcome = exchange.completion, exchange.outcome
     if exchange.upstream_seconds is not None:

@@ -28,7 +28,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, stream_with_context
+from flask import Response, current_app, jsonify, stream_with_context
 from flask_openapi3 import APIBlueprint, Tag
 
 from auth import current_client_key
@@ -48,8 +48,9 @@ from schemas import (
     ProcessPayloadRequest,
     ProcessPayloadResponse,
 )
-from services.chat import ChatAnswer, ChatTurn, ExchangeReport
+from services.chat import ChatAnswer, ChatTurn
 from services.llm import UpstreamError
+from telemetry import exchange_report
 
 completions_bp = APIBlueprint("completions", __name__, abp_tags=[Tag(name="chat")], abp_security=KEY_REQUIRED)
 openai_bp = APIBlueprint(
@@ -76,23 +77,12 @@ def respond(
     With `conversation_header`, the conversation id is returned in X-Conversation-Id.
     """
     answer = current_app.extensions["chat"].answer(turn, exchange_report())
-    response = event_stream(events(answer)) if turn.stream else jsonify(shape(answer))
+    if turn.stream:
+        response = Response(stream_with_context(events(answer)), mimetype="text/event-stream")
+    else:
+        response = jsonify(shape(answer))
     if conversation_header:
         response.headers[CONVERSATION_HEADER] = answer.conversation_id
-    return response
-
-
-def exchange_report() -> ExchangeReport:
-    """A new report of this request's exchange, which its log line reads when it closes."""
-    g.exchange = ExchangeReport()
-    return g.exchange
-
-
-def event_stream(events: Iterator[str]) -> Response:
-    """A text/event-stream response relaying `events`, the request context kept for recording."""
-    response = Response(stream_with_context(events), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through unbuffered
     return response
 
 

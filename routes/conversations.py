@@ -1,9 +1,15 @@
-"""The conversations the service keeps: list, read (paginated), usage, erase.
+"""The conversations the service keeps: list, read (paginated), usage, erase; and the same
+conversations through OpenAI's Conversations API under /v1/conversations (metadata, items).
 
-Each request sees only the conversations of its own client key (see services.conversation).
+A conversation is one thing whichever route made it: one continued with /openai-completion
+can be continued with `responses.create(conversation=...)` and read as items, and the other
+way round. Each request sees only the conversations of its own client key (see
+services.conversation); another key's get the same 404 as an unknown id.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from flask import jsonify
 from flask_openapi3 import APIBlueprint, Tag
@@ -12,23 +18,40 @@ from auth import current_client_key_id
 from database import unit_of_work
 from errors import ApiError
 from routes.api_docs import KEY_REQUIRED, responses
+from routes.responses import input_items, item_page, items_to_chat_messages, not_found, openai_object
 from schemas import (
+    ConversationCreate,
     ConversationListQuery,
     ConversationListResponse,
     ConversationPageQuery,
     ConversationPageResponse,
+    ConversationPath,
+    ConversationUpdate,
     ConversationUsageResponse,
+    ItemListQuery,
+    ItemPath,
+    ItemsAdd,
     UserIdPath,
 )
 from services.conversation import (
+    add_items,
     conversation_exists,
+    conversation_items,
+    conversation_object,
     conversation_page,
     conversation_usage,
     delete_conversation,
+    delete_item,
+    find_item,
     list_conversations,
+    new_id,
+    save_conversation,
 )
 
 bp = APIBlueprint("conversations", __name__, abp_tags=[Tag(name="conversations")], abp_security=KEY_REQUIRED)
+openai_bp = APIBlueprint(
+    "conversations_api", __name__, url_prefix="/v1", abp_tags=[Tag(name="responses")], abp_security=KEY_REQUIRED
+)
 
 NOT_FOUND = "Conversation not found"
 
@@ -72,3 +95,101 @@ def erase_conversation(path: UserIdPath):
     if not deleted:
         raise ApiError(404, NOT_FOUND)
     return "", 204
+
+
+# /v1/conversations: OpenAI's Conversations API -------------------------------------------
+
+
+def _conversation(session, conversation_id: str, key_id: int | None) -> dict:
+    """The conversation of this key, or the 404 for an unknown (or another key's) one."""
+    found = conversation_object(session, conversation_id, key_id)
+    if found is None:
+        raise not_found("Conversation", conversation_id)
+    return found
+
+
+def _chat_messages(items: list) -> list[dict]:
+    """Validated Conversations-API items as the chat messages they are stored as."""
+    return items_to_chat_messages(input_items(SimpleNamespace(input=items)))
+
+
+@openai_bp.post("/conversations", responses=openai_object())
+def create_conversation(body: ConversationCreate):
+    """A new conversation, with its first items and metadata."""
+    conversation_id, key_id = new_id("conv"), current_client_key_id()
+    with unit_of_work() as session:
+        save_conversation(session, conversation_id, key_id, dict(body.metadata or {}))
+        if body.items:
+            add_items(session, conversation_id, key_id, _chat_messages(body.items))
+        created = conversation_object(session, conversation_id, key_id)
+    return jsonify(created)
+
+
+@openai_bp.get("/conversations/<conversation_id>", responses=openai_object(read_only=True))
+def retrieve_conversation(path: ConversationPath):
+    """A conversation: its id, when it began, its metadata."""
+    with unit_of_work(write=False) as session:
+        found = _conversation(session, path.conversation_id, current_client_key_id())
+    return jsonify(found)
+
+
+@openai_bp.post("/conversations/<conversation_id>", responses=openai_object())
+def update_conversation(path: ConversationPath, body: ConversationUpdate):
+    """Replace a conversation's metadata."""
+    key_id = current_client_key_id()
+    with unit_of_work() as session:
+        _conversation(session, path.conversation_id, key_id)
+        save_conversation(session, path.conversation_id, key_id, dict(body.metadata))
+        updated = conversation_object(session, path.conversation_id, key_id)
+    return jsonify(updated)
+
+
+@openai_bp.delete("/conversations/<conversation_id>", responses=openai_object(read_only=True))
+def remove_conversation(path: ConversationPath):
+    """Erase a conversation, its items and the responses made in it, for good."""
+    key_id = current_client_key_id()
+    with unit_of_work() as session:
+        _conversation(session, path.conversation_id, key_id)
+        delete_conversation(session, path.conversation_id, key_id)
+    return jsonify({"id": path.conversation_id, "object": "conversation.deleted", "deleted": True})
+
+
+@openai_bp.get("/conversations/<conversation_id>/items", responses=openai_object(read_only=True))
+def list_items(path: ConversationPath, query: ItemListQuery):
+    """A conversation's items, newest first unless `order=asc`."""
+    key_id = current_client_key_id()
+    with unit_of_work(write=False) as session:
+        _conversation(session, path.conversation_id, key_id)
+        items = conversation_items(session, path.conversation_id, key_id)
+    return jsonify(item_page(items, query))
+
+
+@openai_bp.post("/conversations/<conversation_id>/items", responses=openai_object())
+def append_items(path: ConversationPath, body: ItemsAdd):
+    """Append up to 20 items to a conversation."""
+    key_id = current_client_key_id()
+    with unit_of_work() as session:
+        _conversation(session, path.conversation_id, key_id)
+        added = add_items(session, path.conversation_id, key_id, _chat_messages(body.items))
+    return jsonify(item_page(added, ItemListQuery(limit=100, order="asc")))
+
+
+@openai_bp.get("/conversations/<conversation_id>/items/<item_id>", responses=openai_object(read_only=True))
+def get_item(path: ItemPath):
+    """One item of a conversation."""
+    with unit_of_work(write=False) as session:
+        item = find_item(session, path.conversation_id, current_client_key_id(), path.item_id)
+    if item is None:
+        raise not_found("Item", path.item_id)
+    return jsonify(item)
+
+
+@openai_bp.delete("/conversations/<conversation_id>/items/<item_id>", responses=openai_object(read_only=True))
+def remove_item(path: ItemPath):
+    """Erase one item of a conversation for good; answers the conversation."""
+    key_id = current_client_key_id()
+    with unit_of_work() as session:
+        if not delete_item(session, path.conversation_id, key_id, path.item_id):
+            raise not_found("Item", path.item_id)
+        conversation = conversation_object(session, path.conversation_id, key_id)
+    return jsonify(conversation)

@@ -42,12 +42,15 @@ from services.conversation import (
     HistoryLimits,
     chain_history,
     exchange_status,
+    name_reply_items,
     new_conversation_id,
     new_exchange_id,
     rebuild_history,
     record_failure,
     record_reply,
+    record_response,
     record_turn,
+    response_recorded,
     stored_columns,
     touch_pending,
     without_content,
@@ -63,7 +66,7 @@ from services.llm import (
     estimate_text_tokens,
     text_of,
 )
-from services.responses_store import name_reply_items, record_response, response_recorded
+from telemetry import ExchangeReport
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -132,19 +135,6 @@ class ChatTurn:
     trim_history: bool = True
     # False: record the turn and reply without their content (usage and status only).
     store_content: bool = True
-
-
-@dataclass
-class ExchangeReport:
-    """What the request's log line and metrics say of its exchange, filled in as it runs."""
-
-    conversation_id: str | None = None
-    prompt_text: str = ""
-    streamed: bool = False
-    upstream_seconds: float | None = None
-    # "ok", "ClientDisconnected", or the failure's kind (an UpstreamError class name).
-    outcome: str | None = None
-    completion: Completion | None = None
 
 
 @dataclass(frozen=True)
@@ -475,7 +465,7 @@ class Ending:
 
 @dataclass(frozen=True)
 class ResponseRecord:
-    """A Responses-API response's own row (services/responses_store.py), recorded after its
+    """A Responses-API response's own row (services/conversation.py), recorded after its
     exchange's Ending and kept as safely: retried, else journaled behind that ending, so
     that once the database is back the response can be retrieved and continued by its id.
 

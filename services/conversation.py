@@ -8,12 +8,20 @@ A conversation is a conversation id (the `user_id` column, as the seed routes ca
 the wire) within a client key (`client_key_id`: the key's id, or None when keys are
 off): two keys using the same id each have their own, and no function here reads or
 changes another key's rows. Only the operator's CLI passes ANY_KEY.
+
+The Responses and Conversations APIs keep their state here too: responses and their
+chains, conversation metadata, and conversation items. Items are not stored apart: they
+are read off the `messages` rows every chat route writes, so a conversation is one thing
+whichever route continues it. A row is one or more items, with ids derived from the
+row's id: `msg_<row>` (its message), `fc_<row>_<n>` (its n-th tool call) and `fco_<row>`
+(a tool message: a function_call_output).
 """
 
 from __future__ import annotations
 
+import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +33,11 @@ from models import ConversationRecord, Message, MessageStatus, StoredResponse, i
 from services.llm import estimate_message_tokens, text_of
 
 MESSAGES = Message.__table__
+RESPONSES = StoredResponse.__table__
+CONVERSATIONS = ConversationRecord.__table__
+MAX_CHAIN = 10_000  # a chain longer than this is a loop, not a conversation
+
+Item = dict[str, Any]
 
 
 class _AnyKey:
@@ -393,7 +406,7 @@ def conversation_exists(session: Session, conversation_id: str, client_key_id: K
 def delete_conversation(session: Session, conversation_id: str, client_key_id: KeyScope) -> int:
     """Erase a conversation for good: every row (pending, failed and completed), the
     responses made in it and its Conversations-API record; return how many rows went."""
-    for table in (StoredResponse.__table__, ConversationRecord.__table__):
+    for table in (RESPONSES, CONVERSATIONS):
         session.execute(delete(table).where(table.c.user_id == conversation_id, owned_by(client_key_id, table)))
     result = session.execute(delete(MESSAGES).where(MESSAGES.c.user_id == conversation_id, owned_by(client_key_id)))
     return result.rowcount or 0
@@ -460,7 +473,7 @@ def prune_batch(session: Session, older_than: datetime, batch_size: int) -> int 
     if not batch:
         return None
     # A response made by one of these exchanges goes with it: nothing of it may outlive retention.
-    session.execute(delete(StoredResponse.__table__).where(StoredResponse.__table__.c.exchange_id.in_(batch)))
+    session.execute(delete(RESPONSES).where(RESPONSES.c.exchange_id.in_(batch)))
     return session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id.in_(batch))).rowcount or 0
 
 
@@ -509,3 +522,300 @@ def abandon_stale(session: Session, older_than: datetime, error: str, batch_size
         )
     )
     return list(session.execute(statement).all())
+
+
+# -- the Responses and Conversations APIs: ids and items -------------------------------------
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id in OpenAI's style: the prefix ("resp", "msg", "fc", "fco", "call"), "_", 48 hex digits."""
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def message_item(role: str, content: str | Sequence[Mapping[str, Any]], *, item_id: str | None = None) -> Item:
+    """A message item; string content becomes one text part of the kind the role takes."""
+    parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else list(content)
+    return {
+        "id": item_id or new_id("msg"),
+        "type": "message",
+        "role": role,
+        "status": "completed",
+        "content": [_item_part(role, part) for part in parts],
+    }
+
+
+def _item_part(role: str, part: Mapping[str, Any]) -> dict[str, Any]:
+    kind = part["type"]
+    if role == "assistant":
+        if kind == "refusal":
+            return {"type": "refusal", "refusal": part["refusal"]}
+        # Annotations are citations from built-in tools, which this service has none of.
+        return {"type": "output_text", "text": part["text"], "annotations": []}
+    if kind == "input_image":
+        return {"type": "input_image", "image_url": part["image_url"], "detail": part.get("detail") or "auto"}
+    return {"type": "input_text", "text": part["text"]}
+
+
+def function_call_item(
+    call_id: str, name: str, arguments: str, *, item_id: str | None = None, status: str = "completed"
+) -> Item:
+    """A function_call item (id fc_...): the call the model made, as OpenAI lists it."""
+    return {
+        "id": item_id or new_id("fc"),
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def function_call_output_item(
+    call_id: str, output: str | Sequence[Mapping[str, Any]], *, item_id: str | None = None
+) -> Item:
+    """A function_call_output item (id fco_...): the client's answer to a call; output kept as sent."""
+    if not isinstance(output, str):
+        output = [{"type": "input_text", "text": part["text"]} for part in output]
+    return {
+        "id": item_id or new_id("fco"),
+        "type": "function_call_output",
+        "status": "completed",
+        "call_id": call_id,
+        "output": output,
+    }
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def stored_response(session: Session, response_id: str, client_key_id: int | None) -> Any:
+    """The stored (store: true) response of this key, as a row; None for any other id."""
+    return session.execute(
+        select(RESPONSES).where(RESPONSES.c.id == response_id, owned_by(client_key_id, RESPONSES), RESPONSES.c.store)
+    ).first()
+
+
+def response_chain(session: Session, response_id: str, client_key_id: int | None) -> tuple[str, tuple[str, ...]] | None:
+    """The conversation of the chain ending at `response_id` and its exchanges, oldest first;
+    None when the response, or one before it, is unknown, deleted, not stored or another key's."""
+    exchanges: list[str] = []
+    current: str | None = response_id
+    user_id = None
+    while current is not None and len(exchanges) < MAX_CHAIN:
+        row = stored_response(session, current, client_key_id)
+        if row is None:
+            return None
+        user_id = user_id or row.user_id
+        exchanges.append(row.exchange_id)
+        current = row.previous_response_id
+    return user_id, tuple(reversed(exchanges))
+
+
+def conversation_exchanges(session: Session, conversation_id: str, client_key_id: int | None) -> tuple[str, ...]:
+    """The conversation's completed exchanges, oldest first: its history as a chain."""
+    query = completed_exchanges(conversation_id, client_key_id)
+    rows = session.execute(query.order_by(query.selected_columns.first_id)).all()
+    return tuple(row.exchange_id for row in rows)
+
+
+def record_response(session: Session, **columns: Any) -> None:
+    """Store one response (its id, key, exchange, conversation, chain link, store flag, status, body)."""
+    session.execute(insert(RESPONSES), [{"created_at": datetime.now(UTC), **columns}])
+
+
+def response_recorded(session: Session, response_id: str) -> bool:
+    """Whether a response row with this id exists (stored or not, any key's)."""
+    return session.execute(select(RESPONSES.c.id).where(RESPONSES.c.id == response_id)).first() is not None
+
+
+def delete_response(session: Session, response_id: str, client_key_id: int | None) -> bool:
+    """Erase a stored response and its exchange's rows, for good; False when there is none."""
+    row = stored_response(session, response_id, client_key_id)
+    if row is None:
+        return False
+    session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id == row.exchange_id))
+    session.execute(delete(RESPONSES).where(RESPONSES.c.id == response_id))
+    return True
+
+
+def response_input_items(session: Session, row: Any) -> list[dict[str, Any]]:
+    """The input items of a stored response: its exchange's rows but the reply, oldest first."""
+    rows = session.execute(select(MESSAGES).where(MESSAGES.c.exchange_id == row.exchange_id).order_by(MESSAGES.c.id))
+    # The reply is the assistant row that carries the model's name; a client's own assistant turn has none.
+    inputs = [message for message in rows.all() if not (message.role == "assistant" and message.model is not None)]
+    return [item for message in inputs for item in row_items(message)]
+
+
+# -- conversations ----------------------------------------------------------------------------
+
+
+def conversation_object(session: Session, conversation_id: str, client_key_id: int | None) -> dict[str, Any] | None:
+    """The conversation as the Conversations API shows it; None when this key has no such one
+    (neither created through the API nor written by any chat route)."""
+    record = session.execute(
+        select(CONVERSATIONS).where(CONVERSATIONS.c.user_id == conversation_id, owned_by(client_key_id, CONVERSATIONS))
+    ).first()
+    first = session.scalar(
+        select(func.min(MESSAGES.c.timestamp)).where(MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
+    )
+    if record is None and first is None:
+        return None
+    created = record.created_at if record is not None else first
+    return {
+        "id": conversation_id,
+        "object": "conversation",
+        "created_at": int(_aware(created).timestamp()),
+        "metadata": dict(record.metadata) if record is not None else {},
+    }
+
+
+def _aware(stamp: Any) -> datetime:
+    return datetime.fromisoformat(iso_utc(stamp))
+
+
+def save_conversation(session: Session, conversation_id: str, client_key_id: int | None, metadata: dict) -> None:
+    """Create the conversation's record, or replace its metadata."""
+    updated = session.execute(
+        update(CONVERSATIONS)
+        .where(CONVERSATIONS.c.user_id == conversation_id, owned_by(client_key_id, CONVERSATIONS))
+        .values(metadata=metadata)
+    ).rowcount
+    if not updated:
+        session.add(ConversationRecord(api_key_id=client_key_id, user_id=conversation_id, metadata_=metadata))
+        session.flush()
+
+
+# -- items ----------------------------------------------------------------------------------
+
+
+def _input_parts(content: Any) -> Any:
+    """Chat content as Responses input parts (input_text, input_image)."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content or []:
+        if part.get("type") == "image_url":
+            image = part.get("image_url") or {}
+            parts.append({"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail")})
+        else:
+            parts.append({"type": "input_text", "text": part.get("text", "")})
+    return parts
+
+
+def row_items(row: Any) -> list[dict[str, Any]]:
+    """The items one stored message row is, with ids derived from the row's id."""
+    message = replayed(row.role, row.content, row.message_fields)
+    if row.role == "tool":
+        call_id = message.get("tool_call_id") or ""
+        return [function_call_output_item(call_id, text_of(row.content), item_id=f"fco_{row.id}")]
+    if row.role != "assistant":
+        return [message_item(row.role, _input_parts(row.content), item_id=f"msg_{row.id}")]
+    items = []
+    calls = message.get("tool_calls") or []
+    text = text_of(row.content)
+    if text or message.get("refusal") or not calls:
+        parts = [{"type": "output_text", "text": text}] if text or not message.get("refusal") else []
+        if message.get("refusal"):
+            parts.append({"type": "refusal", "refusal": message["refusal"]})
+        items.append(message_item("assistant", parts, item_id=f"msg_{row.id}"))
+    for index, call in enumerate(calls):
+        function = call.get("function") or {}
+        name, arguments = function.get("name", ""), function.get("arguments", "")
+        items.append(function_call_item(call.get("id"), name, arguments, item_id=f"fc_{row.id}_{index}"))
+    named = (row.message_fields or {}).get(ITEM_IDS) or []
+    if len(named) == len(items):  # the ids the response that made this reply gave its items
+        for item, item_id in zip(items, named, strict=True):
+            item["id"] = item_id
+    return items
+
+
+def name_reply_items(session: Session, exchange_id: str, item_ids: list[str]) -> None:
+    """Give the items of an exchange's reply the ids its response answered with."""
+    row = session.execute(
+        select(MESSAGES.c.id, MESSAGES.c.message_fields)
+        .where(MESSAGES.c.exchange_id == exchange_id, MESSAGES.c.role == "assistant", MESSAGES.c.model.is_not(None))
+        .order_by(MESSAGES.c.id.desc())
+        .limit(1)
+    ).first()
+    if row is not None:
+        fields = {**(row.message_fields or {}), ITEM_IDS: item_ids}
+        session.execute(update(MESSAGES).where(MESSAGES.c.id == row.id).values(message_fields=fields))
+
+
+def conversation_items(session: Session, conversation_id: str, client_key_id: int | None) -> list[dict[str, Any]]:
+    """Every item of the conversation, oldest first: its completed exchanges' rows."""
+    rows = session.execute(
+        select(MESSAGES)
+        .where(
+            MESSAGES.c.user_id == conversation_id,
+            owned_by(client_key_id),
+            MESSAGES.c.status == MessageStatus.COMPLETED,
+        )
+        .order_by(MESSAGES.c.id)
+    ).all()
+    return [item for row in rows for item in row_items(row)]
+
+
+def add_items(
+    session: Session, conversation_id: str, client_key_id: int | None, messages: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Append chat messages to the conversation as one completed exchange; the items they became."""
+    exchange_id = new_exchange_id()
+    base = {"user_id": conversation_id, "exchange_id": exchange_id, "api_key_id": client_key_id}
+    if messages:
+        rows = [{**base, "status": MessageStatus.COMPLETED, **stored_columns(m)} for m in messages]
+        session.execute(insert(MESSAGES), rows)
+    added = session.execute(select(MESSAGES).where(MESSAGES.c.exchange_id == exchange_id).order_by(MESSAGES.c.id))
+    return [item for row in added.all() for item in row_items(row)]
+
+
+def _row_of(item_id: str) -> int | None:
+    """The row id a derived item id (msg_<row>, fc_<row>_<n>, fco_<row>) names, or None."""
+    prefix, _, rest = item_id.partition("_")
+    number = rest.split("_")[0]
+    return int(number) if prefix in ("msg", "fc", "fco") and number.isdigit() and len(number) < 19 else None
+
+
+def _item_row(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> Any:
+    """The completed row of the conversation that holds the item `item_id`, or None."""
+    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
+    completed = MESSAGES.c.status == MessageStatus.COMPLETED
+    row_id = _row_of(item_id)
+    if row_id is not None:
+        rows = session.execute(select(MESSAGES).where(MESSAGES.c.id == row_id, *mine, completed)).all()
+    else:  # an id a response gave its output: on a reply row that recorded it
+        replies = select(MESSAGES).where(
+            *mine, completed, MESSAGES.c.role == "assistant", MESSAGES.c.model.is_not(None)
+        )
+        rows = session.execute(replies).all()
+    return next((row for row in rows if any(item["id"] == item_id for item in row_items(row))), None)
+
+
+def find_item(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> dict | None:
+    """The item `item_id` of the conversation, or None."""
+    row = _item_row(session, conversation_id, client_key_id, item_id)
+    return next(item for item in row_items(row) if item["id"] == item_id) if row is not None else None
+
+
+def delete_item(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> bool:
+    """Erase one item for good: its row, or, of an assistant row that is several items, only
+    the tool call or the text it is. False when the conversation has no such item."""
+    row = _item_row(session, conversation_id, client_key_id, item_id)
+    if row is None:
+        return False
+    items = row_items(row)
+    keep = [item for item in items if item["id"] != item_id]
+    if not keep:
+        session.execute(delete(MESSAGES).where(MESSAGES.c.id == row.id))
+        return True
+    message = replayed(row.role, row.content, row.message_fields)
+    kept_calls = {item["call_id"] for item in keep if item["type"] == "function_call"}
+    message["tool_calls"] = [call for call in message.get("tool_calls") or [] if call.get("id") in kept_calls]
+    if not message["tool_calls"]:
+        message.pop("tool_calls")
+    if not any(item["type"] == "message" for item in keep):
+        message["content"] = None  # the text goes, the calls stay
+    columns = stored_columns(message)
+    columns["message_fields"] = {**(columns["message_fields"] or {}), ITEM_IDS: [item["id"] for item in keep]}
+    session.execute(update(MESSAGES).where(MESSAGES.c.id == row.id).values(**columns))
+    return True

@@ -13,8 +13,7 @@ from support import ROOT, poll_until, rows_of
 from database import EntryRejected, Journal, unit_of_work
 from models import MessageStatus
 from services.chat import Ending, ResponseRecord, replay_entry
-from services.conversation import record_turn
-from services.responses_store import response_recorded
+from services.conversation import record_turn, response_recorded
 
 
 def test_a_drain_applies_in_order_and_stops_at_the_first_entry_the_database_cannot_take(tmp_path):

@@ -17,10 +17,16 @@ from support import ROOT, bearer, create_client_key, trace_request
 # The files the server may call into: the request hooks (id and clock, key, the limiter's
 # callables, the body's checks) and the route, whose generator a stream's server resumes.
 HOOKS = {"telemetry.py", "auth.py", "extensions.py", "schemas/__init__.py"}
+# Each chat route and the file its view is in.
 CHAT_ROUTES = [
-    ("/openai-completion", {"prompt": "hello"}),
-    ("/process-payload", {"messages": [{"role": "user", "content": "hello"}], "temperature": 0.5}),
-    ("/v1/chat/completions", {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}),
+    ("/openai-completion", {"prompt": "hello"}, "routes/chat.py"),
+    ("/process-payload", {"messages": [{"role": "user", "content": "hello"}], "temperature": 0.5}, "routes/chat.py"),
+    (
+        "/v1/chat/completions",
+        {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]},
+        "routes/chat.py",
+    ),
+    ("/v1/responses", {"model": "fake-model", "input": "hello"}, "routes/responses.py"),
 ]
 
 
@@ -31,8 +37,8 @@ def traced_app(make_app):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-@pytest.mark.parametrize("path,body", CHAT_ROUTES, ids=[route for route, _ in CHAT_ROUTES])
-def test_a_chat_request_runs_through_at_most_ten_files_one_way(traced_app, path, body, stream):
+@pytest.mark.parametrize("path,body,route", CHAT_ROUTES, ids=[path for path, _, _ in CHAT_ROUTES])
+def test_a_chat_request_runs_through_at_most_ten_files_one_way(traced_app, path, body, route, stream):
     app, key = traced_app
     client = app.test_client()
     body = {**body, "stream": stream}
@@ -44,7 +50,6 @@ def test_a_chat_request_runs_through_at_most_ten_files_one_way(traced_app, path,
     assert status == 200
     files = {called for _, called in calls}
     assert len(files) <= 10, sorted(files)
-    route = "routes/chat.py"
     assert route in files and "services/chat.py" in files and "services/llm.py" in files
     entered_by_server = {called for caller, called in calls if caller == "<server>"}
     assert entered_by_server <= HOOKS | {route}, sorted(entered_by_server)

@@ -1,4 +1,4 @@
-"""The Responses API translation layer (schemas/responses.py, services/responses_format.py).
+"""The Responses API translation layer (its schemas in schemas/__init__.py, routes/responses.py).
 
 Every object it produces is checked with the openai SDK's own types, and its streams are read by
 the SDK itself: a local HTTP server sends the translator's SSE to `client.responses.stream()`,
@@ -27,9 +27,7 @@ from openai.types.responses import (
 )
 from pydantic import TypeAdapter, ValidationError
 
-from schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, MAX_PARTS
-from schemas.responses import error_details, openai_param, parse_request
-from services.responses_format import (
+from routes.responses import (
     ResponseStreamTranslator,
     chat_messages_for,
     chat_params,
@@ -41,6 +39,8 @@ from services.responses_format import (
     sse,
     tool_pairing_error,
 )
+from schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, MAX_PARTS, openai_param, parse_request
+from schemas import response_error_details as error_details
 
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 CHAT_MESSAGE = TypeAdapter(ChatCompletionMessageParam)
