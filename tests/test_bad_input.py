@@ -287,6 +287,12 @@ OVERSIZED_TURNS = [
         {"model": "fake-model", "messages": [{"role": "user", "content": "x" * 11}]},
         id="v1-chat-completions",
     ),
+    pytest.param("/v1/responses", {"model": "fake-model", "input": "x" * 11}, id="v1-responses"),
+    pytest.param(
+        "/v1/responses",
+        {"model": "fake-model", "instructions": "x" * 6, "input": "x" * 5},
+        id="v1-responses-instructions-count",
+    ),
 ]
 
 
@@ -304,10 +310,18 @@ def test_max_prompt_chars_answers_the_same_on_every_chat_route(make_app, upstrea
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-@pytest.mark.parametrize("path", ["/process-payload/", "/v1/chat/completions"])
-def test_allowed_models_answer_the_same_on_every_chat_route_that_names_one(make_app, upstream, path, stream):
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/process-payload/", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/responses", {"input": "hi"}),
+    ],
+    ids=["process-payload", "v1-chat-completions", "v1-responses"],
+)
+def test_allowed_models_answer_the_same_on_every_chat_route_that_names_one(make_app, upstream, path, body, stream):
     app = make_app(ALLOWED_MODELS=["fake-model"])
-    body = {"model": "other-model", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    body = {**body, "model": "other-model", "stream": stream}
     response = app.test_client().post(path, json=body)
     assert response.status_code == 400
     error = response.get_json()["error"]

@@ -157,7 +157,7 @@ def test_the_budget_counts_the_upstreams_recorded_usage(make_app, upstream):
     assert (listed["tokens_today"], listed["requests_today"]) == (470, 2)
 
 
-def test_a_spent_budget_refuses_streams_and_the_openai_route_too(make_app, upstream):
+def test_a_spent_budget_refuses_streams_and_every_other_chat_route_too(make_app, upstream):
     app, key = _budget_app(make_app, daily_tokens=10)
     client = app.test_client()
     assert client.post("/openai-completion", json=PROMPT, headers=key).status_code == 200
@@ -172,9 +172,14 @@ def test_a_spent_budget_refuses_streams_and_the_openai_route_too(make_app, upstr
         with pytest.raises(openai.RateLimitError) as raised:
             sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
         assert raised.value.body["code"] == "daily_token_budget_exceeded"
+        with pytest.raises(openai.RateLimitError) as raised:
+            sdk.responses.create(model="fake-model", input="hi")
+        assert raised.value.body["code"] == "daily_token_budget_exceeded"
         sdk.close()
     finally:
         server.stop()
+    payload = client.post("/process-payload", json={"messages": [{"role": "user", "content": "hi"}]}, headers=key)
+    assert payload.status_code == 429
     assert len(upstream.chat_requests()) == calls
 
 
