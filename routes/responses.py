@@ -658,10 +658,6 @@ class ResponseStreamTranslator:
 
 log = logging.getLogger(__name__)
 
-bp = APIBlueprint(
-    "responses_api", __name__, url_prefix="/v1", abp_tags=[Tag(name="responses")], abp_security=KEY_REQUIRED
-)
-
 
 def _state_not_found(param: str, message: str, code: str) -> ApiError:
     """OpenAI's 400 for a previous response or conversation that is not this key's to continue."""
@@ -798,6 +794,10 @@ def _events(
 
 
 # -- the routes ---------------------------------------------------------------------------------
+
+bp = APIBlueprint(
+    "responses_api", __name__, url_prefix="/v1", abp_tags=[Tag(name="responses")], abp_security=KEY_REQUIRED
+)
 
 # The document's answer for OpenAI's objects, as the SDK's types define them.
 _OBJECT = {"application/json": {"schema": {"type": "object"}}}

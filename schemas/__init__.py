@@ -111,23 +111,26 @@ ContentPart = Annotated[
 ]
 
 
-def _content_kind(value: Any) -> str | None:
+def _string_or_list(value: Any) -> str | None:
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
-        return "parts"
-    return None
+    return "list" if isinstance(value, list) else None
 
 
-Content = Annotated[
-    Annotated[MessageText, Tag("string")]
-    | Annotated[list[ContentPart], Field(min_length=1, max_length=MAX_PARTS), Tag("parts")],
-    Discriminator(
-        _content_kind,
-        custom_error_type="content_type",
-        custom_error_message="Content must be a string or a list of content parts",
-    ),
-]
+def _text_or_parts(parts: Any, what: str) -> Any:
+    """A string, or 1 to MAX_PARTS parts: the shape of message content and of tool output."""
+    return Annotated[
+        Annotated[MessageText, Tag("string")]
+        | Annotated[list[parts], Field(min_length=1, max_length=MAX_PARTS), Tag("list")],
+        Discriminator(
+            _string_or_list,
+            custom_error_type="content_type",
+            custom_error_message=f"{what} must be a string or a list of content parts",
+        ),
+    ]
+
+
+Content = _text_or_parts(ContentPart, "Content")
 
 
 class ChatMessage(_Strict):
@@ -535,25 +538,6 @@ def _tagged(models: dict[str, type[BaseModel]], error_type: str, message: str) -
     return Annotated[
         Union[members],  # noqa: UP007 - a runtime-built union needs the subscript form
         Discriminator(kind, custom_error_type=error_type, custom_error_message=message),
-    ]
-
-
-def _string_or_list(value: Any) -> str | None:
-    if isinstance(value, str):
-        return "string"
-    return "list" if isinstance(value, list) else None
-
-
-def _text_or_parts(parts: Any, what: str) -> Any:
-    """A string, or 1 to MAX_PARTS parts: the shape of message content and of tool output."""
-    return Annotated[
-        Annotated[MessageText, Tag("string")]
-        | Annotated[list[parts], Field(min_length=1, max_length=MAX_PARTS), Tag("list")],
-        Discriminator(
-            _string_or_list,
-            custom_error_type="content_type",
-            custom_error_message=f"{what} must be a string or a list of content parts",
-        ),
     ]
 
 
