@@ -74,6 +74,9 @@ class Message(db.Model):
     # While a long stream is relayed, the pipeline touches its pending rows now and then,
     # so the sweeper can tell a live exchange from one whose process died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # On an exchange's first row: the tokens its request reserved from the key's budget that
+    # day (NULL: none), which the sweeper gives back if its process dies before settling.
+    reserved_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_id: Mapped[str | None] = mapped_column(String(255))
     model: Mapped[str | None] = mapped_column(String(255))
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
@@ -233,7 +233,8 @@ class ChatPipeline:
             context = [*leading, *history.messages, *new]
             reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn))
             stored = new if turn.store_content else [without_content(m) for m in new]
-            record_turn(session, exchange_id, conversation_id, key_id, stored)
+            held = reservation.tokens if reservation is not None and reservation.tokens else None
+            record_turn(session, exchange_id, conversation_id, key_id, stored, held)
         return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content, reservation)
 
     def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
@@ -531,15 +532,17 @@ def apply_ending(session: Session, ending: Ending, *, recheck: bool) -> None:
     """
     if recheck and exchange_status(session, ending.exchange_id) not in (None, MessageStatus.PENDING):
         return
-    if ending.reservation is not None:
-        settle_reservation(session, ending.reservation, ending.spent)
     if ending.reply is None:
-        record_failure(session, ending.exchange_id, ending.error or "")
-        return
-    reply = {**ending.reply, "timestamp": ending.ended_at}
-    record_reply(
-        session, ending.exchange_id, ending.conversation_id, ending.client_key_id, reply, ending.status, ending.error
-    )
+        before = record_failure(session, ending.exchange_id, ending.error or "")
+    else:
+        reply = {**ending.reply, "timestamp": ending.ended_at}
+        ids = (ending.exchange_id, ending.conversation_id, ending.client_key_id)
+        before = record_reply(session, *ids, reply, ending.status, ending.error)
+    if ending.reservation is not None:
+        # An exchange the sweeper closed as abandoned while its call still ran (an
+        # ABANDON_AFTER_SECONDS below the call's time) had its reservation given back then.
+        held = ending.reservation if before != MessageStatus.ABANDONED else replace(ending.reservation, tokens=0)
+        settle_reservation(session, held, ending.spent)
 
 
 def replay_entry(entry: dict[str, Any]) -> None:

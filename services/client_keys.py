@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -93,15 +93,16 @@ def create_key(
 
 
 def list_keys(session: Session) -> list[dict[str, Any]]:
-    """Every key, oldest first, with the tokens and requests it spent today."""
+    """Every key, oldest first, with the tokens and requests it spent today and the tokens
+    its requests in progress hold."""
     rows = session.execute(
-        select(ApiKey, USAGE.c.total_tokens, USAGE.c.requests)
+        select(ApiKey, USAGE.c.total_tokens, USAGE.c.requests, USAGE.c.reserved_tokens)
         .outerjoin(USAGE, (USAGE.c.api_key_id == ApiKey.id) & (USAGE.c.day == utc_today()))
         .order_by(ApiKey.id)
     ).all()
     return [
-        {**key.to_dict(), "tokens_today": tokens or 0, "requests_today": requests or 0}
-        for key, tokens, requests in rows
+        {**key.to_dict(), "tokens_today": tokens or 0, "requests_today": requests or 0, "reserved_today": held or 0}
+        for key, tokens, requests, held in rows
     ]
 
 
@@ -216,6 +217,17 @@ def settle_reservation(session: Session, reservation: Reservation, spent: tuple[
         "reserved_tokens": -reservation.tokens,
     }
     session.execute(_usage_upsert(session.get_bind().dialect.name), values)
+
+
+def release_reservation(session: Session, client_key_id: int, day: date, tokens: int) -> None:
+    """Give back `tokens` a request reserved on `day` and never settled (its process died),
+    in the caller's transaction; never below zero."""
+    held = USAGE.c.reserved_tokens
+    session.execute(
+        update(USAGE)
+        .where(USAGE.c.api_key_id == client_key_id, USAGE.c.day == day)
+        .values(reserved_tokens=case((held > tokens, held - tokens), else_=0))
+    )
 
 
 def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, completion_tokens: int) -> None:

@@ -282,9 +282,15 @@ def replayed(role: str, content: Any, message_fields: dict[str, Any] | None) -> 
 
 
 def record_turn(
-    session: Session, exchange_id: str, conversation_id: str, client_key_id: int | None, messages: list[dict[str, Any]]
+    session: Session,
+    exchange_id: str,
+    conversation_id: str,
+    client_key_id: int | None,
+    messages: list[dict[str, Any]],
+    reserved_tokens: int | None = None,
 ) -> None:
-    """Store the new messages of an exchange as `pending` rows of the conversation."""
+    """Store the new messages of an exchange as `pending` rows of the conversation; the
+    first carries the tokens the exchange reserved (see abandon_stale)."""
     # Core statements on the table: no ORM bookkeeping for rows we never read back.
     now = datetime.now(UTC)
     session.execute(
@@ -296,11 +302,21 @@ def record_turn(
                 "api_key_id": client_key_id,
                 "status": MessageStatus.PENDING,
                 "timestamp": now,
+                "reserved_tokens": reserved_tokens if index == 0 else None,
                 **stored_columns(message),
             }
-            for message in messages
+            for index, message in enumerate(messages)
         ],
     )
+
+
+def _close_exchange(session: Session, exchange_id: str, status: str, error: str | None) -> str | None:
+    """Set every row of the exchange to `status`; the status they had: PENDING, ABANDONED
+    (the sweeper closed it while its call still ran), or None (its rows were erased)."""
+    rows = update(MESSAGES).where(MESSAGES.c.exchange_id == exchange_id).values(status=status, error=error)
+    if session.execute(rows.where(MESSAGES.c.status == MessageStatus.PENDING)).rowcount:
+        return MessageStatus.PENDING
+    return MessageStatus.ABANDONED if session.execute(rows).rowcount else None
 
 
 def record_reply(
@@ -311,26 +327,24 @@ def record_reply(
     reply: dict[str, Any],
     status: str = MessageStatus.COMPLETED,
     error: str | None = None,
-) -> bool:
+) -> str | None:
     """Store the assistant turn (`reply`: its stored_columns, completion_id, model and
-    token counts) and set the exchange's status. Returns False, storing nothing, when the conversation
-    was erased while the model worked: a reply must not bring back what its owner erased."""
-    result = session.execute(
-        update(MESSAGES).where(MESSAGES.c.exchange_id == exchange_id).values(status=status, error=error)
-    )
-    if not result.rowcount:
-        return False
+    token counts) and set the exchange's status; the status it had (see _close_exchange).
+    None, storing nothing, when the conversation was erased while the model worked: a
+    reply must not bring back what its owner erased."""
+    before = _close_exchange(session, exchange_id, status, error)
+    if before is None:
+        return None
     row = {"user_id": conversation_id, "exchange_id": exchange_id, "api_key_id": client_key_id}
     row.update(status=status, error=error, timestamp=datetime.now(UTC))
     session.execute(insert(MESSAGES), [{**row, **reply}])
-    return True
+    return before
 
 
-def record_failure(session: Session, exchange_id: str, error: str) -> None:
-    """Mark an exchange failed, keeping it for audit only (never sent as history)."""
-    session.execute(
-        update(MESSAGES).where(MESSAGES.c.exchange_id == exchange_id).values(status=MessageStatus.FAILED, error=error)
-    )
+def record_failure(session: Session, exchange_id: str, error: str) -> str | None:
+    """Mark an exchange failed, keeping it for audit only (never sent as history); the
+    status it had (see _close_exchange)."""
+    return _close_exchange(session, exchange_id, MessageStatus.FAILED, error)
 
 
 def exchange_status(session: Session, exchange_id: str) -> str | None:
@@ -497,7 +511,8 @@ def _unheartbeated(older_than: datetime) -> ColumnElement[bool]:
 def abandon_stale(session: Session, older_than: datetime, error: str, batch_size: int) -> list[Row]:
     """Close the exchanges of up to `batch_size` rows still pending since before `older_than`
     (and not heartbeated since), whole, as ABANDONED with `error`; return the rows this
-    statement changed (exchange_id, api_key_id, role, content, message_fields): fewer than
+    statement changed (exchange_id, api_key_id, role, content, message_fields, and the
+    reserved_tokens and timestamp of the reservation a first row records): fewer than
     `batch_size` means none is left.
 
     One UPDATE ... RETURNING of whole exchanges whose WHERE re-checks the status and the
@@ -519,6 +534,8 @@ def abandon_stale(session: Session, older_than: datetime, error: str, batch_size
             MESSAGES.c.role,
             MESSAGES.c.content,
             MESSAGES.c.message_fields,
+            MESSAGES.c.reserved_tokens,
+            MESSAGES.c.timestamp,
         )
     )
     return list(session.execute(statement).all())

@@ -4,8 +4,10 @@ An exchange is recorded `pending` before the LLM call and settled after it (serv
 If the process serving it dies in between (SIGKILL, the OOM killer, GRACEFUL_TIMEOUT shorter
 than a call), nobody settles it. Once it is older than any call can last
 (config.abandon_after_seconds, or ABANDON_AFTER_SECONDS) and no heartbeat came since, the
-sweeper closes it as `abandoned` with ABANDONED_ERROR and charges its key the estimated
-prompt tokens of its stored messages (the upstream most likely received and billed them).
+sweeper closes it as `abandoned` with ABANDONED_ERROR, charges its key the estimated
+prompt tokens of its stored messages (the upstream most likely received and billed them),
+and gives back the worst case the exchange had reserved of the key's daily budget (its
+first row records it), which its dead process never settled.
 
 A stream may legitimately run longer than that: while one is relayed, the chat pipeline
 (services/chat.py, `keep_alive`) touches its pending rows (`heartbeat_at`) every
@@ -24,7 +26,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import Flask
@@ -33,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from config import abandon_after_seconds
 from database import unit_of_work
-from services.client_keys import charge_usage
+from services.client_keys import charge_usage, release_reservation
 from services.conversation import abandon_stale, replayed
 from services.llm import estimate_message_tokens
 
@@ -64,16 +66,25 @@ def _claim(session: Session) -> bool:
     return bool(session.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK_KEY))))
 
 
+def _utc_day(stamp: datetime) -> date:
+    """The UTC day of a row's timestamp (SQLite returns it naive, in UTC)."""
+    return (stamp if stamp.tzinfo is None else stamp.astimezone(UTC)).date()
+
+
 def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_SIZE) -> SweepResult:
     """In the caller's unit of work: close up to `batch_size` exchanges pending since before
-    `older_than` as abandoned, and charge each keyed one its estimated prompt tokens, once."""
+    `older_than` as abandoned, charge each keyed one its estimated prompt tokens, once, and
+    give back what it had reserved of its key's budget."""
     if not _claim(session):
         return SweepResult(skipped=True)
     exchanges: dict[str, tuple[int | None, int]] = {}
     rows = abandon_stale(session, older_than, ABANDONED_ERROR, batch_size)
     for row in rows:
         key_id, tokens = exchanges.get(row.exchange_id, (row.api_key_id, 0))
-        exchanges[row.exchange_id] = (key_id, tokens + estimate_message_tokens(replayed(*row[2:])))
+        prompt = estimate_message_tokens(replayed(row.role, row.content, row.message_fields))
+        exchanges[row.exchange_id] = (key_id, tokens + prompt)
+        if key_id is not None and row.reserved_tokens:
+            release_reservation(session, key_id, _utc_day(row.timestamp), row.reserved_tokens)
     charged = 0
     for key_id, tokens in exchanges.values():
         if key_id is not None:

@@ -196,6 +196,41 @@ def test_a_live_stream_keeps_its_exchange_alive_past_the_cut_off(make_app, upstr
     assert [r["status"] for r in rows_of(app, "live")] == ["disconnected", "disconnected"]
 
 
+def test_a_reply_after_its_exchange_was_closed_as_abandoned_gives_the_reservation_back_once(make_app, upstream):
+    # An ABANDON_AFTER_SECONDS below a call's time: the sweeper closes the live exchange,
+    # gives its reservation back and charges the prompt; then the reply arrives after all.
+    app = make_app(REQUIRE_API_KEY=True)
+    key = create_client_key(app, "metered", "--daily-tokens", "100000")
+    arrived, release = threading.Event(), threading.Event()
+    upstream.on_request = lambda _received: arrived.set()
+    upstream.enqueue(Hang(release, then=Reply(text="late but here"), max_seconds=30))
+    answered: dict = {}
+
+    def ask() -> None:
+        body = {"prompt": "slow one", "user_id": "late"}
+        answered["response"] = app.test_client().post("/openai-completion", json=body, headers=bearer(key))
+
+    client = threading.Thread(target=ask)
+    client.start()
+    try:
+        assert arrived.wait(30), "the request never reached the upstream"
+        with app.app_context():
+            assert sweep(datetime.now(UTC) + timedelta(hours=1)).exchanges == 1
+        assert _reserved_today(app, key) == 0
+    finally:
+        release.set()
+        client.join(30)
+
+    assert answered["response"].status_code == 200
+    assert [r["status"] for r in rows_of(app, "late")] == ["completed", "completed"]
+    assert _reserved_today(app, key) == 0  # given back once, not twice
+
+
+def _reserved_today(app, key: str) -> int:
+    listed = app.test_cli_runner().invoke(args=["keys", "list", "--json"]).stdout.splitlines()
+    return next(json.loads(line) for line in listed if json.loads(line)["prefix"] == key[:12])["reserved_today"]
+
+
 def _worker_pid(served: Served) -> int:
     """The pid of the (only) worker gunicorn booted, checked to be the master's child."""
     booted = [re.search(r"Booting worker with pid: (\d+)", line) for line in served.output]
@@ -207,6 +242,18 @@ def _worker_pid(served: Served) -> int:
 
 def _upstream_env(tmp_path, upstream, **extra) -> dict[str, str]:
     return upstream_service_env(tmp_path, upstream, WEB_CONCURRENCY="1", **extra)
+
+
+def _reserved_by_exchanges(env) -> int:
+    """What the exchanges' first rows say they reserved of their key's budget."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT COALESCE(SUM(reserved_tokens), 0) FROM messages")).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def _poll_statuses(env, want: str, seconds: float = 30) -> list[tuple]:
@@ -263,7 +310,7 @@ def _in_flight(served, key, upstream, release) -> tuple[list, dict]:
     return clients, outcomes
 
 
-def test_a_killed_worker_leaves_no_exchange_pending_and_its_keys_pay_the_prompts(tmp_path, upstream):
+def test_a_killed_worker_leaves_nothing_pending_and_its_keys_pay_the_prompts_not_the_reservations(tmp_path, upstream):
     env = _upstream_env(
         tmp_path, upstream, REQUIRE_API_KEY="true", ABANDON_AFTER_SECONDS="2", SWEEP_INTERVAL_SECONDS="1"
     )
@@ -271,7 +318,7 @@ def test_a_killed_worker_leaves_no_exchange_pending_and_its_keys_pay_the_prompts
     release = threading.Event()
     try:
         served.wait_for(WORKER_READY)
-        created = run_flask(env, "keys", "create", "--name", "acme")
+        created = run_flask(env, "keys", "create", "--name", "acme", "--daily-tokens", "1000000")
         assert created.returncode == 0, created.stderr
         key = created.stdout.strip()
         clients, outcomes = _in_flight(served, key, upstream, release)
@@ -300,6 +347,8 @@ def test_a_killed_worker_leaves_no_exchange_pending_and_its_keys_pay_the_prompts
     assert usage.json()["exchanges"] == {"total": 1, "completed": 0, "failed": 0, "pending": 0, "abandoned": 1}
     prompts = _estimate("stream a story", *[f"question {n}" for n in range(3)])
     assert (listed["tokens_today"], listed["requests_today"]) == (prompts, 4)
+    # What the four requests reserved while in flight is given back: the budget is whole again.
+    assert _reserved_by_exchanges(env) > 4 * 1024 and listed["reserved_today"] == 0
     assert "exchanges as abandoned" in log
 
 
