@@ -21,6 +21,7 @@ tests validate each against the openai SDK's own types.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import time
@@ -547,13 +548,24 @@ class ResponseStreamTranslator:
         """
         if self._ended:
             return []
-        events, self._ended = self.start(), True
+        events = self.start()
+        self._cut_short()
+        error = {"code": code, "message": message}
+        return events + [self._event("response.failed", response=self.response("failed", error=error))]
+
+    def cancel(self) -> dict[str, Any]:
+        """The response as it stood when its client left mid-stream: "cancelled", its partial
+        items marked incomplete. No event: nobody is listening."""
+        self._started = True
+        self._cut_short()
+        return self.response("cancelled")
+
+    def _cut_short(self) -> None:
+        self._ended = True
         for item in self.output:
             if item["status"] == "in_progress":
                 item["status"] = "incomplete"
         self._open = self._part = None
-        error = {"code": code, "message": message}
-        return events + [self._event("response.failed", response=self.response("failed", error=error))]
 
     def chat_message(self) -> dict[str, Any]:
         """The reply so far as the one assistant chat message to store."""
@@ -777,17 +789,27 @@ def _events(
     key_id: int | None,
 ) -> Iterator[str]:
     """The Responses API event stream of a streamed answer; the response is recorded before
-    response.completed (or response.failed) is sent."""
-    for event in translator.start():
-        yield sse(event)
-    for item in answer.chunks:
-        if isinstance(item, UpstreamError):
-            events = translator.fail(item.message)
-            _record(pipeline, request, key_id, answer, events[-1]["response"])
-            yield from (sse(event) for event in events)
-            return
-        for event in translator.feed(item):
+    response.completed (or response.failed) is sent, or, when the client leaves mid-stream,
+    as "cancelled" with what had arrived."""
+    chunks = iter(answer.chunks)
+    # The relay is under way before the first byte is sent, so that a client gone at once
+    # is seen by it too (it closes the upstream call and records the exchange).
+    first = next(chunks, None)
+    try:
+        for event in translator.start():
             yield sse(event)
+        for item in chunks if first is None else itertools.chain([first], chunks):
+            if isinstance(item, UpstreamError):
+                events = translator.fail(item.message)
+                _record(pipeline, request, key_id, answer, events[-1]["response"])
+                yield from (sse(event) for event in events)
+                return
+            for event in translator.feed(item):
+                yield sse(event)
+    except GeneratorExit:
+        chunks.close()  # the pipeline's relay records the partial reply, DISCONNECTED
+        _record(pipeline, request, key_id, answer, translator.cancel())
+        raise
     events = translator.finish()  # the pipeline has recorded the reply by now
     _record(pipeline, request, key_id, answer, events[-1]["response"])
     yield from (sse(event) for event in events)

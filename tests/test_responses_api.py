@@ -135,6 +135,7 @@ def test_a_stream_to_the_end_is_recorded_and_continued_at_once(sdk, upstream, ap
 
 def test_a_stream_cut_off_midway_is_recorded_like_a_chat_stream(live_server, upstream, app):
     upstream.enqueue(StreamReply(["one ", "two ", "three"], endless=True))
+    response_id = None
     with requests.post(
         f"{live_server.url}/v1/responses",
         json={"model": "fake-model", "input": "Go on forever.", "stream": True},
@@ -142,6 +143,8 @@ def test_a_stream_cut_off_midway_is_recorded_like_a_chat_stream(live_server, ups
         timeout=30,
     ) as answer:
         for line in answer.iter_lines():
+            if line.startswith(b"data: ") and response_id is None:
+                response_id = json.loads(line[6:])["response"]["id"]  # response.created
             if b"response.output_text.delta" in line:
                 break  # the client leaves mid-stream
     live_server.wait_idle()
@@ -149,6 +152,12 @@ def test_a_stream_cut_off_midway_is_recorded_like_a_chat_stream(live_server, ups
     stored = [r for r in rows_of(app) if r["role"] == "assistant"]
     assert stored[-1]["status"] == "disconnected"
     assert stored[-1]["content"].startswith("one ")
+    # The response itself is kept as it stood: retrievable, cancelled, with what had arrived.
+    sdk = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="unused", max_retries=0)
+    kept = sdk.responses.retrieve(response_id)
+    sdk.close()
+    assert kept.status == "cancelled" and kept.output_text.startswith("one ")
+    assert kept.output[0].status == "incomplete"
 
 
 @pytest.mark.parametrize("through", ["chain", "conversation"])
