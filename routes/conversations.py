@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from flask import jsonify
 from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.utils import get_operation_id_for_path
 
 from auth import current_client_key_id
 from database import unit_of_work
@@ -49,8 +50,24 @@ from services.conversation import (
 )
 
 bp = APIBlueprint("conversations", __name__, abp_tags=[Tag(name="conversations")], abp_security=KEY_REQUIRED)
+# The Conversations API's operationIds, as they were when these routes shared the Responses
+# API's blueprint: kept, so that clients generated from the document keep working.
+_FORMER_NAMES = {"retrieve_conversation": "get_conversation", "remove_conversation": "erase_conversation"}
+
+
+def _former_operation_id(*, name: str, path: str, method: str) -> str:
+    return get_operation_id_for_path(
+        bp_name="responses_api", name=_FORMER_NAMES.get(name, name), path=path, method=method
+    )
+
+
 openai_bp = APIBlueprint(
-    "conversations_api", __name__, url_prefix="/v1", abp_tags=[Tag(name="responses")], abp_security=KEY_REQUIRED
+    "conversations_api",
+    __name__,
+    url_prefix="/v1",
+    abp_tags=[Tag(name="responses")],
+    abp_security=KEY_REQUIRED,
+    operation_id_callback=_former_operation_id,
 )
 
 NOT_FOUND = "Conversation not found"

@@ -21,7 +21,6 @@ tests validate each against the openai SDK's own types.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import logging
 import time
@@ -792,27 +791,24 @@ def _events(
     response.completed (or response.failed) is sent, or, when the client leaves mid-stream,
     as "cancelled" with what had arrived."""
     chunks = iter(answer.chunks)
-    # The relay is under way before the first byte is sent, so that a client gone at once
-    # is seen by it too (it closes the upstream call and records the exchange).
-    first = next(chunks, None)
+    ending: list[dict[str, Any]] = []
     try:
-        for event in translator.start():
-            yield sse(event)
-        for item in chunks if first is None else itertools.chain([first], chunks):
+        # response.created goes with the first chunk's events (feed starts the stream), so
+        # the relay is under way before the first byte: a client gone at once is seen by it
+        # too, and what the translator holds is all that was sent.
+        for item in chunks:
             if isinstance(item, UpstreamError):
-                events = translator.fail(item.message)
-                _record(pipeline, request, key_id, answer, events[-1]["response"])
-                yield from (sse(event) for event in events)
-                return
+                ending = translator.fail(item.message)
+                break
             for event in translator.feed(item):
                 yield sse(event)
     except GeneratorExit:
         chunks.close()  # the pipeline's relay records the partial reply, DISCONNECTED
         _record(pipeline, request, key_id, answer, translator.cancel())
         raise
-    events = translator.finish()  # the pipeline has recorded the reply by now
-    _record(pipeline, request, key_id, answer, events[-1]["response"])
-    yield from (sse(event) for event in events)
+    ending = ending or translator.finish()  # the pipeline has recorded the reply by now
+    _record(pipeline, request, key_id, answer, ending[-1]["response"])
+    yield from (sse(event) for event in ending)
 
 
 # -- the routes ---------------------------------------------------------------------------------

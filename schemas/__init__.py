@@ -441,7 +441,7 @@ class ConversationHeader(Validated, BaseModel):
 
 # Field names that may appear in an error location; anything else pydantic adds there
 # (union tags and the like) is dropped so that `field` reads like the client's JSON path.
-_FIELD_NAMES = {
+_FIELD_NAMES = frozenset(
     name
     for model in (
         TextPart,
@@ -456,7 +456,7 @@ _FIELD_NAMES = {
         OpenAIChatRequest,
     )
     for name in model.model_fields
-}
+)
 
 
 # Request models by name: a ValidationError's `title` names the model that raised it.
@@ -481,11 +481,19 @@ def rejection_of(exc: ValidationError) -> tuple[str, list[dict[str, str]] | None
     return model.rejection(model.details_of(exc))
 
 
-def error_details(exc: ValidationError) -> list[dict[str, str]]:
-    """One {"field", "message"} per bad field, in the client's terms, for a 400 answer."""
+def error_details(exc: ValidationError, names: frozenset[str] | None = None) -> list[dict[str, str]]:
+    """One {"field", "message"} per bad field, in the client's terms, for a 400 answer: the
+    path keeps the `names` of fields (the chat models' by default), list indexes, and the
+    keys of a `metadata` object (the client's own names, so "metadata.team" says which)."""
+    names = _FIELD_NAMES if names is None else names
     details: dict[str, list[str]] = {}
     for error in exc.errors(include_url=False, include_context=False, include_input=False):
-        path = [str(p) for p in error["loc"] if isinstance(p, int) or p in _FIELD_NAMES]
+        loc = error["loc"]
+        path = [
+            str(part)
+            for index, part in enumerate(loc)
+            if isinstance(part, int) or part in names or (index and loc[index - 1] == "metadata")
+        ]
         field = ".".join(path) or "body"
         message = error["msg"].removeprefix("Value error, ")
         if message not in details.setdefault(field, []):
@@ -915,26 +923,10 @@ _MODELS = (
 _RESPONSE_FIELD_NAMES = frozenset(info.alias or name for model in _MODELS for name, info in model.model_fields.items())
 
 
-def _field_path(loc: tuple[int | str, ...]) -> list[str]:
-    # Metadata keys are the client's own names: kept, so "metadata.team" says which value is too long.
-    return [
-        str(part)
-        for index, part in enumerate(loc)
-        if isinstance(part, int) or part in _RESPONSE_FIELD_NAMES or (index and loc[index - 1] == "metadata")
-    ]
-
-
 def response_error_details(exc: ValidationError) -> list[dict[str, str]]:
-    """error_details for the Responses and Conversations APIs: one {"field", "message"} per bad
-    field ("input.0.content"), aliases and metadata keys as the client spells them."""
-    details: dict[str, list[str]] = {}
-    for error in exc.errors(include_url=False, include_context=False, include_input=False):
-        path = _field_path(error["loc"])
-        field = ".".join(path) or "body"
-        message = error["msg"].removeprefix("Value error, ")
-        if message not in details.setdefault(field, []):
-            details[field].append(message)
-    return [{"field": field, "message": "; ".join(messages)} for field, messages in details.items()]
+    """error_details for the Responses and Conversations APIs ("input.0.content"), their
+    fields named as the client spells them (aliases included)."""
+    return error_details(exc, _RESPONSE_FIELD_NAMES)
 
 
 def openai_param(field: str) -> str | None:

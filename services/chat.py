@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
@@ -66,7 +66,9 @@ from services.llm import (
     estimate_text_tokens,
     text_of,
 )
-from telemetry import ExchangeReport
+
+if TYPE_CHECKING:
+    from telemetry import ExchangeReport
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -225,16 +227,17 @@ class ChatPipeline:
         report.conversation_id = conversation_id
         key_id = turn.client_key.id if turn.client_key else None
         exchange_id = new_exchange_id()
+        began = datetime.now(UTC)  # the rows' time, and the day whose budget is reserved
         with unit_of_work() as session:
             history = self._history(session, turn, conversation_id, key_id, leading)
             # A client that sends its whole conversation each turn (LangChain does) repeats
             # what memory holds: only what is new is stored and sent after the history.
             new = turn.messages[history.repeated :]
             context = [*leading, *history.messages, *new]
-            reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn))
+            reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn), began.date())
             stored = new if turn.store_content else [without_content(m) for m in new]
             held = reservation.tokens if reservation is not None and reservation.tokens else None
-            record_turn(session, exchange_id, conversation_id, key_id, stored, held)
+            record_turn(session, exchange_id, conversation_id, key_id, stored, held, began)
         return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content, reservation)
 
     def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
@@ -523,14 +526,20 @@ class EndingWaits(Exception):
 Record = Ending | ResponseRecord
 
 
+# The statuses an ending may still be recorded over: its own exchange's, or none (erased).
+_OPEN_STATUSES = (None, MessageStatus.PENDING, MessageStatus.ABANDONED)
+
+
 def apply_ending(session: Session, ending: Ending, *, recheck: bool) -> None:
     """Record `ending` in the caller's transaction: reservation settled, rows written.
 
     With `recheck`, an exchange that is no longer pending was recorded already and is
-    left alone. An exchange whose rows were erased meanwhile is still charged (the
-    upstream spent the tokens) and its reply not stored.
+    left alone, unless the sweeper closed it as abandoned meanwhile (a reply journaled
+    for longer than ABANDON_AFTER_SECONDS): that one is recorded after all. An exchange
+    whose rows were erased meanwhile is still charged (the upstream spent the tokens)
+    and its reply not stored.
     """
-    if recheck and exchange_status(session, ending.exchange_id) not in (None, MessageStatus.PENDING):
+    if recheck and exchange_status(session, ending.exchange_id) not in _OPEN_STATUSES:
         return
     if ending.reply is None:
         before = record_failure(session, ending.exchange_id, ending.error or "")

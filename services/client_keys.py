@@ -153,17 +153,20 @@ def _ensure_usage_row(session: Session, client_key_id: int, day: date) -> None:
     session.execute(insert.on_conflict_do_nothing(), {"api_key_id": client_key_id, "day": day, **zeros})
 
 
-def reserve_budget(session: Session, client_key: ClientKey | None, worst_case: int) -> Reservation | None:
+def reserve_budget(
+    session: Session, client_key: ClientKey | None, worst_case: int, today: date | None = None
+) -> Reservation | None:
     """Hold `worst_case` tokens of the key's budget for today, in the caller's transaction;
     raise BudgetSpent when what is charged and reserved leaves no room for them.
 
     One conditional UPDATE checks and reserves at once, so concurrent requests cannot all
     pass the check on the same remainder: PostgreSQL re-evaluates the condition on the row
     another transaction just changed, and SQLite's writers take turns. None: no key.
+    `today` (UTC; by default now's) is the day whose budget it comes from.
     """
     if client_key is None:
         return None
-    today = utc_today()
+    today = today or utc_today()
     if client_key.daily_tokens is None:
         return Reservation(client_key.id, today, 0)
     _ensure_usage_row(session, client_key.id, today)

@@ -130,11 +130,11 @@ def _tool_rounds(exchanges: list[list[dict[str, Any]]]) -> list[list[dict[str, A
 
 
 def trim_exchanges(
-    exchanges: list[list[dict[str, Any]]], limits: HistoryLimits, reserved_tokens: int, keep_newest: bool = False
+    exchanges: list[list[dict[str, Any]]], limits: HistoryLimits, always_sent_tokens: int, keep_newest: bool = False
 ) -> list[list[dict[str, Any]]]:
     """The newest whole exchanges that fit the limits, oldest first.
 
-    `reserved_tokens` is what the messages always sent (system prompts and the new turn)
+    `always_sent_tokens` is what the messages always sent (system prompts and the new turn)
     already cost; history gets what is left of `limits.max_tokens`. Walking from newest to
     oldest, the first exchange that does not fit ends the history, so no gap is left. A
     tool round (an assistant's tool calls and the tool messages answering them) is never
@@ -143,7 +143,7 @@ def trim_exchanges(
     """
     kept: list[list[dict[str, Any]]] = []
     messages = 0
-    tokens = reserved_tokens
+    tokens = always_sent_tokens
     for unit in reversed(_tool_rounds(exchanges)):
         cost = sum(estimate_message_tokens(m) for m in unit)
         over = messages + len(unit) > limits.max_messages or tokens + cost > limits.max_tokens
@@ -171,17 +171,17 @@ def rebuild_history(
     client_key_id: int | None,
     limits: HistoryLimits,
     turn: Sequence[dict[str, Any]] = (),
-    reserved_tokens: int = 0,
+    always_sent_tokens: int = 0,
 ) -> History:
     """The stored conversation to send the model before `turn`: whole completed exchanges,
-    oldest first, each message as it was, trimmed to `limits` after `reserved_tokens` (what
+    oldest first, each message as it was, trimmed to `limits` after `always_sent_tokens` (what
     is always sent) and the turn's new messages are counted; the newest exchange is kept
     whatever it costs when the turn answers its tool calls."""
     if limits.max_messages <= 0:
         return History([])
     rows = _load_exchanges(session, conversation_id, client_key_id, newest=limits.max_messages)
     exchanges = [[replayed(m.role, m.content, m.message_fields) for m in exchange] for exchange in rows]
-    return _fitted(exchanges, turn, limits, reserved_tokens)
+    return _fitted(exchanges, turn, limits, always_sent_tokens)
 
 
 def chain_history(
@@ -190,7 +190,7 @@ def chain_history(
     client_key_id: int | None,
     limits: HistoryLimits,
     turn: Sequence[dict[str, Any]] = (),
-    reserved_tokens: int = 0,
+    always_sent_tokens: int = 0,
 ) -> History:
     """The completed exchanges `exchange_ids` (a chain, oldest first) as history, each
     message as it was, trimmed as rebuild_history trims a conversation."""
@@ -209,21 +209,21 @@ def chain_history(
     for row in rows:
         grouped.setdefault(row.exchange_id, []).append(replayed(row.role, row.content, row.message_fields))
     exchanges = [grouped[exchange_id] for exchange_id in exchange_ids if exchange_id in grouped]
-    return _fitted(exchanges, turn, limits, reserved_tokens)
+    return _fitted(exchanges, turn, limits, always_sent_tokens)
 
 
 def _fitted(
     exchanges: list[list[dict[str, Any]]],
     turn: Sequence[dict[str, Any]],
     limits: HistoryLimits,
-    reserved_tokens: int,
+    always_sent_tokens: int,
 ) -> History:
     """The exchanges trimmed to what the window leaves once the turn's new messages are
     counted; which of the turn's messages are new is decided against everything loaded,
     before trimming, so a resent conversation longer than the window is still recognised."""
     repeated = already_stored([m for exchange in exchanges for m in exchange], list(turn))
     new = turn[repeated:]
-    reserved = reserved_tokens + sum(estimate_message_tokens(m) for m in new)
+    reserved = always_sent_tokens + sum(estimate_message_tokens(m) for m in new)
     # A turn that answers the newest exchange's tool calls needs that exchange, whatever it costs.
     keep_newest = bool(new) and new[0].get("role") == "tool"
     kept = trim_exchanges(exchanges, limits, reserved, keep_newest=keep_newest)
@@ -288,11 +288,13 @@ def record_turn(
     client_key_id: int | None,
     messages: list[dict[str, Any]],
     reserved_tokens: int | None = None,
+    now: datetime | None = None,
 ) -> None:
-    """Store the new messages of an exchange as `pending` rows of the conversation; the
-    first carries the tokens the exchange reserved (see abandon_stale)."""
+    """Store the new messages of an exchange as `pending` rows of the conversation, stamped
+    `now` (by default the present); the first carries the tokens the exchange reserved
+    from the budget of that UTC day (see abandon_stale)."""
     # Core statements on the table: no ORM bookkeeping for rows we never read back.
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     session.execute(
         insert(MESSAGES),
         [

@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from support import ROOT, poll_until, rows_of
+from sqlalchemy import select
+from support import ROOT, create_client_key, poll_until, rows_of
 
 from database import EntryRejected, Journal, unit_of_work
-from models import MessageStatus
+from extensions import db
+from models import ApiKeyUsage, MessageStatus
 from services.chat import Ending, ResponseRecord, replay_entry
+from services.client_keys import find_active_key, key_id_for, reserve_budget
 from services.conversation import record_turn, response_recorded
+from services.sweeper import sweep
 
 
 def test_a_drain_applies_in_order_and_stops_at_the_first_entry_the_database_cannot_take(tmp_path):
@@ -118,3 +123,26 @@ def test_a_journaled_response_row_is_not_brought_back_for_an_erased_exchange(mak
         replay_entry(record.as_entry())
         with unit_of_work(write=False) as session:
             assert not response_recorded(session, "resp_erased")
+
+
+def test_a_journaled_reply_whose_exchange_was_swept_meanwhile_is_still_recorded_and_released_once(make_app):
+    # The database was away longer than ABANDON_AFTER_SECONDS: the sweeper closed the
+    # exchange (and gave its reservation back) before the journal could replay its reply.
+    app = make_app(REQUIRE_API_KEY=True)
+    key = create_client_key(app, "metered", "--daily-tokens", "1000")
+    with app.app_context():
+        key_id = key_id_for(db.session, key[:12])
+        with unit_of_work() as session:
+            reservation = reserve_budget(session, find_active_key(key), 300)
+            record_turn(session, "ex-swept", "swept", key_id, [{"role": "user", "content": "slow"}], 300)
+        assert sweep(datetime.now(UTC) + timedelta(hours=1)).exchanges == 1
+        reply = {"role": "assistant", "content": "arrived", "message_fields": None, "model": "fake-model"}
+        ending = Ending("ex-swept", "swept", key_id, MessageStatus.COMPLETED, None, reply, reservation, (3, 4))
+        replay_entry(ending.as_entry())
+        with unit_of_work(write=False) as session:
+            usage = session.execute(select(ApiKeyUsage).where(ApiKeyUsage.api_key_id == key_id)).scalar_one()
+
+    recorded = [(r["content"], r["status"]) for r in rows_of(app, "swept")]
+    assert recorded == [("slow", "completed"), ("arrived", "completed")]
+    assert usage.reserved_tokens == 0  # given back once, by the sweeper
+    assert (usage.completion_tokens, usage.requests) == (4, 2)  # the swept estimate, then the reply
