@@ -19,7 +19,7 @@ from auth import current_client_key_id
 from database import unit_of_work
 from errors import ApiError
 from routes.api_docs import KEY_REQUIRED, responses
-from routes.responses import input_items, item_page, items_to_chat_messages, not_found, openai_object
+from routes.responses import input_items, item_list, item_page, items_to_chat_messages, not_found, openai_object
 from schemas import (
     ConversationCreate,
     ConversationListQuery,
@@ -177,8 +177,10 @@ def list_items(path: ConversationPath, query: ItemListQuery):
     key_id = current_client_key_id()
     with unit_of_work(write=False) as session:
         _conversation(session, path.conversation_id, key_id)
-        items = conversation_items(session, path.conversation_id, key_id)
-    return jsonify(item_page(items, query))
+        page, has_more = conversation_items(
+            session, path.conversation_id, key_id, query.limit, query.order == "desc", query.after
+        )
+    return jsonify(item_list(page, has_more))
 
 
 @openai_bp.post("/conversations/<conversation_id>/items", responses=openai_object())

@@ -833,20 +833,24 @@ def not_found(kind: str, identifier: str) -> ApiError:
     return ApiError(404, f"{kind} with id '{identifier}' not found.", code="not_found")
 
 
-def item_page(items: list[dict], query: ItemListQuery) -> dict:
-    """One page of items in OpenAI's list shape."""
-    ordered = items if query.order == "asc" else list(reversed(items))
-    if query.after is not None:
-        ids = [item["id"] for item in ordered]
-        ordered = ordered[ids.index(query.after) + 1 :] if query.after in ids else []
-    page = ordered[: query.limit]
+def item_list(page: list[dict], has_more: bool) -> dict:
+    """A page of items in OpenAI's list shape."""
     return {
         "object": "list",
         "data": page,
         "first_id": page[0]["id"] if page else None,
         "last_id": page[-1]["id"] if page else None,
-        "has_more": len(ordered) > query.limit,
+        "has_more": has_more,
     }
+
+
+def item_page(items: list[dict], query: ItemListQuery) -> dict:
+    """The page `query` asks for of `items` (all of them, oldest first), in OpenAI's list shape."""
+    ordered = items if query.order == "asc" else list(reversed(items))
+    if query.after is not None:
+        ids = [item["id"] for item in ordered]
+        ordered = ordered[ids.index(query.after) + 1 :] if query.after in ids else []
+    return item_list(ordered[: query.limit], len(ordered) > query.limit)
 
 
 @bp.post("/responses", responses=openai_object(streams=True))

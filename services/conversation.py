@@ -761,18 +761,32 @@ def name_reply_items(session: Session, exchange_id: str, item_ids: list[str]) ->
         session.execute(update(MESSAGES).where(MESSAGES.c.id == row.id).values(message_fields=fields))
 
 
-def conversation_items(session: Session, conversation_id: str, client_key_id: int | None) -> list[dict[str, Any]]:
-    """Every item of the conversation, oldest first: its completed exchanges' rows."""
-    rows = session.execute(
-        select(MESSAGES)
-        .where(
-            MESSAGES.c.user_id == conversation_id,
-            owned_by(client_key_id),
-            MESSAGES.c.status == MessageStatus.COMPLETED,
-        )
-        .order_by(MESSAGES.c.id)
-    ).all()
-    return [item for row in rows for item in row_items(row)]
+def conversation_items(
+    session: Session, conversation_id: str, client_key_id: int | None, limit: int, newest_first: bool, after: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the conversation's items (its completed exchanges' rows): up to `limit`,
+    oldest or newest first, those after the item `after` (none when it is not one of them);
+    and whether more follow. Reads at most `limit` + 1 rows past `after`'s: a row is at
+    least one item."""
+
+    def in_order(row: Any) -> list[dict[str, Any]]:
+        items = row_items(row)
+        return items[::-1] if newest_first else items
+
+    rows = select(MESSAGES).where(
+        MESSAGES.c.user_id == conversation_id, owned_by(client_key_id), MESSAGES.c.status == MessageStatus.COMPLETED
+    )
+    items: list[dict[str, Any]] = []
+    if after is not None:
+        start = _item_row(session, conversation_id, client_key_id, after)
+        if start is None:
+            return [], False
+        mine = in_order(start)
+        items = mine[[item["id"] for item in mine].index(after) + 1 :]  # the rest of its own row
+        rows = rows.where(MESSAGES.c.id < start.id if newest_first else MESSAGES.c.id > start.id)
+    ordered = rows.order_by(MESSAGES.c.id.desc() if newest_first else MESSAGES.c.id).limit(limit + 1)
+    items += [item for row in session.execute(ordered).all() for item in in_order(row)]
+    return items[:limit], len(items) > limit
 
 
 def add_items(

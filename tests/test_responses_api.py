@@ -288,6 +288,25 @@ def test_a_responses_output_items_are_the_conversations_items(sdk, upstream, str
     assert call.id not in remaining and response.output[0].id in remaining
 
 
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_the_sdk_pages_through_a_conversations_items_one_by_one_and_two_by_two(sdk, upstream, order):
+    # A reply of a text and two tool calls is three items of one stored row: a page may
+    # end inside it, and the next must go on from there.
+    first = sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "Hi."}]).id
+    upstream.enqueue(
+        Reply(text="Checking both.", tool_calls=[CALL, tool_call("call_w2", "get_weather", {"city": "Oslo"})])
+    )
+    sdk.responses.create(model="fake-model", input="Paris and Oslo?", tools=[WEATHER], conversation=first)
+    outputs = [{"type": "function_call_output", "call_id": c, "output": "18C"} for c in ("call_w1", "call_w2")]
+    sdk.responses.create(model="fake-model", input=outputs, conversation=first)
+    whole = [item.id for item in sdk.conversations.items.list(first, order=order, limit=100).data]
+    assert len(whole) == 8  # Hi. / Paris and Oslo? / text, call, call / output, output / the reply
+
+    for size in (1, 2, 3):
+        paged = [item.id for item in sdk.conversations.items.list(first, order=order, limit=size)]  # auto-paging
+        assert paged == whole, size
+
+
 def test_store_false_in_a_conversation_sends_its_items_but_adds_none(sdk, upstream):
     conversation = sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "I like Comté."}])
     response = sdk.responses.create(
