@@ -54,6 +54,10 @@ class Message(db.Model):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
+        # A row's id names its items (msg_<id>, ...) and pages (cursors): never handed out
+        # twice. SQLite would reuse the id of a deleted last row without AUTOINCREMENT;
+        # PostgreSQL's sequence never does.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)

@@ -307,6 +307,16 @@ def test_the_sdk_pages_through_a_conversations_items_one_by_one_and_two_by_two(s
         assert paged == whole, size
 
 
+def test_an_item_id_is_never_given_again_after_its_item_is_deleted(sdk):
+    conversation = sdk.conversations.create().id
+    first = sdk.conversations.items.create(conversation, items=[{"role": "user", "content": "first"}]).data[0]
+    sdk.conversations.items.delete(first.id, conversation_id=conversation)
+    second = sdk.conversations.items.create(conversation, items=[{"role": "user", "content": "second"}]).data[0]
+    assert second.id != first.id
+    with pytest.raises(openai.NotFoundError):
+        sdk.conversations.items.retrieve(first.id, conversation_id=conversation)
+
+
 def test_store_false_in_a_conversation_sends_its_items_but_adds_none(sdk, upstream):
     conversation = sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "I like Comté."}])
     response = sdk.responses.create(
