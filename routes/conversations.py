@@ -19,7 +19,7 @@ from auth import current_client_key_id
 from database import unit_of_work
 from errors import ApiError
 from routes.api_docs import KEY_REQUIRED, responses
-from routes.responses import input_items, item_list, item_page, items_to_chat_messages, not_found, openai_object
+from routes.responses import input_items, item_list, items_to_chat_messages, not_found, openai_object
 from schemas import (
     ConversationCreate,
     ConversationListQuery,
@@ -190,7 +190,7 @@ def append_items(path: ConversationPath, body: ItemsAdd):
     with unit_of_work() as session:
         _conversation(session, path.conversation_id, key_id)
         added = add_items(session, path.conversation_id, key_id, _chat_messages(body.items))
-    return jsonify(item_page(added, ItemListQuery(limit=100, order="asc")))
+    return jsonify(item_list(added, has_more=False))  # every item added, oldest first
 
 
 @openai_bp.get("/conversations/<conversation_id>/items/<item_id>", responses=openai_object(read_only=True))

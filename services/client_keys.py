@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -220,17 +220,6 @@ def settle_reservation(session: Session, reservation: Reservation, spent: tuple[
         "reserved_tokens": -reservation.tokens,
     }
     session.execute(_usage_upsert(session.get_bind().dialect.name), values)
-
-
-def release_reservation(session: Session, client_key_id: int, day: date, tokens: int) -> None:
-    """Give back `tokens` a request reserved on `day` and never settled (its process died),
-    in the caller's transaction; never below zero."""
-    held = USAGE.c.reserved_tokens
-    session.execute(
-        update(USAGE)
-        .where(USAGE.c.api_key_id == client_key_id, USAGE.c.day == day)
-        .values(reserved_tokens=case((held > tokens, held - tokens), else_=0))
-    )
 
 
 def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, completion_tokens: int) -> None:

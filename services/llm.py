@@ -592,15 +592,19 @@ def _http_client(os_poll: Callable[[], Any] | None) -> httpx2.Client:
     attributes differently, the pool keeps its own backend (build_llm says so).
     """
     client = openai.DefaultHttpxClient()
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    pool = _pool_of(client)
     if os_poll is not None and type(getattr(pool, "_network_backend", None)) is httpcore2.SyncBackend:
         pool._network_backend = _ProbedBackend(os_poll)
     return client
 
 
+def _pool_of(client: httpx2.Client) -> Any:
+    """The httpcore2 connection pool httpx2 built for `client` (None if it is named otherwise)."""
+    return getattr(getattr(client, "_transport", None), "_pool", None)
+
+
 def _probed(client: httpx2.Client) -> bool:
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    return isinstance(getattr(pool, "_network_backend", None), _ProbedBackend)
+    return isinstance(getattr(_pool_of(client), "_network_backend", None), _ProbedBackend)
 
 
 def build_llm(config: Mapping[str, Any]) -> OpenAIChat | OfflineChat:

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from config import abandon_after_seconds
 from database import unit_of_work
-from services.client_keys import charge_usage, release_reservation
+from services.client_keys import Reservation, charge_usage, settle_reservation
 from services.conversation import abandon_stale, replayed
 from services.llm import estimate_message_tokens
 
@@ -84,7 +84,8 @@ def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_
         prompt = estimate_message_tokens(replayed(row.role, row.content, row.message_fields))
         exchanges[row.exchange_id] = (key_id, tokens + prompt)
         if key_id is not None and row.reserved_tokens:
-            release_reservation(session, key_id, _utc_day(row.timestamp), row.reserved_tokens)
+            # Given back, nothing charged against it: the estimate below is charged apart.
+            settle_reservation(session, Reservation(key_id, _utc_day(row.timestamp), row.reserved_tokens), None)
     charged = 0
     for key_id, tokens in exchanges.values():
         if key_id is not None:
