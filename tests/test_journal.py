@@ -92,27 +92,46 @@ def test_a_restarted_service_replays_the_journal_it_finds_without_being_asked(ma
 
 def test_a_response_answered_while_the_journal_holds_another_exchange_is_retrievable_at_once(make_app, upstream):
     """A /v1/responses row goes to the journal only behind its own exchange's ending: an
-    unrelated entry stuck there (one the database cannot take yet) must not keep a new
-    response from being read back the moment it is answered."""
+    unrelated entry waiting there must not keep a new response from being read back the
+    moment it is answered."""
     app = make_app()
     with app.app_context(), unit_of_work() as session:
-        record_turn(session, "ex-stuck", "stuck", None, [{"role": "user", "content": "waiting"}])
-    # A reply with a column the table lacks: every replay fails, and it stays in the journal.
-    stuck = Ending("ex-stuck", "stuck", None, MessageStatus.COMPLETED, reply={"role": "assistant", "no_such": 1})
+        record_turn(session, "ex-waiting", "waiting", None, [{"role": "user", "content": "before"}])
+    reply = {"role": "assistant", "content": "kept", "message_fields": None, "model": "fake-model"}
     journal = Journal(app.config["JOURNAL_PATH"])
-    journal.append(stuck.as_entry())
-    client = app.test_client()
+    entry = Ending("ex-waiting", "waiting", None, MessageStatus.COMPLETED, reply=reply).as_entry()
+    journal.append(entry)
+    # Another worker is draining the journal: it holds the journal's flock, so this
+    # process's replayer cannot take the waiting entry (and an append would wait too).
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLD_FLOCK, journal.lock_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as holder:
+        assert holder.stdout.readline() == b"held\n"
+        client = app.test_client()
 
-    answered = client.post("/v1/responses", json={"model": "fake-model", "input": "hello"})
+        answered = client.post("/v1/responses", json={"model": "fake-model", "input": "hello"})
 
-    assert answered.status_code == 200
-    assert client.get(f"/v1/responses/{answered.get_json()['id']}").get_json() == answered.get_json()
-    assert len(Path(journal.path).read_text().splitlines()) == 1  # the stuck one, still waiting
-    # The replayer keeps trying the stuck entry: empty the journal so that it stops.
-    Path(journal.path).write_bytes(b"")
-    recorder = app.extensions["exchange_recorder"]
-    recorder.wake()
-    assert poll_until(lambda: recorder._replayer is None)
+        assert answered.status_code == 200
+        assert client.get(f"/v1/responses/{answered.get_json()['id']}").get_json() == answered.get_json()
+        waiting = [json.loads(line) for line in Path(journal.path).read_bytes().splitlines()]
+        assert waiting == [json.loads(json.dumps(entry))]  # still waiting, and nothing behind it
+        holder.stdin.close()  # the other worker lets go
+        assert holder.wait(timeout=30) == 0
+    app.extensions["exchange_recorder"].wake()
+    expected = [("before", "completed"), ("kept", "completed")]
+    assert poll_until(lambda: [(r["content"], r["status"]) for r in rows_of(app, "waiting")] == expected)
+    assert poll_until(lambda: not journal.pending())
+
+
+# Holds an flock on argv[1] until stdin closes (at most 20 s, so a regression that
+# appends behind the held lock fails the test rather than hanging it).
+_HOLD_FLOCK = """
+import fcntl, os, select, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+select.select([sys.stdin], [], [], 20)
+"""
 
 
 def test_a_journaled_response_row_is_not_brought_back_for_an_erased_exchange(make_app):
