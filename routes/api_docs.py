@@ -7,6 +7,7 @@ errors.validation_error_response, in the words each model chooses.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import current_app, jsonify, redirect
@@ -49,7 +50,8 @@ def _restore_contains(component_schemas: dict[str, Any]) -> None:
         properties = model.model_json_schema().get("properties", {})
         for field, spec in properties.items():
             if "contains" in spec and field in component.get("properties", {}):
-                component["properties"][field]["contains"] = spec["contains"]
+                # A copy: the model's schema is shared (see schemas.Validated), the document is edited.
+                component["properties"][field]["contains"] = copy.deepcopy(spec["contains"])
 
 
 # OpenAPI links: which answers lead to which operations, and with what user_id. Clients

@@ -39,6 +39,9 @@ def whole_number(value: Any) -> Any:
 TokenCount = Annotated[int, Ge(1), BeforeValidator(whole_number)]
 
 
+_DEFAULT_SCHEMAS: dict[type, dict[str, Any]] = {}
+
+
 class Validated:
     """A request model that says how its own validation errors are answered (400).
 
@@ -49,6 +52,24 @@ class Validated:
     invalid_message: ClassVar[str] = "Invalid request"
     # Also name the bad fields in the sentence, for clients (OpenAI's SDKs) that show only it.
     name_fields: ClassVar[bool] = False
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """pydantic's JSON schema of the model; with no arguments, made once per model.
+
+        flask-openapi3 asks a header or query model for its whole JSON schema on every
+        request it validates (to see which fields may be null), and pydantic builds it
+        anew each time: a tenth of a `/v1/chat/completions` request's CPU, for its
+        X-Conversation-Id header (bench/cpu.py --profile). A model's schema cannot change
+        once its class exists. The answer is shared: read it, never change it. Calls with
+        arguments (the OpenAPI document's) go to pydantic as they are.
+        """
+        if args or kwargs:
+            return super().model_json_schema(*args, **kwargs)  # type: ignore[misc]
+        schema = _DEFAULT_SCHEMAS.get(cls)
+        if schema is None:
+            schema = _DEFAULT_SCHEMAS[cls] = super().model_json_schema()  # type: ignore[misc]
+        return schema
 
     @classmethod
     def details_of(cls, exc: ValidationError) -> list[dict[str, str]]:

@@ -110,6 +110,15 @@ SUCCESS_MODELS = {
 }
 
 
+class _Service(tuple):
+    """(app, key headers, OpenAPI document), named shortly: Hypothesis prints a failing
+    example's arguments, and the document's 74 kB repr made it warn (an error here) in
+    place of showing the failure itself."""
+
+    def __repr__(self) -> str:
+        return "<service: app, key, document>"
+
+
 @pytest.fixture(scope="module")
 def service(upstream):
     """One app for every example (a fixture per example would be rebuilt each time): keys
@@ -118,7 +127,7 @@ def service(upstream):
     with app.app_context(), unit_of_work() as session:
         _, key = create_key(session, "properties")
     document = app.test_client().get("/openapi.json").get_json()
-    yield app, bearer(key), document
+    yield _Service((app, bearer(key), document))
     app.extensions["llm"].close()
     with app.app_context():
         db.engine.dispose()
@@ -132,7 +141,9 @@ def _row_count(app) -> int:
 def _documented(document, path: str, method: str) -> set[int]:
     template = path
     if path.startswith("/conversations/"):
-        template = "/conversations/{user_id}" + ("/usage" if path.endswith("/usage") else "")
+        # The id is quoted whole (no "/" of its own): a third segment is the usage route,
+        # whatever the id reads ("usage" is an id too).
+        template = "/conversations/{user_id}" + ("/usage" if path.count("/") == 3 else "")
     return {int(code) for code in document["paths"][template][method]["responses"]}
 
 
@@ -224,3 +235,28 @@ def test_the_draws_reached_both_acceptance_and_rejection():
     for path in ROUTE_FIELDS:
         seen = STATUSES[("bodies of the routes' own fields", path)]
         assert 200 in seen and 400 in seen, (path, seen)
+
+
+def test_a_header_or_query_models_schema_is_pydantics_and_made_once():
+    """flask-openapi3 reads a header or query model's JSON schema on every request it
+    validates; the model answers with pydantic's schema, made the first time only."""
+    from pydantic import BaseModel
+
+    from schemas import ConversationHeader, ConversationListQuery, ItemListQuery
+
+    for model in (ConversationHeader, ConversationListQuery, ItemListQuery):
+        assert model.model_json_schema() is model.model_json_schema()
+        assert model.model_json_schema() == BaseModel.model_json_schema.__func__(model)
+    # With arguments (the OpenAPI document's), pydantic answers as it always does.
+    fresh = ConversationHeader.model_json_schema(by_alias=False)
+    assert fresh == BaseModel.model_json_schema.__func__(ConversationHeader, by_alias=False)
+    assert fresh is not ConversationHeader.model_json_schema(by_alias=False)
+    assert "conversation_id" in fresh["properties"]
+    assert "X-Conversation-Id" in ConversationHeader.model_json_schema()["properties"]
+
+    # A model made from another keeps a schema of its own.
+    class Extended(ConversationHeader):
+        trace: str | None = None
+
+    assert "trace" in Extended.model_json_schema()["properties"]
+    assert "trace" not in ConversationHeader.model_json_schema()["properties"]
