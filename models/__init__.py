@@ -1,7 +1,16 @@
 """SQLAlchemy models. Models never commit: the service layer owns transactions."""
 
 from models.api_key import ApiKey, ApiKeyUsage
-from models.message import Message, MessageStatus, iso_utc
+from models.message import Message, MessageStatus, as_utc, iso_utc
 from models.response import ConversationRecord, StoredResponse
 
-__all__ = ["ApiKey", "ApiKeyUsage", "ConversationRecord", "Message", "MessageStatus", "StoredResponse", "iso_utc"]
+__all__ = [
+    "ApiKey",
+    "ApiKeyUsage",
+    "ConversationRecord",
+    "Message",
+    "MessageStatus",
+    "StoredResponse",
+    "as_utc",
+    "iso_utc",
+]

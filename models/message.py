@@ -16,13 +16,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(stamp: datetime) -> datetime:
+    """A stored timestamp in UTC; naive values (SQLite returns those) are taken as UTC."""
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
 def iso_utc(stamp: datetime | None) -> str | None:
     """ISO 8601 in UTC; naive values (SQLite returns those) are taken as UTC."""
-    if stamp is None:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp.isoformat()
+    return None if stamp is None else as_utc(stamp).isoformat()
 
 
 class MessageStatus:

@@ -8,6 +8,7 @@ revocation takes effect on the next request in every worker and on every host.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -146,11 +147,35 @@ def next_reset(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
 
+# Statements each budgeted request runs, built once (then only bound).
+_USAGE_ROW = (USAGE.c.api_key_id == bindparam("usage_key")) & (USAGE.c.day == bindparam("usage_day"))
+_RESERVE = (
+    update(USAGE)
+    .where(_USAGE_ROW, USAGE.c.total_tokens + USAGE.c.reserved_tokens + bindparam("tokens") <= bindparam("budget"))
+    .values(reserved_tokens=USAGE.c.reserved_tokens + bindparam("tokens"))
+)
+_HELD = select(USAGE.c.total_tokens, USAGE.c.reserved_tokens).where(_USAGE_ROW)
+
+
+@functools.cache
+def _usage_insert(dialect_name: str, upsert: bool) -> Any:
+    """The usage table's INSERT for a backend, built once: ON CONFLICT DO NOTHING (a day's
+    zero row), or with `upsert` DO UPDATE adding to the day's counters."""
+    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(USAGE)
+    if not upsert:
+        return insert.on_conflict_do_nothing()
+    added = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "reserved_tokens")
+    return insert.on_conflict_do_update(
+        index_elements=[USAGE.c.api_key_id, USAGE.c.day],
+        set_={name: USAGE.c[name] + insert.excluded[name] for name in added},
+    )
+
+
 def _ensure_usage_row(session: Session, client_key_id: int, day: date) -> None:
     """Today's counter row of the key, made (all zeros) if it is not there yet."""
-    insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert(USAGE)
     zeros = dict.fromkeys(("requests", "prompt_tokens", "completion_tokens", "total_tokens", "reserved_tokens"), 0)
-    session.execute(insert.on_conflict_do_nothing(), {"api_key_id": client_key_id, "day": day, **zeros})
+    statement = _usage_insert(session.get_bind().dialect.name, upsert=False)
+    session.execute(statement, {"api_key_id": client_key_id, "day": day, **zeros})
 
 
 def reserve_budget(
@@ -170,33 +195,12 @@ def reserve_budget(
     if client_key.daily_tokens is None:
         return Reservation(client_key.id, today, 0)
     _ensure_usage_row(session, client_key.id, today)
-    row = (USAGE.c.api_key_id == client_key.id) & (USAGE.c.day == today)
-    reserved = session.execute(
-        update(USAGE)
-        .where(row, USAGE.c.total_tokens + USAGE.c.reserved_tokens + worst_case <= client_key.daily_tokens)
-        .values(reserved_tokens=USAGE.c.reserved_tokens + worst_case)
-    )
+    row = {"usage_key": client_key.id, "usage_day": today}
+    reserved = session.execute(_RESERVE, {**row, "tokens": worst_case, "budget": client_key.daily_tokens})
     if not reserved.rowcount:
-        used, held = session.execute(select(USAGE.c.total_tokens, USAGE.c.reserved_tokens).where(row)).one()
+        used, held = session.execute(_HELD, row).one()
         raise BudgetSpent(client_key, used, next_reset(today), reserved=held, needed=worst_case)
     return Reservation(client_key.id, today, worst_case)
-
-
-_USAGE_UPSERTS: dict[str, Any] = {}
-
-
-def _usage_upsert(dialect_name: str) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE adding to the day's counters, built once per backend."""
-    statement = _USAGE_UPSERTS.get(dialect_name)
-    if statement is None:
-        insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(USAGE)
-        added = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "reserved_tokens")
-        statement = insert.on_conflict_do_update(
-            index_elements=[USAGE.c.api_key_id, USAGE.c.day],
-            set_={name: USAGE.c[name] + insert.excluded[name] for name in added},
-        )
-        _USAGE_UPSERTS[dialect_name] = statement
-    return statement
 
 
 def settle_reservation(session: Session, reservation: Reservation, spent: tuple[int, int] | None) -> None:
@@ -219,7 +223,7 @@ def settle_reservation(session: Session, reservation: Reservation, spent: tuple[
         "total_tokens": prompt_tokens + completion_tokens,
         "reserved_tokens": -reservation.tokens,
     }
-    session.execute(_usage_upsert(session.get_bind().dialect.name), values)
+    session.execute(_usage_insert(session.get_bind().dialect.name, upsert=True), values)
 
 
 def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, completion_tokens: int) -> None:
@@ -234,7 +238,7 @@ def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, compl
         "total_tokens": prompt_tokens + completion_tokens,
         "reserved_tokens": 0,
     }
-    session.execute(_usage_upsert(session.get_bind().dialect.name), values)
+    session.execute(_usage_insert(session.get_bind().dialect.name, upsert=True), values)
 
 
 def key_id_for(session: Session, prefix: str) -> int | None:

@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from config import abandon_after_seconds
 from database import unit_of_work
+from models import as_utc
 from services.client_keys import Reservation, charge_usage, settle_reservation
 from services.conversation import abandon_stale, replayed
 from services.llm import estimate_message_tokens
@@ -66,11 +67,6 @@ def _claim(session: Session) -> bool:
     return bool(session.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK_KEY))))
 
 
-def _utc_day(stamp: datetime) -> date:
-    """The UTC day of a row's timestamp (SQLite returns it naive, in UTC)."""
-    return (stamp if stamp.tzinfo is None else stamp.astimezone(UTC)).date()
-
-
 def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_SIZE) -> SweepResult:
     """In the caller's unit of work: close up to `batch_size` exchanges pending since before
     `older_than` as abandoned, charge each keyed one its estimated prompt tokens, once, and
@@ -85,7 +81,7 @@ def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_
         exchanges[row.exchange_id] = (key_id, tokens + prompt)
         if key_id is not None and row.reserved_tokens:
             # Given back, nothing charged against it: the estimate below is charged apart.
-            settle_reservation(session, Reservation(key_id, _utc_day(row.timestamp), row.reserved_tokens), None)
+            settle_reservation(session, Reservation(key_id, as_utc(row.timestamp).date(), row.reserved_tokens), None)
     charged = 0
     for key_id, tokens in exchanges.values():
         if key_id is not None:

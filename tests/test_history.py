@@ -136,3 +136,52 @@ def test_concurrent_requests_for_one_user_are_recorded_as_whole_exchanges(make_a
     rows = rows_of(app, "same")
     assert len(rows) == 2 * (parallel + 1)
     assert {r["status"] for r in rows} == {"completed"}
+
+
+def test_a_conversations_recent_exchanges_are_its_keys_completed_ones_in_the_order_they_began(make_app):
+    """The history read (one statement): per key scope, the newest completed exchanges,
+    oldest first, each exchange's rows together in order, even when two exchanges' rows
+    were written interleaved; pending and failed exchanges, and other keys' rows under the
+    same conversation id, are never part of it."""
+    from database import unit_of_work
+    from services.client_keys import create_key
+    from services.conversation import _load_exchanges, record_failure, record_reply, record_turn
+
+    def turn(exchange: str, key: int | None, text: str) -> None:
+        with unit_of_work() as session:
+            record_turn(session, exchange, "shared", key, [{"role": "user", "content": text}])
+
+    def reply(exchange: str, key: int | None, text: str) -> None:
+        with unit_of_work() as session:
+            record_reply(session, exchange, "shared", key, {"role": "assistant", "content": text, "model": "m"})
+
+    with make_app().app_context():
+        with unit_of_work() as session:
+            mine = create_key(session, "mine")[0]["id"]
+            theirs = create_key(session, "theirs")[0]["id"]
+        turn("a", mine, "a?")
+        turn("c", mine, "c?")  # begun after a, answered before it: rows a?, c?, c!, a!
+        reply("c", mine, "c!")
+        reply("a", mine, "a!")
+        turn("pending", mine, "p?")
+        turn("failed", mine, "f?")
+        with unit_of_work() as session:
+            record_failure(session, "failed", "upstream broke")
+        turn("d", mine, "d?")
+        reply("d", mine, "d!")
+        turn("other", theirs, "o?")
+        reply("other", theirs, "o!")
+        turn("keyless", None, "k?")
+        reply("keyless", None, "k!")
+
+        def read(key: int | None, newest: int) -> list[list[tuple[str, str]]]:
+            with unit_of_work(write=False) as session:
+                exchanges = _load_exchanges(session, "shared", key, newest)
+            return [[(row.role, row.content) for row in exchange] for exchange in exchanges]
+
+        a, c, d = ([("user", f"{x}?"), ("assistant", f"{x}!")] for x in "acd")
+        assert read(mine, 10) == [a, c, d]
+        assert read(mine, 2) == [c, d]
+        assert read(mine, 1) == [d]
+        assert read(theirs, 10) == [[("user", "o?"), ("assistant", "o!")]]
+        assert read(None, 10) == [[("user", "k?"), ("assistant", "k!")]]
