@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -139,7 +140,8 @@ class _Server(ThreadingHTTPServer):
 class FakeUpstream:
     """An OpenAI-compatible HTTP server in a background thread of this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # a server-side context: serve HTTPS instead of HTTP
         self.received: list[Received] = []
         self.script: deque = deque()
         self.on_request = None  # optional callable(Received) run inside the handler
@@ -151,6 +153,8 @@ class FakeUpstream:
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> FakeUpstream:
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -166,7 +170,7 @@ class FakeUpstream:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     # -- scripting -------------------------------------------------------------------
     def enqueue(self, *answers) -> None:
