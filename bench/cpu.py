@@ -3,6 +3,7 @@
     .venv/bin/python bench/cpu.py                  # 2,000 requests a route, gevent-patched
     .venv/bin/python bench/cpu.py --requests 5000 --no-gevent
     .venv/bin/python bench/cpu.py --requests 3000 --profile 2>/dev/null   # where it goes (cProfile)
+    .venv/bin/python bench/cpu.py --stream 2>/dev/null   # also a streamed chat (20 chunks, no pause)
 
 Starts bench/fake_upstream.py (delay 0) on another core, migrates a fresh SQLite file and
 builds the app as `make run` does (settings from the environment, rate limits off), with
@@ -25,7 +26,6 @@ if __name__ == "__main__" and "--no-gevent" not in sys.argv:
     monkey.patch_all()
 
 import json  # noqa: E402
-import os  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -38,13 +38,16 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from run import CLIENT_CPUS, VENV, pinned, wait_http  # noqa: E402
+from run import CLIENT_CPUS, in_process_app, pinned, wait_http  # noqa: E402
 
 PROMPT = "Say something short."
 ROUTES = {
     "/openai-completion": {"prompt": PROMPT},
     "/v1/chat/completions": {"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]},
 }
+# A streamed chat: the upstream sends its 20 content chunks (then finish, usage, [DONE])
+# with no pause, so the figure is the CPU of one stream's start, relay and end.
+STREAMED = ("/v1/chat/completions", {**ROUTES["/v1/chat/completions"], "stream": True})
 
 
 def free_port() -> int:
@@ -97,47 +100,37 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--no-gevent", action="store_true", help="do not patch the standard library")
     parser.add_argument("--profile", action="store_true", help="print cProfile's cumulative top 60 of each route")
+    parser.add_argument("--stream", action="store_true", help="also a streamed /v1/chat/completions")
     args = parser.parse_args()
     port = free_port()
     upstream = subprocess.Popen(
-        pinned(CLIENT_CPUS, [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(port)]),
+        pinned(
+            CLIENT_CPUS, [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(port), "--stream-seconds", "0"]
+        ),
         stdout=subprocess.DEVNULL,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models")
         with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
-            os.environ.update(
-                {
-                    "DATABASE_URL": f"sqlite:///{tmp}/cpu.db",
-                    "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-                    "OPENAI_API_KEY": "bench-not-a-real-key",
-                    "OPENAI_MODEL": "fake-model",
-                    "RATELIMIT_ENABLED": "false",
-                    "PROMETHEUS_MULTIPROC_DIR": f"{tmp}/metrics",
-                    "JOURNAL_PATH": f"{tmp}/exchanges.journal",
-                    "SWEEP_INTERVAL_SECONDS": "0",
-                }
-            )
-            os.makedirs(f"{tmp}/metrics")
-            upgrade = [str(VENV / "flask"), "--app", "app", "db", "upgrade"]
-            subprocess.run(upgrade, cwd=ROOT, check=True, capture_output=True)
-            from app import create_app
-
-            app = create_app()
+            app = in_process_app(tmp, port)
             client = app.test_client()
             llm = app.extensions["llm"]
             messages = [{"role": "user", "content": PROMPT}]
             measure("llm.complete", lambda: llm.complete(messages), args.requests)
-            for path, body in ROUTES.items():
+            routes = [(f"POST {path}", path, body) for path, body in ROUTES.items()]
+            routes += [(f"POST {STREAMED[0]}, streamed", *STREAMED)] if args.stream else []
+            for label, path, body in routes:
 
                 def post(path=path, body=body) -> None:
                     response = client.post(path, json=body)
-                    assert response.status_code == 200, response.get_data(as_text=True)
+                    text = response.get_data(as_text=True)  # a stream is read to its end
+                    assert response.status_code == 200, text
+                    assert not body.get("stream") or text.endswith("data: [DONE]\n\n"), text[-200:]
 
                 if args.profile:
-                    profile(f"POST {path}", post, args.requests)
+                    profile(label, post, args.requests)
                 else:
-                    measure(f"POST {path}", post, args.requests)
+                    measure(label, post, args.requests)
             llm.close()
     finally:
         upstream.terminate()

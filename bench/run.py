@@ -68,6 +68,33 @@ def pinned(cpus: str, command: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *command] if shutil.which("taskset") else command
 
 
+def in_process_app(tmp: str, upstream_port: int | None = None):
+    """The app as `make run` builds it, in this process, on a fresh SQLite file in `tmp`
+    (migrated), rate limits off, no sweeper; its upstream the fake on `upstream_port`
+    (None: no upstream named). For the in-process benches (cpu.py, store.py,
+    instructions.py); a caller that wants gevent patches the standard library first."""
+    os.environ.update(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp}/app.db",
+            "OPENAI_API_KEY": "bench-not-a-real-key",
+            "OPENAI_MODEL": "fake-model",
+            "RATELIMIT_ENABLED": "false",
+            "PROMETHEUS_MULTIPROC_DIR": f"{tmp}/metrics",
+            "JOURNAL_PATH": f"{tmp}/exchanges.journal",
+            "SWEEP_INTERVAL_SECONDS": "0",
+        }
+    )
+    if upstream_port is not None:
+        os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{upstream_port}/v1"
+    os.makedirs(f"{tmp}/metrics", exist_ok=True)
+    upgrade = [str(VENV / "flask"), "--app", "app", "db", "upgrade"]
+    subprocess.run(upgrade, cwd=ROOT, check=True, capture_output=True)
+    sys.path.insert(0, str(ROOT))
+    from app import create_app
+
+    return create_app()
+
+
 def wait_http(url: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

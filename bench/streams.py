@@ -8,7 +8,8 @@ Starts, all on 127.0.0.1: one fake upstream (bench/fake_upstream.py) whose strea
 answers send 20 chunks over 5 s (non-streamed ones answer at once); this service as
 `make run` starts it with no tuning (`ours`: gevent, the defaults) and a tuned gthread
 (`gthread-1100`: GUNICORN_WORKER_CLASS=gthread, 1100 threads, pool of 8), plus the old
-default (`gthread-8`, for the idle scenario); LiteLLM's proxy (one worker, from
+default (`gthread-8`, for the idle scenario) and, on request (`--targets`), two gevent
+workers on both cores (`gevent-2`: WEB_CONCURRENCY=2, sharing the client's core); LiteLLM's proxy (one worker, from
 bench/.venv-litellm, as bench/run.py makes it). Rate limits are off (LiteLLM has none).
 
 Streams: N clients (an asyncio client on raw sockets, pinned to the other core with the
@@ -59,7 +60,8 @@ from run import (
 )
 
 UPSTREAM_PORT = 9110
-PORTS = {"direct": UPSTREAM_PORT, "ours": 9210, "gthread-1100": 9211, "gthread-8": 9212, "litellm": 9310}
+PORTS = {"direct": UPSTREAM_PORT, "ours": 9210, "gthread-1100": 9211, "gthread-8": 9212, "gevent-2": 9213}
+PORTS["litellm"] = 9310
 STREAM_SECONDS = 5.0
 # Issue 12's targets for streams (`make run`'s defaults, beside LiteLLM in the same run).
 TARGET_OF_IDEAL = {1000: 0.85, 100: 0.97}
@@ -221,7 +223,7 @@ async def idle_client(port: int, idle: int, slow: int, key: str | None, seconds:
 # -- the servers -----------------------------------------------------------------------
 
 
-def start_ours(stack: ExitStack, name: str, workdir: Path, **tuning: str) -> Process:
+def start_ours(stack: ExitStack, name: str, workdir: Path, cpus: str = SERVER_CPUS, **tuning: str) -> Process:
     """This service as `make run` starts it (gunicorn.conf.py, SQLite), plus `tuning` only."""
     port = PORTS[name]
     env = {k: v for k, v in os.environ.items() if k not in _TUNING}
@@ -240,9 +242,7 @@ def start_ours(stack: ExitStack, name: str, workdir: Path, **tuning: str) -> Pro
     )
     flask = [str(VENV / "flask"), "--app", "app", "db", "upgrade"]
     subprocess.run(flask, cwd=ROOT, env=env, check=True, capture_output=True)
-    process = Process(
-        name, pinned(SERVER_CPUS, [str(VENV / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]), env
-    )
+    process = Process(name, pinned(cpus, [str(VENV / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]), env)
     stack.callback(process.stop)
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return process
@@ -309,6 +309,8 @@ def main() -> None:
             servers["gthread-1100"] = start_ours(stack, "gthread-1100", workdir, **tuned)
         if "gthread-8" in wanted:
             servers["gthread-8"] = start_ours(stack, "gthread-8", workdir, GUNICORN_WORKER_CLASS="gthread")
+        if "gevent-2" in wanted:
+            servers["gevent-2"] = start_ours(stack, "gevent-2", workdir, cpus="0,1", WEB_CONCURRENCY="2")
         if "litellm" in wanted:
             servers["litellm"] = start_litellm(stack, "litellm", PORTS["litellm"], UPSTREAM_PORT, workdir)
         keys = {"litellm": LITELLM_KEY}

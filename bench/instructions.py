@@ -1,0 +1,96 @@
+"""Instructions per request, counted by valgrind: a figure the machine's noise cannot move.
+
+    .venv/bin/python bench/instructions.py                       # every route (about 7 minutes)
+    .venv/bin/python bench/instructions.py --routes openai-completion
+
+CPU time on a shared 2-core VM moves 20-50% from one run to the next (bench/README.md),
+so a change worth 5-10% cannot be seen with bench/cpu.py alone. `valgrind
+--tool=callgrind` counts the instructions a process executes instead: the same code, input
+and environment give the same count whatever else the machine does (PYTHONHASHSEED is
+fixed). For each route this runs the app in-process twice under callgrind (built as
+bench/cpu.py builds it: gevent-patched, SQLite, rate limits off, bench/fake_upstream.py as
+the upstream, in its own process and not counted), once with --few and once with --many
+requests after the same warm-up, and prints (many - few) / (many - few requests): the
+instructions of one request, start-up and warm-up cancelled out. Needs valgrind
+(`apt-get install valgrind`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PROMPT = "Say something short."
+CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]}
+ROUTES = {
+    "openai-completion": ("/openai-completion", {"prompt": PROMPT}),
+    "chat-completions": ("/v1/chat/completions", CHAT),
+    "chat-completions-streamed": ("/v1/chat/completions", {**CHAT, "stream": True}),
+}
+WARM_UP = 20
+
+
+def serve_requests(route: str, count: int, upstream_port: int) -> None:
+    """The counted process: build the app and send WARM_UP + `count` requests of `route`."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    sys.path.insert(0, str(BENCH))
+    from run import in_process_app
+
+    client = in_process_app(tempfile.mkdtemp(prefix="bench-instructions-"), upstream_port).test_client()
+    path, body = ROUTES[route]
+    for _ in range(WARM_UP + count):
+        response = client.post(path, json=body)
+        text = response.get_data(as_text=True)
+        assert response.status_code == 200, text
+
+
+def counted(route: str, count: int, upstream_port: int) -> int:
+    """Instructions callgrind counts for one run of serve_requests."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+    command += [str(Path(__file__).resolve()), "--serve", route, str(count), str(upstream_port)]
+    run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if run.returncode or not found:
+        raise SystemExit(f"callgrind run failed ({run.returncode}):\n{run.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, of: {', '.join(ROUTES)}")
+    parser.add_argument("--few", type=int, default=20)
+    parser.add_argument("--many", type=int, default=220)
+    parser.add_argument("--port", type=int, default=9555, help="the fake upstream's port")
+    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)  # internal: the counted process
+    args = parser.parse_args()
+    if args.serve:
+        route, count, port = args.serve
+        return serve_requests(route, int(count), int(port))
+    upstream = [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(args.port), "--stream-seconds", "0"]
+    fake = subprocess.Popen(upstream, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sys.path.insert(0, str(BENCH))
+        from run import wait_http
+
+        wait_http(f"http://127.0.0.1:{args.port}/v1/models")
+        for route in args.routes.split(","):
+            few, many = counted(route, args.few, args.port), counted(route, args.many, args.port)
+            per_request = (many - few) / (args.many - args.few)
+            print(json.dumps({"route": route, "instructions_per_request": round(per_request)}), flush=True)
+    finally:
+        fake.terminate()
+        fake.wait()
+
+
+if __name__ == "__main__":
+    main()
