@@ -136,6 +136,7 @@ def post_worker_init(worker):
     # request's objects are frozen with it (frozen objects are never freed).
     gc.collect()
     gc.freeze()
+    worker.log.info("worker %s: %d objects of the built app frozen (gc.freeze)", worker.pid, gc.get_freeze_count())
     start_sweeper(worker.wsgi)
 
 

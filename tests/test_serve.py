@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import requests
 from support import UPSTREAM_KEY, Served, service_env
 
@@ -39,10 +41,15 @@ def test_gunicorn_without_a_key_serves_the_offline_model(tmp_path):
     served = Served(service_env(tmp_path))
     try:
         served.wait_for("built-in offline model", count=2)
+        served.wait_for("objects of the built app frozen")
         response = requests.post(f"{served.url}/openai-completion", json={"prompt": "anyone home?"}, timeout=30)
     finally:
         served.stop()
 
+    # The worker froze the built app (gunicorn.conf.py's post_worker_init) before serving:
+    # its modules, models and schemas, tens of thousands of objects, not a near-empty heap.
+    frozen = [line for line in served.output if "objects of the built app frozen" in line]
+    assert int(re.search(r"(\d+) objects of the built app frozen", frozen[0]).group(1)) > 50_000
     assert response.status_code == 200
     assert response.json()["model"] == "offline"
     assert response.json()["completion"].startswith("[offline model] You said: 'anyone home?'")
