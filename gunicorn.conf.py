@@ -133,7 +133,7 @@ def post_worker_init(worker):
     # collection, which stops all of a gevent worker's streams while it runs: with 1,000
     # streams open a full collection took 150 ms, 75 ms after the freeze (bench/README.md).
     # Collected first, and before the sweeper's first transaction, so no garbage and no
-    # request's objects are frozen with it (frozen objects are never freed).
+    # request's objects are frozen with it (the cycle collector never frees a frozen cycle).
     gc.collect()
     gc.freeze()
     worker.log.info("worker %s: %d objects of the built app frozen (gc.freeze)", worker.pid, gc.get_freeze_count())

@@ -73,6 +73,8 @@ def test_every_pool_reaches_an_https_upstream_through_one_shared_context(tls_ups
             replies = list(pool.map(lambda _: llm.complete(messages), range(POOLS_USED)))
         assert [reply.text for reply in replies] == ["echo: hello"] * POOLS_USED
         assert len({received.peer for received in server.received}) == POOLS_USED  # four connections
+        # ... in four pools (four calls through one pool would open four connections too).
+        assert sum(bool(_pool_of(client._client).connections) for client in llm._clients) == POOLS_USED
     finally:
         llm.close()
 
