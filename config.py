@@ -121,8 +121,11 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         # RATELIMIT_DEFAULT is one budget per client shared by every route, which is
         # what Flask-Limiter calls application limits (its own "default" is per route).
-        "RATELIMIT_APPLICATION": _str(env, "RATELIMIT_DEFAULT", "200 per day;50 per hour"),
-        "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "10 per minute"),
+        # A client is often a whole team's front end (one key, or one address with keys
+        # off): the defaults stop a runaway client within a minute, not a team's traffic.
+        # Spend is bounded by each key's daily token budget, not by request counts.
+        "RATELIMIT_APPLICATION": _str(env, "RATELIMIT_DEFAULT", "1200 per minute"),
+        "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "600 per minute"),
         # Failed API keys one address may present before it is answered 429 unlooked-up.
         "AUTH_FAILURE_LIMIT": _str(env, "AUTH_FAILURE_LIMIT", "20 per minute"),
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),

@@ -38,7 +38,9 @@ def _statuses(database_url: str) -> dict[str, list[tuple[str, str]]]:
 
 def test_default_settings_hold_200_streams_and_serve_past_half_sent_requests(tmp_path, upstream):
     env = upstream_service_env(tmp_path, upstream)
-    del env["WEB_CONCURRENCY"]  # service_env's 2 processes: here, the defaults `make run` uses
+    # service_env's 2 processes and limits off: here, the defaults `make run` uses, the
+    # rate limits included (every stream comes from one address, as from a team's front end).
+    del env["WEB_CONCURRENCY"], env["RATELIMIT_ENABLED"]
     resume = threading.Event()
     # Every stream sends its first piece, then waits for `resume`: all 200 are open at once.
     upstream.enqueue(*(StreamReply(PIECES, hold_after=1, resume=resume, hold_max_seconds=120) for _ in range(STREAMS)))

@@ -23,8 +23,8 @@ def test_defaults_from_an_empty_environment():
     assert settings["OPENAI_TIMEOUT"] == 60.0
     assert settings["OPENAI_MAX_RETRIES"] == 2
     assert settings["MAX_CONTENT_LENGTH"] == 1024 * 1024
-    assert settings["RATELIMIT_APPLICATION"] == "200 per day;50 per hour"
-    assert settings["RATELIMIT_COMPLETION"] == "10 per minute"
+    assert settings["RATELIMIT_APPLICATION"] == "1200 per minute"
+    assert settings["RATELIMIT_COMPLETION"] == "600 per minute"
     assert settings["RATELIMIT_STORAGE_URI"] == "memory://"
     assert settings["RATELIMIT_ENABLED"] is True
     assert settings["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] is True  # Redis down: count per process
