@@ -9,17 +9,15 @@ records the reply, each its own transaction through `database.unit_of_work` and 
 SQLite writer queue, as the pipeline runs them), and reading a conversation's history
 (`--exchanges` completed exchanges, through the same function the pipeline calls). Beside
 them, the same statements sent by the bare `sqlite3` module: the floor no code of ours can
-go under. Prints one JSON line per figure: CPU (time.process_time) per operation.
+go under. Prints one JSON line per figure and round (bench/cpu.py's: CPU per operation).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,19 +27,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cpu import measure  # noqa: E402
+
 TURN = [{"role": "user", "content": "Say something short."}]
 REPLY = {"role": "assistant", "content": "Hi there", "model": "m", "prompt_tokens": 5, "completion_tokens": 3}
 
 
-def measure(label: str, operation: Callable[[], object], count: int, rounds: int) -> None:
-    for _ in range(min(200, count)):
-        operation()
+def measure_rounds(label: str, operation: Callable[[], object], count: int, rounds: int) -> None:
+    """bench/cpu.py's measure, `rounds` times: one JSON line each."""
     for attempt in range(rounds):
-        started = time.process_time()
-        for _ in range(count):
-            operation()
-        cpu_ms = (time.process_time() - started) / count * 1000
-        print(json.dumps({"what": label, "round": attempt + 1, "count": count, "cpu_ms": round(cpu_ms, 3)}), flush=True)
+        measure(f"{label} (round {attempt + 1})", operation, count)
 
 
 def main() -> None:
@@ -72,8 +67,8 @@ def main() -> None:
         with app.app_context():
             for _ in range(args.exchanges):
                 exchange("bench-conversation")
-            measure("two units of work: a turn recorded, then its reply", exchange, args.requests, args.rounds)
-            measure(f"history read, {args.exchanges} exchanges", history, args.requests, args.rounds)
+            measure_rounds("two units of work: a turn recorded, then its reply", exchange, args.requests, args.rounds)
+            measure_rounds(f"history read, {args.exchanges} exchanges", history, args.requests, args.rounds)
 
         connection = sqlite3.connect(f"{tmp}/app.db", isolation_level=None)
 
@@ -98,7 +93,7 @@ def main() -> None:
             )
             connection.execute("COMMIT")
 
-        measure("the same statements through bare sqlite3", bare, args.requests, args.rounds)
+        measure_rounds("the same statements through bare sqlite3", bare, args.requests, args.rounds)
 
 
 if __name__ == "__main__":

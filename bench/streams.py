@@ -9,8 +9,9 @@ answers send 20 chunks over 5 s (non-streamed ones answer at once); this service
 `make run` starts it with no tuning (`ours`: gevent, the defaults) and a tuned gthread
 (`gthread-1100`: GUNICORN_WORKER_CLASS=gthread, 1100 threads, pool of 8), plus the old
 default (`gthread-8`, for the idle scenario) and, on request (`--targets`), two gevent
-workers on both cores (`gevent-2`: WEB_CONCURRENCY=2, sharing the client's core); LiteLLM's proxy (one worker, from
-bench/.venv-litellm, as bench/run.py makes it). Rate limits are off (LiteLLM has none).
+workers on both cores (`gevent-2`: WEB_CONCURRENCY=2, sharing the client's core);
+LiteLLM's proxy (one worker, from bench/.venv-litellm, as bench/run.py makes it). Rate
+limits are off (LiteLLM has none).
 
 Streams: N clients (an asyncio client on raw sockets, pinned to the other core with the
 upstream) all open `POST /v1/chat/completions` with `"stream": true` at once. Reported:
@@ -60,8 +61,14 @@ from run import (
 )
 
 UPSTREAM_PORT = 9110
-PORTS = {"direct": UPSTREAM_PORT, "ours": 9210, "gthread-1100": 9211, "gthread-8": 9212, "gevent-2": 9213}
-PORTS["litellm"] = 9310
+PORTS = {
+    "direct": UPSTREAM_PORT,
+    "ours": 9210,
+    "gthread-1100": 9211,
+    "gthread-8": 9212,
+    "gevent-2": 9213,
+    "litellm": 9310,
+}
 STREAM_SECONDS = 5.0
 # Issue 12's targets for streams (`make run`'s defaults, beside LiteLLM in the same run).
 TARGET_OF_IDEAL = {1000: 0.85, 100: 0.97}

@@ -7,6 +7,8 @@ import re
 import requests
 from support import UPSTREAM_KEY, Served, service_env
 
+FROZEN = re.compile(r"(\d+) objects of the built app frozen")  # gunicorn.conf.py's post_worker_init
+
 
 def test_gunicorn_serves_both_routes_through_an_openai_compatible_upstream(tmp_path, upstream):
     env = service_env(
@@ -48,8 +50,8 @@ def test_gunicorn_without_a_key_serves_the_offline_model(tmp_path):
 
     # The worker froze the built app (gunicorn.conf.py's post_worker_init) before serving:
     # its modules, models and schemas, tens of thousands of objects, not a near-empty heap.
-    frozen = [line for line in served.output if "objects of the built app frozen" in line]
-    assert int(re.search(r"(\d+) objects of the built app frozen", frozen[0]).group(1)) > 50_000
+    frozen = [int(found.group(1)) for line in served.output if (found := FROZEN.search(line))]
+    assert frozen[0] > 50_000
     assert response.status_code == 200
     assert response.json()["model"] == "offline"
     assert response.json()["completion"].startswith("[offline model] You said: 'anyone home?'")
