@@ -156,3 +156,11 @@ def test_reading_the_docs_does_not_spend_the_rate_limit(make_app):
     assert client.post("/openai-completion", json={"prompt": "a"}, headers=key).status_code == 200
     assert client.post("/openai-completion", json={"prompt": "b"}, headers=key).status_code == 200
     assert client.post("/openai-completion", json={"prompt": "c"}, headers=key).status_code == 429
+
+
+def test_the_openapi_document_is_byte_identical_to_the_one_recorded():
+    """tests/data/openapi.json was generated before the modules moved (issue 20): a move of
+    code must not change the document. A deliberate change of the API regenerates the file
+    (`GET /openapi.json` of this module's CONTRACT_APP) in the same commit."""
+    recorded = (ROOT / "tests" / "data" / "openapi.json").read_bytes()
+    assert CONTRACT_APP.test_client().get("/openapi.json").data == recorded
