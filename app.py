@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from auth import register_authentication
 from cli import register_commands
 from config import load_settings, resolve_defaults, validate_settings
-from database import WRITER_QUEUE, Journal, configure_engine, engine_options, writer_queue_for
+from database import WRITER_QUEUE, configure_engine, engine_options, writer_queue_for
 from errors import register_error_handlers, reject_invalid
 from extensions import db, limiter, migrate
 from logformat import JsonFormatter
@@ -25,6 +25,7 @@ from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
 from schemas import CONVERSATION_HEADER
 from services.chat import ChatPipeline, ChatSettings, ExchangeRecorder
+from services.journal import Journal
 from services.llm import build_llm
 from telemetry import REQUEST_ID_HEADER, register_request_telemetry
 

@@ -33,7 +33,7 @@ from flask import Flask
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from database import EntryRejected, Journal, unit_of_work
+from database import unit_of_work
 from models import MessageStatus
 from services.client_keys import ClientKey, Reservation, reserve_budget, settle_reservation
 from services.conversation import (
@@ -55,6 +55,7 @@ from services.conversation import (
     touch_pending,
     without_content,
 )
+from services.journal import EntryRejected, Journal
 from services.llm import (
     ChatStream,
     Completion,

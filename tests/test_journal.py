@@ -12,12 +12,13 @@ from pathlib import Path
 from sqlalchemy import select
 from support import ROOT, create_client_key, poll_until, rows_of
 
-from database import EntryRejected, Journal, unit_of_work
+from database import unit_of_work
 from extensions import db
 from models import ApiKeyUsage, MessageStatus
 from services.chat import Ending, ResponseRecord, replay_entry
 from services.client_keys import find_active_key, key_id_for, reserve_budget
 from services.conversation import record_turn, response_recorded
+from services.journal import EntryRejected, Journal
 from services.sweeper import sweep
 
 
@@ -62,7 +63,7 @@ def test_entries_the_database_refuses_and_torn_lines_are_set_aside_not_retried(t
 def test_processes_appending_at_once_leave_whole_lines(tmp_path):
     path = tmp_path / "exchanges.journal"
     writer = (
-        "import sys\nfrom database import Journal\n"
+        "import sys\nfrom services.journal import Journal\n"
         "journal = Journal(sys.argv[1])\n"
         "for n in range(100): journal.append({'writer': sys.argv[2], 'n': n, 'text': 'x' * 5000})\n"
     )
