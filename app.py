@@ -24,9 +24,10 @@ from logformat import JsonFormatter
 from routes import register_blueprints
 from routes.api_docs import SECURITY_SCHEMES
 from schemas import CONVERSATION_HEADER
-from services.chat import ChatPipeline, ChatSettings, ExchangeRecorder
+from services.chat import ChatPipeline, ChatSettings
 from services.journal import Journal
 from services.llm import build_llm
+from services.recorder import ExchangeRecorder
 from telemetry import REQUEST_ID_HEADER, register_request_telemetry
 
 

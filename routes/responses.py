@@ -47,7 +47,7 @@ from schemas import (
     TextFormatJSONObject,
     TextFormatJSONSchema,
 )
-from services.chat import ChatAnswer, ChatPipeline, ChatTurn, ResponseRecord
+from services.chat import ChatAnswer, ChatPipeline, ChatTurn
 from services.client_keys import ClientKey
 from services.conversation import (
     Item,
@@ -63,6 +63,7 @@ from services.conversation import (
     stored_response,
 )
 from services.llm import UpstreamError
+from services.recorder import ResponseRecord
 from telemetry import ExchangeReport, exchange_report
 
 # Where max_output_tokens goes. OpenAI's chat API deprecated `max_tokens` and its reasoning models

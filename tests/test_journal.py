@@ -15,10 +15,10 @@ from support import ROOT, create_client_key, poll_until, rows_of
 from database import unit_of_work
 from extensions import db
 from models import ApiKeyUsage, MessageStatus
-from services.chat import Ending, ResponseRecord, replay_entry
 from services.client_keys import find_active_key, key_id_for, reserve_budget
 from services.conversation import record_turn, response_recorded
 from services.journal import EntryRejected, Journal
+from services.recorder import Ending, ResponseRecord, replay_entry
 from services.sweeper import sweep
 
 
