@@ -33,7 +33,8 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from auth import current_client_key
 from errors import ApiError
-from extensions import completion_limit, limiter
+from extensions import limiter
+from ratelimit import completion_limit
 from routes.api_docs import KEY_REQUIRED, responses
 from schemas import (
     CONVERSATION_HEADER,

@@ -35,7 +35,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from auth import current_client_key, current_client_key_id
 from database import unit_of_work
 from errors import ApiError
-from extensions import completion_limit, limiter
+from extensions import limiter
+from ratelimit import completion_limit
 from routes.api_docs import KEY_REQUIRED, responses
 from schemas import (
     FunctionCallItem,
