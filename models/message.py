@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
@@ -26,8 +27,12 @@ def iso_utc(stamp: datetime | None) -> str | None:
     return None if stamp is None else as_utc(stamp).isoformat()
 
 
-class MessageStatus:
-    """Lifecycle of an exchange; every row of one exchange carries the same status."""
+class MessageStatus(StrEnum):
+    """Lifecycle of an exchange; every row of one exchange carries the same status.
+
+    Members are str: they compare equal to, bind, serialise (json.dumps) and format (%s,
+    f-strings) as their plain values, which is what the `status` column holds and reads back.
+    """
 
     PENDING = "pending"  # user turn recorded, upstream call in flight
     COMPLETED = "completed"  # reply recorded; the exchange is part of the history
