@@ -1,8 +1,9 @@
 """SQLAlchemy models. Models never commit: the service layer owns transactions."""
 
 from models.api_key import ApiKey, ApiKeyUsage
+from models.conversation import ConversationRecord
 from models.message import Message, MessageStatus, as_utc, iso_utc
-from models.response import ConversationRecord, StoredResponse
+from models.response import StoredResponse
 
 __all__ = [
     "ApiKey",

@@ -1,4 +1,4 @@
-"""Responses API state: each response made (its exchange, its chain), and conversation metadata.
+"""Responses API state: each response made (its exchange, its chain).
 
 A response's input and output are rows of `messages` (its exchange), like any chat turn;
 this table adds what the Responses API needs around them: the id, the chain through
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from extensions import db
@@ -35,20 +35,4 @@ class StoredResponse(db.Model):
     status: Mapped[str] = mapped_column(String(16))
     # The response object as answered (None when not stored).
     body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-
-
-class ConversationRecord(db.Model):
-    """What the Conversations API keeps of a conversation beyond its messages: its metadata.
-
-    A conversation that only the chat routes wrote (a `user_id`) has none and still exists.
-    """
-
-    __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_api_key_id_user_id", "api_key_id", "user_id", unique=True),)
-
-    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
-    user_id: Mapped[str] = mapped_column(String(128))
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
