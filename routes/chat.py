@@ -53,8 +53,10 @@ from services.chat import ChatAnswer, ChatTurn
 from services.llm import UpstreamError
 from telemetry import exchange_report
 
+# The seed's chat routes, and the OpenAI-compatible API under /v1 (models, chat completions).
+# The name strings ("completions", "openai_compat") make the operationIds: they stay.
 completions_bp = APIBlueprint("completions", __name__, abp_tags=[Tag(name="chat")], abp_security=KEY_REQUIRED)
-openai_bp = APIBlueprint(
+openai_compat_bp = APIBlueprint(
     "openai_compat", __name__, url_prefix="/v1", abp_tags=[Tag(name="openai-compatible")], abp_security=KEY_REQUIRED
 )
 
@@ -179,13 +181,13 @@ def _served_models() -> list[dict]:
     return [{"id": model, "object": "model", "created": 0, "owned_by": "gateway"} for model in models]
 
 
-@openai_bp.get("/models", responses=responses({200: ModelList}, openai=True, read_only=True))
+@openai_compat_bp.get("/models", responses=responses({200: ModelList}, openai=True, read_only=True))
 def list_models():
     """The models this service serves."""
     return jsonify({"object": "list", "data": _served_models()})
 
 
-@openai_bp.get("/models/<path:model>", responses=responses({200: ModelInfo}, openai=True, read_only=True))
+@openai_compat_bp.get("/models/<path:model>", responses=responses({200: ModelInfo}, openai=True, read_only=True))
 def retrieve_model(path: ModelPath):
     """One model this service serves (`client.models.retrieve`); 404 for any other."""
     for model in _served_models():
@@ -194,7 +196,7 @@ def retrieve_model(path: ModelPath):
     raise ApiError(404, f"The model '{path.model}' does not exist", code="model_not_found")
 
 
-@openai_bp.post("/chat/completions", responses=responses({200: ChatCompletionResponse}, openai=True))
+@openai_compat_bp.post("/chat/completions", responses=responses({200: ChatCompletionResponse}, openai=True))
 @limiter.limit(completion_limit)
 def chat_completions(body: OpenAIChatRequest, header: ConversationHeader):
     """OpenAI's chat completion, recorded, with the conversation's history when asked for."""

@@ -14,11 +14,11 @@ from extensions import db, limiter
 from schemas import HealthResponse, ReadinessResponse
 from telemetry import metrics_response
 
-bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="operations")])
+health_bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="operations")])
 log = logging.getLogger(__name__)
 
 
-@bp.get("/healthz", responses={200: HealthResponse})
+@health_bp.get("/healthz", responses={200: HealthResponse})
 @public
 def healthz():
     """Alive: the process answers. No I/O, so a slow database never restarts it."""
@@ -63,7 +63,7 @@ def _limiter_storage_state() -> str:
     return "ok" if limiter.check_storage() else "degraded"
 
 
-@bp.get("/readyz", responses={200: ReadinessResponse, 503: ReadinessResponse})
+@health_bp.get("/readyz", responses={200: ReadinessResponse, 503: ReadinessResponse})
 @public
 def readyz():
     """Ready: 200 while the database answers and takes writes, else 503; an unreachable rate
@@ -79,7 +79,7 @@ def readyz():
     return response
 
 
-@bp.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+@health_bp.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 @public
 def metrics():
     """Prometheus metrics, summed over every gunicorn process."""
