@@ -24,7 +24,6 @@ its stream ends, however it ends.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,6 +35,7 @@ from errors import ApiError
 from extensions import limiter
 from ratelimit import completion_limit
 from routes.api_docs import KEY_REQUIRED, responses
+from routes.sse import sse_event
 from schemas import (
     CONVERSATION_HEADER,
     ChatCompletionResponse,
@@ -89,23 +89,18 @@ def respond(
     return response
 
 
-def _event(name: str | None, payload: Any) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-    return (f"event: {name}\n" if name else "") + f"data: {data}\n\n"
-
-
 def simple_events(answer: ChatAnswer) -> Iterator[str]:
     """The documented simple event stream: deltas, then done (or error)."""
     for item in answer.chunks:
         if isinstance(item, UpstreamError):
-            yield _event("error", {"error": item.message})
+            yield sse_event("error", {"error": item.message})
             return
         for choice in item.get("choices") or []:
             text = (choice.get("delta") or {}).get("content")
             if text:
-                yield _event("delta", {"text": text})
+                yield sse_event("delta", {"text": text})
     completion = answer.sofar()
-    yield _event("done", {"user_id": answer.conversation_id, "model": completion.model, "usage": completion.usage()})
+    yield sse_event("done", {"user_id": answer.conversation_id, "model": completion.model, "usage": completion.usage()})
 
 
 def openai_events(answer: ChatAnswer, include_usage: bool = False) -> Iterator[str]:
@@ -118,14 +113,15 @@ def openai_events(answer: ChatAnswer, include_usage: bool = False) -> Iterator[s
     """
     for item in answer.chunks:
         if isinstance(item, UpstreamError):
-            yield _event(None, {"error": {"message": item.message, "type": "api_error", "param": None, "code": None}})
+            error = {"message": item.message, "type": "api_error", "param": None, "code": None}
+            yield sse_event(None, {"error": error})
             return
         if not include_usage:
             if not item.get("choices") and "usage" in item:
                 continue
             item = {name: value for name, value in item.items() if name != "usage"}
-        yield _event(None, item)
-    yield _event(None, "[DONE]")
+        yield sse_event(None, item)
+    yield sse_event(None, "[DONE]")
 
 
 # /openai-completion and /process-payload -------------------------------------------------
