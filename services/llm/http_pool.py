@@ -52,6 +52,7 @@ class _ProbedStream(httpcore2.NetworkStream):
         return _ProbedStream(self._stream.start_tls(ssl_context, server_hostname, timeout), self._os_poll)
 
     def get_extra_info(self, info: str) -> Any:
+        """The wrapped stream's answer, but `is_readable` from the operating system's poll."""
         if info != "is_readable":
             return self._stream.get_extra_info(info)
         sock = self._stream.get_extra_info("socket")
