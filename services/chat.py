@@ -44,18 +44,9 @@ from services.conversation import (
     touch_pending,
     without_content,
 )
-from services.llm import (
-    ChatStream,
-    Completion,
-    OfflineChat,
-    OpenAIChat,
-    UpstreamError,
-    completion_cap,
-    estimate_message_tokens,
-    estimate_text_tokens,
-    text_of,
-)
+from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.recorder import Ending, ExchangeRecorder
+from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
 
 if TYPE_CHECKING:
     from telemetry import ExchangeReport

@@ -38,7 +38,7 @@ from database import unit_of_work
 from models import as_utc
 from services.client_keys import Reservation, charge_usage, settle_reservation
 from services.conversation import abandon_stale, replayed
-from services.llm import estimate_message_tokens
+from services.tokens import estimate_message_tokens
 
 log = logging.getLogger("gateway.sweeper")
 

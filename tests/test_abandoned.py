@@ -29,8 +29,8 @@ from support import (
 from extensions import db
 from models import Message
 from services.client_keys import key_id_for
-from services.llm import estimate_message_tokens
 from services.sweeper import ABANDONED_ERROR, sweep
+from services.tokens import estimate_message_tokens
 
 WORKER_READY = "LLM upstream: OpenAI at"
 

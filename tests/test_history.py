@@ -9,7 +9,7 @@ import requests
 from support import rows_of
 
 from services.conversation import HistoryLimits, trim_exchanges
-from services.llm import estimate_message_tokens
+from services.tokens import estimate_message_tokens
 
 
 def _turns(client, user_id: str, count: int) -> None:

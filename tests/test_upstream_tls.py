@@ -13,7 +13,8 @@ import pytest
 from fake_upstream import FakeUpstream
 from support import app_settings
 
-from services.llm import UPSTREAM_POOLS, UpstreamError, _pool_of, build_llm
+from services.llm import UpstreamError, build_llm
+from services.llm.http_pool import UPSTREAM_POOLS, _pool_of
 
 POOLS_USED = 4
 

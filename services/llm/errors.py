@@ -1,0 +1,117 @@
+"""How an upstream call fails, as this service answers it.
+
+Every failure is an UpstreamError subclass carrying the HTTP status the service answers
+with and a message that never contains a credential; `mapped_errors` turns the `openai`
+SDK's exceptions into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import openai
+
+from logformat import redact
+
+
+class UpstreamError(Exception):
+    """The upstream call failed; `status_code` is what our client receives."""
+
+    status_code = 502
+
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        # The upstream's own `param` and `code` of a rejected request, passed on to the client.
+        self.param = param
+        self.code = code
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Unreachable, a 5xx, or a reply we cannot use."""
+
+    status_code = 502
+
+
+class UpstreamAuthFailed(UpstreamError):
+    status_code = 502
+
+
+class UpstreamRateLimited(UpstreamError):
+    status_code = 503
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the request itself (for example: context too long)."""
+
+    status_code = 400
+
+
+def _upstream_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return f"upstream answered HTTP {exc.status_code}"
+
+
+def _upstream_error_field(exc: openai.APIStatusError, name: str) -> str | None:
+    """A string field (`param`, `code`) of the upstream's error body, if it has one."""
+    body = exc.body if isinstance(exc.body, Mapping) else {}
+    error = body.get("error", body)
+    value = error.get(name) if isinstance(error, Mapping) else None
+    return value if isinstance(value, str) and len(value) <= 200 else None
+
+
+def _retry_after_seconds(exc: openai.APIStatusError, default: int = 10) -> int:
+    raw = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return max(1, int(float(raw))) if raw else default
+    except ValueError:
+        return default
+
+
+@contextmanager
+def mapped_errors(secrets: Sequence[str]) -> Iterator[None]:
+    """Turn the SDK's exceptions raised inside into UpstreamError subclasses, their
+    messages without credentials (`secrets` redacted)."""
+    try:
+        yield
+    except openai.APITimeoutError:
+        raise UpstreamTimeout("The language model did not answer in time") from None
+    except openai.APIConnectionError:
+        raise UpstreamUnavailable("The language model could not be reached") from None
+    except (openai.AuthenticationError, openai.PermissionDeniedError):
+        raise UpstreamAuthFailed(
+            "The language model rejected this service's credentials; the operator must fix the API key"
+        ) from None
+    except openai.RateLimitError as exc:
+        raise UpstreamRateLimited(
+            "The language model is over its rate limit or quota; retry later",
+            retry_after=_retry_after_seconds(exc),
+        ) from None
+    except openai.APIStatusError as exc:
+        if 400 <= exc.status_code < 500:
+            message = redact(_upstream_message(exc), secrets)
+            param, code = _upstream_error_field(exc, "param"), _upstream_error_field(exc, "code")
+            raise UpstreamRejected(
+                f"The language model rejected the request: {message}", param=param, code=code
+            ) from None
+        raise UpstreamUnavailable(f"The language model failed (HTTP {exc.status_code})") from None
+    except ValueError:
+        # The SDK raises ValueError (JSONDecodeError) for a body that is not JSON.
+        raise UpstreamUnavailable("The language model sent a reply that is not valid JSON") from None
+    except openai.APIError as exc:
+        # An error event inside a stream, or a reply the SDK could not use.
+        raise UpstreamUnavailable(f"The language model reported an error: {redact(str(exc), secrets)}") from None
