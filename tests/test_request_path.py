@@ -18,7 +18,7 @@ from support import ROOT, bearer, create_client_key, trace_request
 
 # The files the server may call into: the request hooks (id and clock, key, the limiter's
 # callables, the body's checks) and the route, whose generator a stream's server resumes.
-HOOKS = {"telemetry.py", "auth.py", "extensions.py", "schemas/__init__.py"}
+HOOKS = {"telemetry.py", "auth.py", "extensions.py", "request_body.py", "schemas/__init__.py"}
 # Each chat route and the file its view is in.
 CHAT_ROUTES = [
     ("/openai-completion", {"prompt": "hello"}, "routes/chat.py"),
