@@ -947,21 +947,6 @@ def response_error_details(exc: ValidationError) -> list[dict[str, str]]:
     return error_details(exc, _RESPONSE_FIELD_NAMES)
 
 
-def openai_param(field: str) -> str | None:
-    """A field path as OpenAI's error `param` spells it: "input.0.content" -> "input[0].content"; "body" -> None."""
-    if field == "body":
-        return None
-    param = ""
-    for part in field.split("."):
-        param += f"[{part}]" if part.isdigit() else (f".{part}" if param else part)
-    return param
-
-
-def parse_request(body: Any) -> ResponseRequest:
-    """The validated request (raises pydantic's ValidationError; see response_error_details / openai_param)."""
-    return ResponseRequest.model_validate(body)
-
-
 # -- the Conversations API and the responses' paths and queries --------------------------------
 
 

@@ -26,6 +26,7 @@ from openai.types.responses import (
     ResponseStreamEvent,
 )
 from pydantic import TypeAdapter, ValidationError
+from support import openai_param, parse_request
 
 from routes.responses import (
     ResponseStreamTranslator,
@@ -39,7 +40,7 @@ from routes.responses import (
     sse,
     tool_pairing_error,
 )
-from schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, MAX_PARTS, openai_param, parse_request
+from schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, MAX_PARTS
 from schemas import response_error_details as error_details
 
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
