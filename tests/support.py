@@ -72,7 +72,7 @@ def bearer(key: str) -> dict[str, str]:
 
 def parse_request(body: Any) -> ResponseRequest:
     """The validated /v1/responses request (raises pydantic's ValidationError; see
-    schemas.response_error_details / openai_param)."""
+    schemas.error_details / openai_param)."""
     return ResponseRequest.model_validate(body)
 
 
