@@ -13,7 +13,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from schemas import BodyRejected, rejection_of
+from request_body import BodyRejected
+from schemas import rejection_of
 from services.chat import TurnRejected
 from services.client_keys import BudgetSpent
 from services.llm import UpstreamError

@@ -2,13 +2,13 @@
 
 from flask_openapi3 import OpenAPI
 
+from request_body import register_body_checks
 from routes.api_docs import register_docs_routes
 from routes.chat import completions_bp, openai_compat_bp
 from routes.conversations import bp as conversations_bp
 from routes.conversations import openai_bp as conversations_api_bp
 from routes.health import health_bp
 from routes.responses import bp as responses_bp
-from schemas import register_body_checks
 
 
 def register_blueprints(app: OpenAPI) -> None:

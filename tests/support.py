@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -25,6 +26,7 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from extensions import db
+from schemas import ResponseRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +68,22 @@ def create_client_key(app, name: str = "acme", *options: str) -> str:
 def bearer(key: str) -> dict[str, str]:
     """The header that presents `key`."""
     return {"Authorization": f"Bearer {key}"}
+
+
+def parse_request(body: Any) -> ResponseRequest:
+    """The validated /v1/responses request (raises pydantic's ValidationError; see
+    schemas.error_details / openai_param)."""
+    return ResponseRequest.model_validate(body)
+
+
+def openai_param(field: str) -> str | None:
+    """A field path as OpenAI's error `param` spells it: "input.0.content" -> "input[0].content"; "body" -> None."""
+    if field == "body":
+        return None
+    param = ""
+    for part in field.split("."):
+        param += f"[{part}]" if part.isdigit() else (f".{part}" if param else part)
+    return param
 
 
 def all_rows(app) -> dict[str, list[tuple]]:

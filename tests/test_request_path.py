@@ -17,8 +17,12 @@ import pytest
 from support import ROOT, bearer, create_client_key, trace_request
 
 # The files the server may call into: the request hooks (id and clock, key, the limiter's
-# callables, the body's checks) and the route, whose generator a stream's server resumes.
-HOOKS = {"telemetry.py", "auth.py", "ratelimit.py", "schemas/__init__.py"}
+# callables, the body's checks), the schemas whose validators pydantic calls and whose JSON
+# schema flask-openapi3 reads as it validates, and the route, whose generator a stream's
+# server resumes.
+HOOKS = {"telemetry.py", "auth.py", "ratelimit.py", "request_body.py"} | {
+    f"schemas/{name}.py" for name in ("common", "validation", "chat", "items", "responses")
+}
 # Each chat route and the file its view is in.
 CHAT_ROUTES = [
     ("/openai-completion", {"prompt": "hello"}, "routes/chat.py"),

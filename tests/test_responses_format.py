@@ -1,4 +1,4 @@
-"""The Responses API translation layer (its schemas in schemas/__init__.py, routes/responses.py).
+"""The Responses API translation layer (its schemas in schemas/responses.py, routes/responses.py).
 
 Every object it produces is checked with the openai SDK's own types, and its streams are read by
 the SDK itself: a local HTTP server sends the translator's SSE to `client.responses.stream()`,
@@ -26,6 +26,7 @@ from openai.types.responses import (
     ResponseStreamEvent,
 )
 from pydantic import TypeAdapter, ValidationError
+from support import openai_param, parse_request
 
 from routes.responses import (
     ResponseStreamTranslator,
@@ -39,8 +40,7 @@ from routes.responses import (
     sse,
     tool_pairing_error,
 )
-from schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, MAX_PARTS, openai_param, parse_request
-from schemas import response_error_details as error_details
+from schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, MAX_PARTS, error_details
 
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 CHAT_MESSAGE = TypeAdapter(ChatCompletionMessageParam)

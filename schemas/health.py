@@ -1,0 +1,23 @@
+"""The health probes' answers (GET /healthz, GET /readyz)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadinessResponse(BaseModel):
+    status: str | None = None
+    error: str | None = None
+    database: Literal["ok", "unavailable", "unwritable"] = Field(
+        description="unavailable: it does not answer; unwritable: it answers, but replies it could not store "
+        "wait in the local journal, recorded as soon as it takes writes again"
+    )
+    ratelimit_storage: Literal["ok", "degraded"] = Field(
+        description="degraded: the shared storage (Redis) is unreachable, so each process counts limits on its own"
+    )
