@@ -4,7 +4,7 @@ conversations through OpenAI's Conversations API under /v1/conversations (metada
 A conversation is one thing whichever route made it: one continued with /openai-completion
 can be continued with `responses.create(conversation=...)` and read as items, and the other
 way round. Each request sees only the conversations of its own client key (see
-services.conversation); another key's get the same 404 as an unknown id.
+services/ownership.py); another key's get the same 404 as an unknown id.
 """
 
 from __future__ import annotations
@@ -34,18 +34,20 @@ from schemas import (
     ItemsAdd,
     UserIdPath,
 )
-from services.conversation import (
-    add_items,
+from services.conversations import (
     conversation_exists,
-    conversation_items,
-    conversation_object,
     conversation_page,
     conversation_usage,
     delete_conversation,
+    list_conversations,
+)
+from services.responses.items import new_id
+from services.responses.store import (
+    add_items,
+    conversation_items,
+    conversation_object,
     delete_item,
     find_item,
-    list_conversations,
-    new_id,
     save_conversation,
 )
 

@@ -49,20 +49,16 @@ from schemas import (
 )
 from services.chat import ChatAnswer, ChatPipeline, ChatTurn, ResponseRecord
 from services.client_keys import ClientKey
-from services.conversation import (
-    Item,
+from services.llm import UpstreamError
+from services.responses.items import Item, function_call_item, function_call_output_item, message_item, new_id
+from services.responses.store import (
     conversation_exchanges,
     conversation_object,
     delete_response,
-    function_call_item,
-    function_call_output_item,
-    message_item,
-    new_id,
     response_chain,
     response_input_items,
     stored_response,
 )
-from services.llm import UpstreamError
 from telemetry import ExchangeReport, exchange_report
 
 # Where max_output_tokens goes. OpenAI's chat API deprecated `max_tokens` and its reasoning models

@@ -36,25 +36,18 @@ from sqlalchemy.orm import Session
 from database import EntryRejected, Journal, unit_of_work
 from models import MessageStatus
 from services.client_keys import ClientKey, Reservation, reserve_budget, settle_reservation
-from services.conversation import (
-    UNLIMITED,
-    History,
-    HistoryLimits,
-    chain_history,
+from services.exchanges import (
     exchange_status,
-    name_reply_items,
     new_conversation_id,
     new_exchange_id,
-    rebuild_history,
     record_failure,
     record_reply,
-    record_response,
     record_turn,
-    response_recorded,
     stored_columns,
     touch_pending,
     without_content,
 )
+from services.history import UNLIMITED, History, HistoryLimits, chain_history, rebuild_history
 from services.llm import (
     ChatStream,
     Completion,
@@ -66,6 +59,7 @@ from services.llm import (
     estimate_text_tokens,
     text_of,
 )
+from services.responses.store import name_reply_items, record_response, response_recorded
 
 if TYPE_CHECKING:
     from telemetry import ExchangeReport
@@ -469,7 +463,7 @@ class Ending:
 
 @dataclass(frozen=True)
 class ResponseRecord:
-    """A Responses-API response's own row (services/conversation.py), recorded after its
+    """A Responses-API response's own row (services/responses/store.py), recorded after its
     exchange's Ending and kept as safely: retried, else journaled behind that ending, so
     that once the database is back the response can be retrieved and continued by its id.
 

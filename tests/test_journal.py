@@ -17,7 +17,8 @@ from extensions import db
 from models import ApiKeyUsage, MessageStatus
 from services.chat import Ending, ResponseRecord, replay_entry
 from services.client_keys import find_active_key, key_id_for, reserve_budget
-from services.conversation import record_turn, response_recorded
+from services.exchanges import record_turn
+from services.responses.store import response_recorded
 from services.sweeper import sweep
 
 
