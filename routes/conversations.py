@@ -19,7 +19,7 @@ from auth import current_client_key_id
 from database import unit_of_work
 from errors import ApiError
 from routes.api_docs import KEY_REQUIRED, responses
-from routes.responses import input_items, item_list, items_to_chat_messages, not_found, openai_object
+from routes.responses import not_found, openai_object
 from schemas import (
     ConversationCreate,
     ConversationListQuery,
@@ -41,7 +41,8 @@ from services.conversations import (
     delete_conversation,
     list_conversations,
 )
-from services.responses.items import new_id
+from services.responses.items import input_items, items_to_chat_messages, new_id
+from services.responses.objects import item_list
 from services.responses.store import (
     add_items,
     conversation_items,
