@@ -178,10 +178,12 @@ class Sweeper:
         self.thread = threading.Thread(target=self._run, name="abandoned-exchange-sweeper", daemon=True)
 
     def start(self) -> Sweeper:
+        """Start sweeping in the background thread; the sweeper itself."""
         self.thread.start()
         return self
 
     def stop(self) -> None:
+        """Ask the thread to stop: it ends before its next sweep."""
         self.stopped.set()
 
     def _run(self) -> None:
