@@ -228,6 +228,21 @@ def tool_pairing_error(items: Iterable[Mapping[str, Any]]) -> str | None:
     return f"No tool output found for function call {next(iter(pending))}." if pending else None
 
 
+def open_calls(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The function_call items `items` leave unanswered at their end: the calls a next input
+    may answer (a call that a user, system or developer message followed was given up)."""
+    pending: dict[str, Mapping[str, Any]] = {}
+    for item in items:
+        kind = item.get("type") or "message"
+        if kind == "function_call":
+            pending[item["call_id"]] = item
+        elif kind == "function_call_output":
+            pending.pop(item["call_id"], None)
+        elif kind == "message" and item.get("role") != "assistant":
+            pending.clear()
+    return list(pending.values())
+
+
 # -- chat messages -> items -----------------------------------------------------------------
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from database import unit_of_work
 from errors import ApiError
@@ -30,7 +31,15 @@ from services.client_keys import ClientKey
 from services.conversations import delete_conversation
 from services.llm import UpstreamError
 from services.responses import store
-from services.responses.items import input_items, items_to_chat_messages, new_id, validated_items
+from services.responses.items import (
+    Item,
+    input_items,
+    items_to_chat_messages,
+    new_id,
+    open_calls,
+    tool_pairing_error,
+    validated_items,
+)
 from services.responses.objects import chat_params, instructions_message, item_list, response_from_completion
 from services.responses.stream import ResponseStreamTranslator, sse
 
@@ -55,42 +64,65 @@ def _state_not_found(param: str, message: str, code: str) -> ApiError:
 
 @dataclass(frozen=True)
 class _State:
-    """Where a new response's rows go and what history it is sent."""
+    """Where a new response's rows go, what history it is sent, and the function calls that
+    history leaves for its input to answer."""
 
     user_id: str
     history_exchanges: tuple[str, ...] | None
+    open_calls: list[Mapping[str, Any]]
 
 
 def _state(request: ResponseRequest, client_key_id: int | None, response_id: str) -> _State:
     """The conversation and history of a new response; a 400 for an unknown one."""
     with unit_of_work(write=False) as session:
-        if request.previous_response_id is not None:
-            chain = store.response_chain(session, request.previous_response_id, client_key_id)
-            if chain is None:
-                raise _state_not_found(
-                    "previous_response_id",
-                    f"Previous response with id '{request.previous_response_id}' not found.",
-                    "previous_response_not_found",
-                )
-            user_id, exchanges = chain
-            return _State(user_id if request.store else response_id, exchanges)
-        conversation = request.conversation_id
-        if conversation is None:
-            return _State(response_id, ())
-        if store.conversation_object(session, conversation, client_key_id) is None:
-            raise _state_not_found("conversation", f"Conversation with id '{conversation}' not found.", "not_found")
-        if request.store:
-            return _State(conversation, None)
-        # store: false keeps nothing of what was said: its rows join no conversation, but
-        # the conversation's items still go first.
-        return _State(response_id, store.conversation_exchanges(session, conversation, client_key_id))
+        user_id, exchanges = _history(session, request, client_key_id, response_id)
+        ends_with = store.history_end(session, client_key_id, exchanges, user_id)
+    return _State(user_id, exchanges, open_calls(ends_with))
 
 
-def _turn(request: ResponseRequest, state: _State, client_key: ClientKey | None) -> ChatTurn:
+def _history(
+    session: Session, request: ResponseRequest, client_key_id: int | None, response_id: str
+) -> tuple[str, tuple[str, ...] | None]:
+    """The conversation a new response's rows join, and its history as a chain of exchanges
+    (None: the conversation's own, which the pipeline reads and trims)."""
+    if request.previous_response_id is not None:
+        chain = store.response_chain(session, request.previous_response_id, client_key_id)
+        if chain is None:
+            raise _state_not_found(
+                "previous_response_id",
+                f"Previous response with id '{request.previous_response_id}' not found.",
+                "previous_response_not_found",
+            )
+        user_id, exchanges = chain
+        return user_id if request.store else response_id, exchanges
+    conversation = request.conversation_id
+    if conversation is None:
+        return response_id, ()
+    if store.conversation_object(session, conversation, client_key_id) is None:
+        raise _state_not_found("conversation", f"Conversation with id '{conversation}' not found.", "not_found")
+    if request.store:
+        return conversation, None
+    # store: false keeps nothing of what was said: its rows join no conversation, but
+    # the conversation's items still go first.
+    return response_id, store.conversation_exchanges(session, conversation, client_key_id)
+
+
+def _check_tool_pairing(state: _State, items: list[Item]) -> None:
+    """OpenAI's 400 when the input's function calls and outputs do not pair up, with each other
+    and with the calls the history leaves open; raised before anything is stored or sent."""
+    made_here = {item["call_id"] for item in items if item["type"] == "function_call"}
+    # A client that resends the calls it answers (its whole history) makes them in its input.
+    left_open = [call for call in state.open_calls if call["call_id"] not in made_here]
+    error = tool_pairing_error([*left_open, *items])
+    if error is not None:
+        raise ApiError(400, error, details=[{"field": "input", "message": "function calls and outputs must pair up"}])
+
+
+def _turn(request: ResponseRequest, state: _State, items: list[Item], client_key: ClientKey | None) -> ChatTurn:
     instructions = instructions_message(request.instructions)
     return ChatTurn(
         conversation_id=state.user_id,
-        messages=items_to_chat_messages(input_items(request)),
+        messages=items_to_chat_messages(items),
         leading=[instructions] if instructions else [],
         model=request.model,
         options=chat_params(request),
@@ -114,12 +146,15 @@ class ResponseAnswer:
 def create_response(
     pipeline: ChatPipeline, request: ResponseRequest, client_key: ClientKey | None, report: ExchangeReport
 ) -> ResponseAnswer:
-    """Answer POST /v1/responses. Raises a 400 ApiError for unknown state, and whatever the
-    pipeline raises before its first byte (TurnRejected, BudgetSpent, UpstreamError)."""
+    """Answer POST /v1/responses. Raises a 400 ApiError for unknown state or function calls and
+    outputs that do not pair up, and whatever the pipeline raises before its first byte
+    (TurnRejected, BudgetSpent, UpstreamError)."""
     response_id, created_at = new_id("resp"), int(time.time())
     key_id = client_key.id if client_key else None
     state = _state(request, key_id, response_id)
-    answer = pipeline.answer(_turn(request, state, client_key), report)
+    items = input_items(request)
+    _check_tool_pairing(state, items)
+    answer = pipeline.answer(_turn(request, state, items, client_key), report)
     if request.stream:
         translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at)
         return ResponseAnswer(response_id, events=_events(pipeline, answer, translator, request, key_id))

@@ -60,6 +60,34 @@ def conversation_exchanges(session: Session, conversation_id: str, client_key_id
     return tuple(row.exchange_id for row in rows)
 
 
+def history_end(
+    session: Session, client_key_id: int | None, exchange_ids: Sequence[str] | None, conversation_id: str
+) -> list[dict[str, Any]]:
+    """The items of the exchange a new turn's history ends with: the last completed one of
+    `exchange_ids` (a chain, oldest first), or, when that is None, the conversation's newest
+    completed one; none without history."""
+    completed = MESSAGES.c.status == MessageStatus.COMPLETED
+    if exchange_ids is None:
+        query = completed_exchanges(conversation_id, client_key_id)
+        newest = session.execute(query.order_by(query.selected_columns.first_id.desc()).limit(1)).first()
+        last = newest.exchange_id if newest is not None else None
+    elif exchange_ids:
+        done = set(
+            session.scalars(
+                select(MESSAGES.c.exchange_id)
+                .where(MESSAGES.c.exchange_id.in_(exchange_ids), owned_by(client_key_id), completed)
+                .distinct()
+            )
+        )
+        last = next((exchange_id for exchange_id in reversed(exchange_ids) if exchange_id in done), None)
+    else:
+        last = None
+    if last is None:
+        return []
+    rows = session.execute(select(MESSAGES).where(MESSAGES.c.exchange_id == last, completed).order_by(MESSAGES.c.id))
+    return [item for row in rows.all() for item in row_items(row)]
+
+
 def record_response(session: Session, **columns: Any) -> None:
     """Store one response (its id, key, exchange, conversation, chain link, store flag, status, body)."""
     session.execute(insert(RESPONSES), [{"created_at": datetime.now(UTC), **columns}])
