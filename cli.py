@@ -14,7 +14,8 @@ from flask.cli import AppGroup
 
 from database import unit_of_work
 from services.client_keys import check_rate_limit, create_key, key_id_for, list_keys, revoke_key
-from services.conversation import ANY_KEY, KeyScope, conversation_rows, delete_conversation, prune_batch, rows_batch
+from services.conversations import conversation_rows, delete_conversation, prune_batch, rows_batch
+from services.ownership import ANY_KEY, KeyScope
 from services.sweeper import cutoff, sweep
 
 conversation_cli = AppGroup("conversation", help="Inspect stored conversations.")

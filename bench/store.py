@@ -50,7 +50,8 @@ def main() -> None:
 
         app = in_process_app(tmp)
         from database import unit_of_work
-        from services.conversation import UNLIMITED, rebuild_history, record_reply, record_turn
+        from services.exchanges import record_reply, record_turn
+        from services.history import UNLIMITED, rebuild_history
 
         def exchange(conversation_id: str | None = None) -> None:
             exchange_id, conversation_id = str(uuid.uuid4()), conversation_id or str(uuid.uuid4())

@@ -5,10 +5,10 @@ from flask_openapi3 import OpenAPI
 from request_body import register_body_checks
 from routes.api_docs import register_docs_routes
 from routes.chat import completions_bp, openai_compat_bp
-from routes.conversations import bp as conversations_bp
-from routes.conversations import openai_bp as conversations_api_bp
+from routes.conversations import conversations_bp
 from routes.health import health_bp
-from routes.responses import bp as responses_bp
+from routes.openai_conversations import openai_conversations_bp
+from routes.responses import responses_bp
 
 
 def register_blueprints(app: OpenAPI) -> None:
@@ -19,5 +19,5 @@ def register_blueprints(app: OpenAPI) -> None:
     app.register_api(health_bp)
     app.register_api(openai_compat_bp)
     app.register_api(responses_bp)
-    app.register_api(conversations_api_bp)
+    app.register_api(openai_conversations_bp)
     register_docs_routes(app)

@@ -40,6 +40,17 @@ def responses(success: dict[int, Any], *, openai: bool = False, read_only: bool 
     return {**{code: error for code in codes}, **success}
 
 
+# The document's answer for OpenAI's objects, as the SDK's types define them.
+_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+_STREAM = {"text/event-stream": {"schema": {}}}  # each event's data: one of OpenAI's stream events
+
+
+def openai_object(read_only: bool = False, streams: bool = False) -> dict:
+    """The documented answers of a route that answers one of OpenAI's objects (or its events)."""
+    content = {**_OBJECT, **_STREAM} if streams else _OBJECT
+    return responses({200: {"description": "OpenAI's object", "content": content}}, openai=True, read_only=read_only)
+
+
 def _restore_contains(component_schemas: dict[str, Any]) -> None:
     # flask-openapi3's Schema model drops JSON Schema's `contains`; put back what the
     # pydantic models say ("at least one message that is not a system message").

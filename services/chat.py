@@ -31,19 +31,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from database import unit_of_work
 from models import MessageStatus
 from services.client_keys import ClientKey, Reservation, reserve_budget
-from services.conversation import (
-    UNLIMITED,
-    History,
-    HistoryLimits,
-    chain_history,
+from services.exchanges import (
     new_conversation_id,
     new_exchange_id,
-    rebuild_history,
     record_turn,
     stored_columns,
     touch_pending,
     without_content,
 )
+from services.history import UNLIMITED, History, HistoryLimits, chain_history, rebuild_history
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.recorder import Ending, ExchangeRecorder
 from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of

@@ -28,15 +28,9 @@ from sqlalchemy.orm import Session
 from database import unit_of_work
 from models import MessageStatus
 from services.client_keys import Reservation, settle_reservation
-from services.conversation import (
-    exchange_status,
-    name_reply_items,
-    record_failure,
-    record_reply,
-    record_response,
-    response_recorded,
-)
+from services.exchanges import exchange_status, record_failure, record_reply
 from services.journal import EntryRejected, Journal
+from services.responses.store import name_reply_items, record_response, response_recorded
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +92,7 @@ class Ending:
 
 @dataclass(frozen=True)
 class ResponseRecord:
-    """A Responses-API response's own row (services/conversation.py), recorded after its
+    """A Responses-API response's own row (services/responses/store.py), recorded after its
     exchange's Ending and kept as safely: retried, else journaled behind that ending, so
     that once the database is back the response can be retrieved and continued by its id.
 

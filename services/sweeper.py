@@ -30,14 +30,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Row, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from config import abandon_after_seconds
 from database import unit_of_work
-from models import as_utc
+from models import Message, MessageStatus, as_utc
 from services.client_keys import Reservation, charge_usage, settle_reservation
-from services.conversation import abandon_stale, replayed
+from services.exchanges import replayed
 from services.tokens import estimate_message_tokens
 
 log = logging.getLogger("gateway.sweeper")
@@ -47,6 +47,7 @@ ABANDONED_ERROR = "abandoned: the process serving this exchange stopped before t
 BATCH_SIZE = 200
 # pg_try_advisory_xact_lock's key for "sweeping abandoned exchanges" (any fixed bigint).
 SWEEP_LOCK_KEY = 7_311_412_116_012_411_501
+MESSAGES = Message.__table__
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,47 @@ class SweepResult:
     charged_tokens: int = 0
     skipped: bool = False
     rows: int = 0
+
+
+def _unheartbeated(older_than: datetime) -> ColumnElement[bool]:
+    """Pending rows not heartbeated since `older_than`."""
+    # 'pending' rendered as a literal: only then can SQLite's and PostgreSQL's planners
+    # (a generic plan too) use the partial index ix_messages_pending_timestamp.
+    pending = literal(MessageStatus.PENDING, literal_execute=True)
+    return (MESSAGES.c.status == pending) & (MESSAGES.c.heartbeat_at.is_(None) | (MESSAGES.c.heartbeat_at < older_than))
+
+
+def abandon_stale(session: Session, older_than: datetime, error: str, batch_size: int) -> list[Row]:
+    """Close the exchanges of up to `batch_size` rows still pending since before `older_than`
+    (and not heartbeated since), whole, as ABANDONED with `error`; return the rows this
+    statement changed (exchange_id, api_key_id, role, content, message_fields, and the
+    reserved_tokens and timestamp of the reservation a first row records): fewer than
+    `batch_size` means none is left.
+
+    One UPDATE ... RETURNING of whole exchanges whose WHERE re-checks the status and the
+    heartbeat: a row another sweeper, a heartbeat or the exchange's own reply changed
+    first is not changed, nor returned, again.
+    """
+    stale = (
+        select(MESSAGES.c.exchange_id)
+        .where(_unheartbeated(older_than), MESSAGES.c.timestamp < older_than)
+        .limit(batch_size)
+    )
+    statement = (
+        update(MESSAGES)
+        .where(_unheartbeated(older_than), MESSAGES.c.exchange_id.in_(stale))
+        .values(status=MessageStatus.ABANDONED, error=error)
+        .returning(
+            MESSAGES.c.exchange_id,
+            MESSAGES.c.api_key_id,
+            MESSAGES.c.role,
+            MESSAGES.c.content,
+            MESSAGES.c.message_fields,
+            MESSAGES.c.reserved_tokens,
+            MESSAGES.c.timestamp,
+        )
+    )
+    return list(session.execute(statement).all())
 
 
 def _claim(session: Session) -> bool:
@@ -136,10 +178,12 @@ class Sweeper:
         self.thread = threading.Thread(target=self._run, name="abandoned-exchange-sweeper", daemon=True)
 
     def start(self) -> Sweeper:
+        """Start sweeping in the background thread; the sweeper itself."""
         self.thread.start()
         return self
 
     def stop(self) -> None:
+        """Ask the thread to stop: it ends before its next sweep."""
         self.stopped.set()
 
     def _run(self) -> None:

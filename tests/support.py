@@ -27,6 +27,9 @@ from werkzeug.serving import make_server
 from app import create_app
 from extensions import db
 from schemas import ResponseRequest
+from services.responses import stream
+from services.responses.items import items_to_chat_messages, new_id
+from services.responses.objects import instructions_message, response_object
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -491,3 +494,53 @@ def trace_request(client, path: str, body: dict, headers: dict) -> tuple[int, li
     finally:
         sys.setprofile(None)
     return response.status_code, calls
+
+
+# -- the Responses API's translation, as the tests drive it -------------------------------------
+
+
+def chat_messages_for(request, items) -> list[dict]:
+    """The chat messages for one call: the request's instructions, then the items (history, then input)."""
+    leading = instructions_message(request.instructions)
+    return ([leading] if leading else []) + items_to_chat_messages(items)
+
+
+def output_items_to_chat_message(output) -> dict:
+    """A response's output items as the one assistant chat message to store (content and tool_calls)."""
+    messages = items_to_chat_messages(output)
+    if not messages:
+        return {"role": "assistant", "content": ""}
+    if len(messages) != 1:
+        raise ValueError("A response's output must make one assistant message")
+    return messages[0]
+
+
+def failed_response(
+    request, message: str, *, code: str = "server_error", response_id=None, created_at=None, output=()
+) -> dict:
+    """A "failed" response carrying {"code", "message"} (code one of the SDK's ResponseError codes)."""
+    return response_object(
+        request,
+        response_id=response_id or new_id("resp"),
+        created_at=created_at if created_at is not None else int(time.time()),
+        model=request.model,
+        output=output,
+        status="failed",
+        error={"code": code, "message": message},
+    )
+
+
+class ResponseStreamTranslator(stream.ResponseStreamTranslator):
+    """The service's translator with what only the tests ask of it: a whole stream at once,
+    and the reply so far as the chat message it is."""
+
+    def translate(self, chunks):
+        """Every event for a whole upstream stream; an exception from `chunks` passes through (then call fail)."""
+        yield from self.start()
+        for chunk in chunks:
+            yield from self.feed(chunk)
+        yield from self.finish()
+
+    def chat_message(self) -> dict:
+        """The reply so far as the one assistant chat message to store."""
+        return output_items_to_chat_message(self.output)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from support import rows_of
 
-from services.conversation import HistoryLimits, trim_exchanges
+from services.history import HistoryLimits, trim_exchanges
 from services.tokens import estimate_message_tokens
 
 
@@ -145,7 +145,8 @@ def test_a_conversations_recent_exchanges_are_its_keys_completed_ones_in_the_ord
     same conversation id, are never part of it."""
     from database import unit_of_work
     from services.client_keys import create_key
-    from services.conversation import _load_exchanges, record_failure, record_reply, record_turn
+    from services.exchanges import record_failure, record_reply, record_turn
+    from services.history import _load_exchanges
 
     def turn(exchange: str, key: int | None, text: str) -> None:
         with unit_of_work() as session:

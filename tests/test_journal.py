@@ -16,9 +16,10 @@ from database import unit_of_work
 from extensions import db
 from models import ApiKeyUsage, MessageStatus
 from services.client_keys import find_active_key, key_id_for, reserve_budget
-from services.conversation import record_turn, response_recorded
+from services.exchanges import record_turn
 from services.journal import EntryRejected, Journal
 from services.recorder import Ending, ResponseRecord, replay_entry
+from services.responses.store import response_recorded
 from services.sweeper import sweep
 
 

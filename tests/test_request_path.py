@@ -2,8 +2,8 @@
 
 Every chat route, plain and streamed, with client keys and rate limits on: the parts of
 the project whose code runs for the request number at most 10 (a part is a top-level
-module, a route module, or a package folder: `schemas/`, `services/`, `services/llm/`,
-`models/`; each holds one room per concern), and control flows one way through the files:
+module or a package folder: `routes/`, `schemas/`, `services/`, `services/llm/`,
+`services/responses/`; a folder holds one room per concern), and control flows one way through the files:
 a file never calls into a file that is (directly or not) its caller, and the server enters
 the project only through the request hooks and the route, which a stream's server resumes
 chunk by chunk. README's Layout section writes this path out, file by file.
@@ -37,9 +37,9 @@ CHAT_ROUTES = [
 
 
 def part_of(file: str) -> str:
-    """The part a project file belongs to: itself at the top level or in routes/, else its folder."""
+    """The part a project file belongs to: itself at the top level, else its folder."""
     folder, _, _ = file.rpartition("/")
-    return file if folder in ("", "routes") else folder + "/"
+    return folder + "/" if folder else file
 
 
 @pytest.fixture

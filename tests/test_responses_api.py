@@ -9,7 +9,7 @@ import openai
 import pytest
 import requests
 from fake_upstream import Reply, StreamReply, tool_call, tool_history_error
-from support import LiveServer, bearer, create_client_key, rows_of
+from support import LiveServer, all_rows, bearer, create_client_key, rows_of
 
 WEATHER = {
     "type": "function",
@@ -180,6 +180,26 @@ def test_a_function_tool_round_trip_survives_the_state(sdk, upstream, through):
     assert {"role": "assistant", "content": None, "tool_calls": [CALL]} in history
     assert {"role": "tool", "tool_call_id": "call_w1", "content": "18C and sunny"} in history
     assert upstream.chat_requests()[-1]["tools"][0]["function"]["name"] == "get_weather"
+
+
+@pytest.mark.parametrize("through", ["no state", "chain", "conversation"])
+def test_a_function_call_output_without_its_call_is_openais_400_and_nothing_is_stored_or_sent(
+    sdk, upstream, app, through
+):
+    state = {}
+    if through != "no state":
+        conversation = {"conversation": sdk.conversations.create().id} if through == "conversation" else {}
+        upstream.enqueue(Reply(tool_calls=[CALL]))
+        asked = sdk.responses.create(model="fake-model", input="Weather in Paris?", tools=[WEATHER], **conversation)
+        state = conversation or {"previous_response_id": asked.id}
+    stored, sent = all_rows(app), len(upstream.chat_requests())
+    answer = [{"type": "function_call_output", "call_id": "call_unknown", "output": "18C and sunny"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model="fake-model", input=answer, tools=[WEATHER], **state)
+    assert refused.value.body["message"] == "No tool call found for function call output with call_id call_unknown."
+    assert refused.value.param == "input"
+    assert all_rows(app) == stored  # nothing stored: no messages rows, no response
+    assert len(upstream.chat_requests()) == sent  # nothing sent upstream
 
 
 def test_retrieve_delete_and_input_items(sdk, upstream, app):

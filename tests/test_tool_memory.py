@@ -11,7 +11,7 @@ import pytest
 from fake_upstream import Reply, tool_call, tool_history_error
 from support import LiveServer, rows_of
 
-from services.conversation import HistoryLimits, trim_exchanges
+from services.history import HistoryLimits, trim_exchanges
 
 WEATHER_TOOL = {
     "type": "function",

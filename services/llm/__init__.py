@@ -28,11 +28,6 @@ from services.llm.offline import OFFLINE_MODEL, OfflineChat
 from services.llm.openai_client import OpenAIChat
 from services.llm.types import ChatStream, Completion
 
-# services/conversation.py still imports these two from here, until its own split (issue 20)
-# repoints it to services.tokens; then this import goes.
-from services.tokens import estimate_message_tokens as estimate_message_tokens
-from services.tokens import text_of as text_of
-
 __all__ = [
     "OFFLINE_MODEL",
     "ChatStream",

@@ -1,0 +1,347 @@
+"""The Responses and Conversations APIs' operations: what each of their routes does, with
+its units of work, so the routes only parse and shape.
+
+One response is one exchange of the chat pipeline: its input items become the turn's
+messages, the `instructions` its leading system message, and the history is either the
+chain behind `previous_response_id` (every earlier input and output, oldest first; the
+earlier responses' instructions are not carried over) or the `conversation`'s stored
+messages. The response row is written before the answer leaves, so a follow-up sent the
+moment it arrives finds it.
+
+Everything belongs to the client key that made it; another key gets the same 404 as for an
+unknown id (or, to continue, the same 400).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from database import unit_of_work
+from errors import ApiError
+from schemas import ItemListQuery, ResponseRequest
+from services.chat import ChatAnswer, ChatPipeline, ChatTurn
+from services.client_keys import ClientKey
+from services.conversations import delete_conversation
+from services.llm import UpstreamError
+from services.recorder import ResponseRecord
+from services.responses import store
+from services.responses.items import (
+    Item,
+    input_items,
+    items_to_chat_messages,
+    new_id,
+    open_calls,
+    tool_pairing_error,
+    validated_items,
+)
+from services.responses.objects import chat_params, instructions_message, item_list, response_from_completion
+from services.responses.stream import ResponseStreamTranslator
+
+if TYPE_CHECKING:
+    from telemetry import ExchangeReport
+
+log = logging.getLogger(__name__)
+
+
+def not_found(kind: str, identifier: str) -> ApiError:
+    """OpenAI's 404 for an unknown (or another key's) response, conversation or item."""
+    return ApiError(404, f"{kind} with id '{identifier}' not found.", code="not_found")
+
+
+# -- POST /v1/responses: state, the pipeline, the response's row ----------------------------------
+
+
+def _state_not_found(param: str, message: str, code: str) -> ApiError:
+    """OpenAI's 400 for a previous response or conversation that is not this key's to continue."""
+    return ApiError(400, message, details=[{"field": param, "message": "not found"}], code=code)
+
+
+@dataclass(frozen=True)
+class _State:
+    """Where a new response's rows go, what history it is sent, and the function calls that
+    history leaves for its input to answer."""
+
+    user_id: str
+    history_exchanges: tuple[str, ...] | None
+    open_calls: list[Mapping[str, Any]]
+
+
+def _state(request: ResponseRequest, client_key_id: int | None, response_id: str) -> _State:
+    """The conversation and history of a new response; a 400 for an unknown one."""
+    with unit_of_work(write=False) as session:
+        user_id, exchanges = _history(session, request, client_key_id, response_id)
+        ends_with = store.history_end(session, client_key_id, exchanges, user_id)
+    return _State(user_id, exchanges, open_calls(ends_with))
+
+
+def _history(
+    session: Session, request: ResponseRequest, client_key_id: int | None, response_id: str
+) -> tuple[str, tuple[str, ...] | None]:
+    """The conversation a new response's rows join, and its history as a chain of exchanges
+    (None: the conversation's own, which the pipeline reads and trims)."""
+    if request.previous_response_id is not None:
+        chain = store.response_chain(session, request.previous_response_id, client_key_id)
+        if chain is None:
+            raise _state_not_found(
+                "previous_response_id",
+                f"Previous response with id '{request.previous_response_id}' not found.",
+                "previous_response_not_found",
+            )
+        user_id, exchanges = chain
+        return user_id if request.store else response_id, exchanges
+    conversation = request.conversation_id
+    if conversation is None:
+        return response_id, ()
+    if store.conversation_object(session, conversation, client_key_id) is None:
+        raise _state_not_found("conversation", f"Conversation with id '{conversation}' not found.", "not_found")
+    if request.store:
+        return conversation, None
+    # store: false keeps nothing of what was said: its rows join no conversation, but
+    # the conversation's items still go first.
+    return response_id, store.conversation_exchanges(session, conversation, client_key_id)
+
+
+def _check_tool_pairing(state: _State, items: list[Item]) -> None:
+    """OpenAI's 400 when the input's function calls and outputs do not pair up, with each other
+    and with the calls the history leaves open; raised before anything is stored or sent."""
+    made_here = {item["call_id"] for item in items if item["type"] == "function_call"}
+    # A client that resends the calls it answers (its whole history) makes them in its input.
+    left_open = [call for call in state.open_calls if call["call_id"] not in made_here]
+    error = tool_pairing_error([*left_open, *items])
+    if error is not None:
+        raise ApiError(400, error, details=[{"field": "input", "message": "function calls and outputs must pair up"}])
+
+
+def _turn(request: ResponseRequest, state: _State, items: list[Item], client_key: ClientKey | None) -> ChatTurn:
+    instructions = instructions_message(request.instructions)
+    return ChatTurn(
+        conversation_id=state.user_id,
+        messages=items_to_chat_messages(items),
+        leading=[instructions] if instructions else [],
+        model=request.model,
+        options=chat_params(request),
+        stream=request.stream,
+        client_key=client_key,
+        history_exchanges=state.history_exchanges,
+        trim_history=request.truncation == "auto",
+        store_content=request.store,
+    )
+
+
+@dataclass
+class ResponseAnswer:
+    """A response: the whole object (`body`), or its stream of `events` (the route writes them as SSE)."""
+
+    response_id: str
+    body: dict[str, Any] | None = None
+    events: Iterator[dict[str, Any]] | None = None
+
+
+def create_response(
+    pipeline: ChatPipeline, request: ResponseRequest, client_key: ClientKey | None, report: ExchangeReport
+) -> ResponseAnswer:
+    """Answer POST /v1/responses. Raises a 400 ApiError for unknown state or function calls and
+    outputs that do not pair up, and whatever the pipeline raises before its first byte
+    (TurnRejected, BudgetSpent, UpstreamError)."""
+    response_id, created_at = new_id("resp"), int(time.time())
+    key_id = client_key.id if client_key else None
+    state = _state(request, key_id, response_id)
+    items = input_items(request)
+    _check_tool_pairing(state, items)
+    answer = pipeline.answer(_turn(request, state, items, client_key), report)
+    if request.stream:
+        translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at)
+        return ResponseAnswer(response_id, events=_events(pipeline, answer, translator, request, key_id))
+    body = response_from_completion(
+        request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at
+    )
+    _record(pipeline, request, key_id, answer, body)
+    return ResponseAnswer(response_id, body=body)
+
+
+def _record(
+    pipeline: ChatPipeline, request: ResponseRequest, key_id: int | None, answer: ChatAnswer, body: dict
+) -> None:
+    """The response's own row, written before the answer leaves (read-after-write).
+
+    The exchange itself is recorded by the pipeline; the row goes the same way (retried,
+    else journaled behind the exchange's ending, and recorded once the database is back).
+    Only if the journal cannot take it either is it lost: the client still gets the answer
+    the upstream made, which then cannot be retrieved or continued by its id.
+    """
+    columns = {
+        "id": body["id"],
+        "api_key_id": key_id,
+        "exchange_id": answer.exchange_id,
+        "user_id": answer.conversation_id,
+        "previous_response_id": request.previous_response_id,
+        "store": request.store,
+        "status": body["status"],
+        "body": body if request.store else None,
+    }
+    # A stored response's conversation lists its output under the ids the response gave it.
+    item_ids = [item["id"] for item in body["output"]] if request.store else None
+    try:
+        pipeline.recorder.record(ResponseRecord(columns, item_ids))
+    except SQLAlchemyError as exc:
+        log.error("response %s answered but not stored (%s): it cannot be continued", body["id"], type(exc).__name__)
+
+
+def _events(
+    pipeline: ChatPipeline,
+    answer: ChatAnswer,
+    translator: ResponseStreamTranslator,
+    request: ResponseRequest,
+    key_id: int | None,
+) -> Iterator[dict[str, Any]]:
+    """The Responses API event stream of a streamed answer; the response is recorded before
+    response.completed (or response.failed) is sent, or, when the client leaves mid-stream,
+    as "cancelled" with what had arrived."""
+    chunks = iter(answer.chunks)
+    ending: list[dict[str, Any]] = []
+    try:
+        # response.created goes with the first chunk's events (feed starts the stream), so
+        # the relay is under way before the first byte: a client gone at once is seen by it
+        # too, and what the translator holds is all that was sent.
+        for item in chunks:
+            if isinstance(item, UpstreamError):
+                ending = translator.fail(item.message)
+                break
+            yield from translator.feed(item)
+    except GeneratorExit:
+        chunks.close()  # the pipeline's relay records the partial reply, DISCONNECTED
+        _record(pipeline, request, key_id, answer, translator.cancel())
+        raise
+    ending = ending or translator.finish()  # the pipeline has recorded the reply by now
+    _record(pipeline, request, key_id, answer, ending[-1]["response"])
+    yield from ending
+
+
+# -- the other Responses routes -----------------------------------------------------------------
+
+
+def retrieve_response(response_id: str, client_key_id: int | None) -> dict[str, Any]:
+    """A stored response of this key, as it was answered; the 404 for any other id."""
+    with unit_of_work(write=False) as session:
+        row = store.stored_response(session, response_id, client_key_id)
+    if row is None or row.body is None:
+        raise not_found("Response", response_id)
+    return row.body
+
+
+def erase_response(response_id: str, client_key_id: int | None) -> dict[str, Any]:
+    """Erase a stored response and its input and output, for good; OpenAI's answer to it."""
+    with unit_of_work() as session:
+        deleted = store.delete_response(session, response_id, client_key_id)
+    if not deleted:
+        raise not_found("Response", response_id)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+def input_item_page(response_id: str, client_key_id: int | None, query: ItemListQuery) -> dict[str, Any]:
+    """The page `query` asks for of the input items a stored response was given."""
+    with unit_of_work(write=False) as session:
+        row = store.stored_response(session, response_id, client_key_id)
+        items = store.response_input_items(session, row) if row is not None else None
+    if items is None:
+        raise not_found("Response", response_id)
+    return item_page(items, query)
+
+
+def item_page(items: list[dict], query: ItemListQuery) -> dict:
+    """The page `query` asks for of `items` (all of them, oldest first), in OpenAI's list shape."""
+    ordered = items if query.order == "asc" else list(reversed(items))
+    if query.after is not None:
+        ids = [item["id"] for item in ordered]
+        ordered = ordered[ids.index(query.after) + 1 :] if query.after in ids else []
+    return item_list(ordered[: query.limit], len(ordered) > query.limit)
+
+
+# -- the Conversations API ------------------------------------------------------------------------
+
+
+def _conversation(session: Any, conversation_id: str, client_key_id: int | None) -> dict[str, Any]:
+    """The conversation of this key, or the 404 for an unknown (or another key's) one."""
+    found = store.conversation_object(session, conversation_id, client_key_id)
+    if found is None:
+        raise not_found("Conversation", conversation_id)
+    return found
+
+
+def _chat_messages(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validated Conversations-API items as the chat messages they are stored as."""
+    return items_to_chat_messages(validated_items(items))
+
+
+def create_conversation(client_key_id: int | None, items: Sequence[Any] | None, metadata: dict) -> dict[str, Any]:
+    """A new conversation of this key, with its first items and metadata."""
+    conversation_id = new_id("conv")
+    with unit_of_work() as session:
+        store.save_conversation(session, conversation_id, client_key_id, metadata)
+        if items:
+            store.add_items(session, conversation_id, client_key_id, _chat_messages(items))
+        return store.conversation_object(session, conversation_id, client_key_id)
+
+
+def retrieve_conversation(conversation_id: str, client_key_id: int | None) -> dict[str, Any]:
+    """A conversation: its id, when it began, its metadata."""
+    with unit_of_work(write=False) as session:
+        return _conversation(session, conversation_id, client_key_id)
+
+
+def update_conversation(conversation_id: str, client_key_id: int | None, metadata: dict) -> dict[str, Any]:
+    """Replace a conversation's metadata; the conversation as it is now."""
+    with unit_of_work() as session:
+        _conversation(session, conversation_id, client_key_id)
+        store.save_conversation(session, conversation_id, client_key_id, metadata)
+        return store.conversation_object(session, conversation_id, client_key_id)
+
+
+def erase_conversation(conversation_id: str, client_key_id: int | None) -> dict[str, Any]:
+    """Erase a conversation, its items and the responses made in it, for good; OpenAI's answer."""
+    with unit_of_work() as session:
+        _conversation(session, conversation_id, client_key_id)
+        delete_conversation(session, conversation_id, client_key_id)
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+def conversation_item_page(conversation_id: str, client_key_id: int | None, query: ItemListQuery) -> dict[str, Any]:
+    """The page `query` asks for of a conversation's items, newest first unless `order=asc`."""
+    with unit_of_work(write=False) as session:
+        _conversation(session, conversation_id, client_key_id)
+        page, has_more = store.conversation_items(
+            session, conversation_id, client_key_id, query.limit, query.order == "desc", query.after
+        )
+    return item_list(page, has_more)
+
+
+def append_items(conversation_id: str, client_key_id: int | None, items: Sequence[Any]) -> dict[str, Any]:
+    """Append items to a conversation; every item added, oldest first, as one list page."""
+    with unit_of_work() as session:
+        _conversation(session, conversation_id, client_key_id)
+        added = store.add_items(session, conversation_id, client_key_id, _chat_messages(items))
+    return item_list(added, has_more=False)
+
+
+def conversation_item(conversation_id: str, client_key_id: int | None, item_id: str) -> dict[str, Any]:
+    """One item of a conversation; the 404 for any other."""
+    with unit_of_work(write=False) as session:
+        item = store.find_item(session, conversation_id, client_key_id, item_id)
+    if item is None:
+        raise not_found("Item", item_id)
+    return item
+
+
+def erase_item(conversation_id: str, client_key_id: int | None, item_id: str) -> dict[str, Any]:
+    """Erase one item of a conversation for good; the conversation as it is now."""
+    with unit_of_work() as session:
+        if not store.delete_item(session, conversation_id, client_key_id, item_id):
+            raise not_found("Item", item_id)
+        return store.conversation_object(session, conversation_id, client_key_id)
