@@ -80,7 +80,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     app_env = (_str(env, "APP_ENV", "development") or "development").lower()
     if app_env not in {"development", "production", "testing"}:
         raise ConfigError(f"APP_ENV must be development, production or testing, got {app_env!r}")
-    return {"APP_ENV": app_env, **_upstream_settings(env), **_service_settings(env)}
+    return {"APP_ENV": app_env, **_upstream_settings(env), **_service_settings(env), **_access_settings(env)}
 
 
 def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """History, request bounds, limits, keys and logs."""
+    """History, request bounds, logs, retention and the sweeper."""
     return {
         "SYSTEM_PROMPT": _str(env, "SYSTEM_PROMPT", ""),
         "HISTORY_MAX_MESSAGES": _int(env, "HISTORY_MAX_MESSAGES", 50),
@@ -118,6 +118,20 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "MAX_JSON_DEPTH": _int(env, "MAX_JSON_DEPTH", 32, minimum=2),
         # Completion tokens reserved from a key's daily budget for a request without max_tokens.
         "BUDGET_DEFAULT_MAX_TOKENS": _int(env, "BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1),
+        "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+        "LOG_CONTENT": _bool(env, "LOG_CONTENT", False),
+        "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 90, minimum=1),
+        # None: derived from the upstream timeout and retries (see abandon_after_seconds).
+        "ABANDON_AFTER_SECONDS": _float(env, "ABANDON_AFTER_SECONDS", None),
+        # How often each gunicorn worker sweeps abandoned exchanges; 0: never (cron runs
+        # `flask messages sweep` instead).
+        "SWEEP_INTERVAL_SECONDS": _int(env, "SWEEP_INTERVAL_SECONDS", 60),
+    }
+
+
+def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Rate limits, client keys, CORS and proxies."""
+    return {
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         # RATELIMIT_DEFAULT is one budget per client shared by every route, which is
         # what Flask-Limiter calls application limits (its own "default" is per route).
@@ -141,14 +155,6 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "CORS_ORIGINS": [o.strip() for o in (_str(env, "CORS_ORIGINS", "") or "").split(",") if o.strip()],
         # How many proxies in front of the service may set X-Forwarded-For.
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
-        "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
-        "LOG_CONTENT": _bool(env, "LOG_CONTENT", False),
-        "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 90, minimum=1),
-        # None: derived from the upstream timeout and retries (see abandon_after_seconds).
-        "ABANDON_AFTER_SECONDS": _float(env, "ABANDON_AFTER_SECONDS", None),
-        # How often each gunicorn worker sweeps abandoned exchanges; 0: never (cron runs
-        # `flask messages sweep` instead).
-        "SWEEP_INTERVAL_SECONDS": _int(env, "SWEEP_INTERVAL_SECONDS", 60),
     }
 
 
