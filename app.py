@@ -22,7 +22,7 @@ from errors import register_error_handlers, reject_invalid
 from extensions import db, limiter, migrate
 from logformat import JsonFormatter
 from routes import register_blueprints
-from routes.api_docs import SECURITY_SCHEMES
+from routes.openapi import SECURITY_SCHEMES
 from schemas import CONVERSATION_HEADER
 from services.chat import ChatPipeline, ChatSettings
 from services.journal import Journal

@@ -34,7 +34,7 @@ from auth import current_client_key
 from errors import ApiError
 from extensions import limiter
 from ratelimit import completion_limit
-from routes.api_docs import KEY_REQUIRED, responses
+from routes.openapi import KEY_REQUIRED, responses
 from routes.sse import sse_event
 from schemas import (
     CONVERSATION_HEADER,

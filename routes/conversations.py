@@ -15,7 +15,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from auth import current_client_key_id
 from database import unit_of_work
 from errors import ApiError
-from routes.api_docs import KEY_REQUIRED, responses
+from routes.openapi import KEY_REQUIRED, responses
 from schemas import (
     ConversationListQuery,
     ConversationListResponse,

@@ -14,7 +14,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from flask_openapi3.utils import get_operation_id_for_path
 
 from auth import current_client_key_id
-from routes.api_docs import KEY_REQUIRED, openai_object
+from routes.openapi import KEY_REQUIRED, openai_object
 from schemas import ConversationCreate, ConversationPath, ConversationUpdate, ItemListQuery, ItemPath, ItemsAdd
 from services.responses import service
 

@@ -15,7 +15,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from auth import current_client_key, current_client_key_id
 from extensions import limiter
 from ratelimit import completion_limit
-from routes.api_docs import KEY_REQUIRED, openai_object
+from routes.openapi import KEY_REQUIRED, openai_object
 from routes.sse import typed_event
 from schemas import ItemListQuery, ResponsePath, ResponseRequest
 from services.responses import service
