@@ -36,8 +36,11 @@ run: migrate
 lint: install
 	$(BIN)/ruff check .
 
+# The suite in parallel (pytest-xdist), one test file per worker at a time; each worker has
+# databases of its own (tests/conftest.py). `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 4
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Benchmarks (minutes; needs wrk: apt-get install wrk). Not part of `make test`.
 bench: migrate

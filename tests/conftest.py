@@ -8,14 +8,21 @@ harnesses) lives in tests/support.py; no test module imports from conftest. pyte
 Every app test runs on SQLite and, when TEST_DATABASE_URL is set (it always is in CI),
 again on PostgreSQL. Redis tests use TEST_REDIS_URL. Without them those runs are skipped
 with a reason, never silently passed.
+
+Under pytest-xdist (`make test` runs `-n`) each worker is a process of its own with a
+PostgreSQL database of its own (TEST_DATABASE_URL's name plus `_gw0`, `_gw1`..., created
+on the server and dropped at the end) and a Redis database number of its own (TEST_REDIS_URL's
+number minus the worker's: /15, /14...), so no worker empties another's tables or keys.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import sqlalchemy as sa
@@ -24,6 +31,59 @@ from support import CASES_RUN, EMPTY_ALL_TABLES, LiveServer, app_settings, run_m
 
 from app import create_app
 from extensions import db
+
+# The xdist worker this process is ("gw0", "gw1"...), None in a plain `pytest` run.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+# The files that take longest, slowest first (`--durations`; most of them drive gunicorn or
+# subprocesses): under xdist they start first, so no worker is left running one alone at the end.
+SLOWEST_FILES = (
+    "test_production.py",
+    "test_api_contract.py",
+    "test_abandoned.py",
+    "test_readme_examples.py",
+    "test_responses_api.py",
+    "test_access_control.py",
+    "test_secrets.py",
+    "test_serve.py",
+)
+
+
+class _CasesFromWorkers:
+    """On the xdist controller: adds each worker's CASES_RUN as the worker finishes."""
+
+    def pytest_testnodedown(self, node, error) -> None:
+        CASES_RUN.update(getattr(node, "workeroutput", {}).get("cases_run", {}))
+
+
+def pytest_configure(config) -> None:
+    """On the xdist controller, collect the workers' CASES_RUN (see _CasesFromWorkers)."""
+    # Registered only when xdist is loaded: its hook is unknown to pytest otherwise (-p no:xdist).
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workeroutput"):
+        config.pluginmanager.register(_CasesFromWorkers())
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Give every test a node id of its own; under xdist, put SLOWEST_FILES first."""
+    # schemathesis 4.32 names its items after the operation (`test_every...[GET /healthz]`),
+    # but pytest 9.2 builds their node id from the bare function name, so all 24 shared one,
+    # and xdist's per-file scheduling, which tracks tests by node id, ran only one of them.
+    # (`_id` is pytest's own attribute, not exported.)
+    shared = collections.Counter(item.nodeid for item in items)
+    for item in items:
+        if shared[item.nodeid] > 1:
+            item._id = item.parent.id.child(item.name)
+    if WORKER is not None:
+        # A stable sort: each file's tests keep their order, and every worker collects the same list.
+        rank = {name: place for place, name in enumerate(SLOWEST_FILES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_sessionfinish(session) -> None:
+    """On an xdist worker: hand its CASES_RUN to the controller, which prints the sum."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["cases_run"] = dict(CASES_RUN)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -44,6 +104,28 @@ def reset_postgres(url: str) -> None:
     engine.dispose()
 
 
+def on_postgres_server(url: str, *statements: str) -> None:
+    """Run `statements` outside a transaction on the server's `postgres` maintenance database."""
+    engine = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+def worker_redis_url(url: str, worker: str) -> str:
+    """TEST_REDIS_URL for xdist worker `gwN`: database number N below the URL's (/15: gw0 /15,
+    gw1 /14...), never 0, which may hold someone's data."""
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0) - int(worker.removeprefix("gw"))
+    if number < 1:
+        pytest.fail(
+            f"TEST_REDIS_URL {url}: worker {worker} would get Redis database {number}; "
+            "give a higher database number (CI's is /15) or fewer workers"
+        )
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory) -> Path:
     """A migrated SQLite file, copied for each test (faster than migrating each time)."""
@@ -53,22 +135,40 @@ def sqlite_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """TEST_DATABASE_URL, migrated once for the session; skips when unset."""
+def postgres_database() -> Iterator[str]:
+    """TEST_DATABASE_URL, or under xdist a database of this worker's own on that server
+    (`<name>_gw0`...), made empty for the session and dropped after it; skips when unset."""
     url = os.environ.get("TEST_DATABASE_URL")
     if not url:
         pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL run skipped (.ci/run sets it)")
-    reset_postgres(url)
-    run_migrations(url)
-    return url
+    if WORKER is None:
+        yield url
+        return
+    own = sa.make_url(url)
+    own = own.set(database=f"{own.database}_{WORKER}")
+    # FORCE: a run killed midway may have left the database, and connections to it, behind.
+    drop = f'DROP DATABASE IF EXISTS "{own.database}" WITH (FORCE)'
+    on_postgres_server(url, drop, f'CREATE DATABASE "{own.database}"')
+    yield own.render_as_string(hide_password=False)
+    on_postgres_server(url, drop)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_database) -> str:
+    """The session's PostgreSQL test database, migrated once for the session; skips when unset."""
+    reset_postgres(postgres_database)
+    run_migrations(postgres_database)
+    return postgres_database
 
 
 @pytest.fixture
 def redis_url() -> str:
-    """TEST_REDIS_URL with its database emptied; skips when unset."""
+    """TEST_REDIS_URL (under xdist, this worker's database number of it) emptied; skips when unset."""
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
         pytest.skip("TEST_REDIS_URL is not set: Redis run skipped (.ci/run sets it)")
+    if WORKER is not None:
+        url = worker_redis_url(url, WORKER)
     import redis
 
     client = redis.Redis.from_url(url)

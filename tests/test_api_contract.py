@@ -58,7 +58,10 @@ def beyond_json_schema(case) -> list:
 
 
 @schema.parametrize()
-@settings(max_examples=100, **REPLAYABLE)
+# max_examples bounds the fuzzing phase only: each operation also runs its documented
+# examples and the coverage phase (each schema's boundary and missing-field cases, drawn
+# deterministically). 50 fuzzed per operation: 2,972 cases in 19 s; 100 ran 4,022 in 31 s.
+@settings(max_examples=50, **REPLAYABLE)
 def test_every_documented_endpoint_conforms_and_never_fails(case):
     # Checks: no 5xx, status codes, content types, headers and bodies all as documented,
     # and (ignored_auth) that the same request without the key is refused.

@@ -16,11 +16,8 @@ from extensions import db
 def empty_database_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'empty.db'}"
-    import os
-
-    url = os.environ.get("TEST_DATABASE_URL")
-    if not url:
-        pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL run skipped (.ci/run sets it)")
+    # TEST_DATABASE_URL (this xdist worker's own database of it); skips when unset.
+    url = request.getfixturevalue("postgres_database")
     # A schema of its own, so the session's migrated test database is left alone.
     engine = sa.create_engine(url)
     with engine.begin() as conn:
