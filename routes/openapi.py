@@ -3,7 +3,7 @@ documented answers. A helper of the route modules, not one of them (no blueprint
 
 The pydantic models a view names in its signature (schemas/) are both what flask-openapi3
 documents and what it validates the request with; their failures are answered by
-errors.validation_error_response, in the words each model chooses.
+errors.reject_invalid, in the words each model chooses.
 """
 
 from __future__ import annotations
