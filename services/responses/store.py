@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
+from models import ConversationRecord, Message, MessageStatus, StoredResponse, as_utc
 from services.exchanges import ITEM_IDS, new_exchange_id, replayed, stored_columns
 from services.history import completed_exchanges
 from services.ownership import owned_by
@@ -134,13 +134,9 @@ def conversation_object(session: Session, conversation_id: str, client_key_id: i
     return {
         "id": conversation_id,
         "object": "conversation",
-        "created_at": int(_aware(created).timestamp()),
+        "created_at": int(as_utc(created).timestamp()),
         "metadata": dict(record.metadata) if record is not None else {},
     }
-
-
-def _aware(stamp: Any) -> datetime:
-    return datetime.fromisoformat(iso_utc(stamp))
 
 
 def save_conversation(session: Session, conversation_id: str, client_key_id: int | None, metadata: dict) -> None:
