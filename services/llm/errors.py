@@ -29,6 +29,12 @@ class UpstreamError(Exception):
         # The upstream's own `param` and `code` of a rejected request, passed on to the client.
         self.param = param
         self.code = code
+        # Set by the router: the HTTP status the upstream answered (None: no answer), every
+        # attempt it made, and whether the client's SDK should retry (False: the router
+        # spent its attempts and waiting would not help; sent as `x-should-retry: false`).
+        self.upstream_status: int | None = None
+        self.attempts: tuple = ()
+        self.should_retry: bool | None = None
 
 
 class UpstreamTimeout(UpstreamError):

@@ -10,6 +10,32 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One call the router made to one deployment for an exchange, as the attempts table
+    records it. `outcome` is "ok" (it answered), "cut" (a stream that broke off after some
+    of the answer; the answer was continued elsewhere), or the failure's kind: the
+    UpstreamError class name ("UpstreamRateLimited", "UpstreamTimeout", ...)."""
+
+    deployment: str
+    model: str
+    outcome: str
+    latency_ms: int
+    status_code: int | None = None
+    error: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """The attempt as JSON-ready columns (the journal keeps it so)."""
+        return {
+            "deployment": self.deployment,
+            "model": self.model,
+            "outcome": self.outcome,
+            "latency_ms": self.latency_ms,
+            "status_code": self.status_code,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
 class Completion:
     """What the model answered, with the identifiers and usage we record."""
 
@@ -25,6 +51,9 @@ class Completion:
     tool_calls: list[dict[str, Any]] | None = None
     refusal: str | None = None
     finish_reason: str | None = None
+    # The deployment that answered and every attempt the router made (see Attempt).
+    deployment: str | None = None
+    attempts: tuple[Attempt, ...] = field(default=(), compare=False)
 
     def message(self) -> dict[str, Any]:
         """The assistant message as OpenAI's chat API writes it: what is stored and replayed."""
@@ -74,6 +103,9 @@ class ChatStream:
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] = {}
+        # Filled in by the router as it goes: the deployment now answering, every attempt.
+        self.deployment: str | None = None
+        self.attempts: list[Attempt] = []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for chunk in self._chunks:
@@ -119,6 +151,8 @@ class ChatStream:
             tool_calls=[self.tool_calls[i] for i in sorted(self.tool_calls)] or None,
             refusal="".join(self.refusal_parts) or None,
             finish_reason=self.finish_reason,
+            deployment=self.deployment,
+            attempts=tuple(self.attempts),
         )
 
     def close(self) -> None:
