@@ -104,6 +104,13 @@ def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "AZURE_OPENAI_API_KEY": _str(env, "AZURE_OPENAI_API_KEY"),
         "OPENAI_API_VERSION": _str(env, "OPENAI_API_VERSION", "2024-10-21"),
         "LLM_OFFLINE": _bool(env, "LLM_OFFLINE", False),
+        # Several upstreams per model, failover, breakers: README "Routing". None: the
+        # one OPENAI_* / AZURE_* upstream.
+        "ROUTING_FILE": _str(env, "ROUTING_FILE"),
+        # The whole upstream call, however many attempts it makes (until a stream's first token).
+        "UPSTREAM_DEADLINE_SECONDS": _float(env, "UPSTREAM_DEADLINE_SECONDS", 90.0),
+        # A stream silent this long mid-answer is stalled: continued elsewhere, or ended.
+        "UPSTREAM_SILENCE_SECONDS": _float(env, "UPSTREAM_SILENCE_SECONDS", 20.0),
     }
 
 
@@ -228,4 +235,9 @@ def uses_offline_model(config: Mapping[str, Any]) -> bool:
     """True when requests are answered by the built-in offline model, not an upstream."""
     if config.get("LLM_OFFLINE"):
         return True
-    return not (config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL") or config.get("AZURE_OPENAI_ENDPOINT"))
+    return not (
+        config.get("ROUTING_FILE")
+        or config.get("OPENAI_API_KEY")
+        or config.get("OPENAI_BASE_URL")
+        or config.get("AZURE_OPENAI_ENDPOINT")
+    )

@@ -17,7 +17,7 @@ from request_body import BodyRejected
 from schemas import rejection_of
 from services.chat import TurnRejected
 from services.client_keys import BudgetSpent
-from services.llm import UpstreamError
+from services.llm import UpstreamError, UpstreamRateLimited
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,13 @@ def _api_error(exc: ApiError):
 
 
 def _upstream_error(exc: UpstreamError):
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    if not exc.retry_after:
+        # The router has spent its attempts and waiting would not help: the SDKs must not
+        # multiply them with their own retries (they honour x-should-retry).
+        headers["x-should-retry"] = "false"
+    if isinstance(exc, UpstreamRateLimited):  # told from our own limiter's 429 (README: Routing)
+        headers["X-Upstream-Error"] = "rate_limited"
     log.warning("upstream failure answered %s: %s", exc.status_code, exc.message)
     # A request the upstream rejected names its bad field as the upstream did.
     extra = {"details": [{"field": exc.param, "message": "rejected by the model"}]} if exc.param else {}

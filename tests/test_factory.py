@@ -135,7 +135,8 @@ def test_azure_endpoint_uses_the_azure_client_and_deployment(make_app, upstream)
         OPENAI_API_VERSION="2024-10-21",
         OPENAI_MODEL="my-deployment",
     )
-    assert isinstance(app.extensions["llm"].client, openai.AzureOpenAI)
+    [deployment] = app.extensions["llm"].pool.deployments()
+    assert isinstance(deployment.chat.client, openai.AzureOpenAI)
 
     response = app.test_client().post("/openai-completion", json={"prompt": "hi azure"})
 

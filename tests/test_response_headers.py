@@ -33,23 +33,42 @@ def _answers(app, upstream):
     answers["200-stream"].get_data()  # read the stream to its end: an unread one ends inside a later test
     upstream.enqueue(Status(500))
     answers["502"] = client.post("/openai-completion", json=ASK)
-    upstream.enqueue(Status(429, headers={"Retry-After": "7"}))
+    upstream.enqueue(Status(503, headers={"Retry-After": "7"}))
     answers["503"] = client.post("/openai-completion", json=ASK)
-    answers["429"] = client.post("/openai-completion", json=ASK)  # the fifth counted: over 4 a minute
+    upstream.enqueue(Status(429, headers={"Retry-After": "9"}))
+    answers["429-upstream"] = client.post("/openai-completion", json=ASK)
+    answers["429"] = client.post("/openai-completion", json=ASK)  # the sixth counted: over 5 a minute
     return answers
 
 
 @pytest.fixture
 def answers(make_app, upstream):
-    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_COMPLETION="4 per minute")
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_COMPLETION="5 per minute")
     return _answers(app, upstream)
 
 
 def test_retry_after_only_on_429_and_503(answers):
     with_retry_after = {name for name, answer in answers.items() if "Retry-After" in answer.headers}
-    assert with_retry_after == {"429", "503"}
+    assert with_retry_after == {"429", "429-upstream", "503"}
     assert answers["503"].headers["Retry-After"] == "7"  # the upstream's own value, not the window's
+    assert answers["429-upstream"].headers["Retry-After"] == "9"
     assert 0 < int(answers["429"].headers["Retry-After"]) <= 60  # the limit window's real reset
+
+
+def test_an_upstream_rate_limit_is_a_429_told_from_our_own(answers):
+    """Issue 21, 12: the upstream's 429 reaches the client as OpenAI's 429 (the SDK's
+    RateLimitError), marked X-Upstream-Error; our own limiter's 429 carries no such mark."""
+    upstream_429, ours = answers["429-upstream"], answers["429"]
+    assert (upstream_429.status_code, ours.status_code) == (429, 429)
+    assert upstream_429.headers["X-Upstream-Error"] == "rate_limited"
+    assert "X-Upstream-Error" not in ours.headers
+    assert upstream_429.get_json()["code"] == "rate_limit_exceeded"
+
+
+def test_a_failure_with_nothing_to_wait_for_tells_the_sdk_not_to_retry(answers):
+    """Issue 21, 12: with no Retry-After the router has spent its attempts: x-should-retry."""
+    assert answers["502"].headers["x-should-retry"] == "false"
+    assert "x-should-retry" not in answers["503"].headers  # it said when: waiting helps
 
 
 def test_rate_limit_headers_on_every_class(answers):
@@ -81,7 +100,7 @@ def test_conversation_id_header_on_v1_answers_only(make_app, upstream):
 def test_an_upstream_failure_reaches_the_sdk_without_a_wait(make_app, upstream):
     """Before: Retry-After (the limit window's end, ~86,000 s capped by the SDK to 60) on the
     502 made the SDK sleep before each automatic retry. Now the SDK gets no Retry-After and
-    its retries carry none of ours."""
+    its retries carry none of ours; since the router (issue 21), it makes none at all."""
     app = make_app(RATELIMIT_ENABLED=True)
     server = LiveServer(app)
     upstream.enqueue(Status(500), Status(500), Status(500))
@@ -96,7 +115,9 @@ def test_an_upstream_failure_reaches_the_sdk_without_a_wait(make_app, upstream):
         server.stop()
     assert failure.value.status_code == 502
     assert "retry-after" not in failure.value.response.headers
-    assert len(upstream.chat_requests()) == 3  # the SDK's own retries, no more
+    # x-should-retry: false (issue 21, 12): the router's attempts are not multiplied by the SDK's.
+    assert failure.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.chat_requests()) == 1
     assert "retry-after" not in listed.headers  # a 200 once said Retry-After: 86217
     assert (model.id, model.object) == ("fake-model", "model")
 

@@ -11,8 +11,9 @@ from support import UPSTREAM_KEY, rows_of
 
 FAILURES = [
     pytest.param(Status(500, "boom"), 502, "The language model failed (HTTP 500)", id="upstream-500"),
+    # An upstream's 503 (overloaded) is answered 503, its Retry-After passed on (issue 21).
     pytest.param(
-        Status(503, raw_body=b"<html>down</html>"), 502, "The language model failed (HTTP 503)", id="html-503"
+        Status(503, raw_body=b"<html>down</html>"), 503, "The language model failed (HTTP 503)", id="html-503"
     ),
     pytest.param(
         RawBody(b"this is not json"), 502, "The language model sent a reply that is not valid JSON", id="not-json"
@@ -77,15 +78,19 @@ def test_failed_exchange_is_kept_but_never_sent_to_the_model_again(make_app, ups
     assert statuses == [("kept", "completed"), ("lost", "failed"), ("next", "completed")]
 
 
-def test_upstream_rate_limit_answers_503_with_its_retry_after(make_app, upstream):
+def test_upstream_rate_limit_answers_429_with_its_retry_after(make_app, upstream):
+    """As OpenAI answers a rate limit (issue 21, 12): a 429, the upstream's Retry-After."""
     app = make_app()
     upstream.enqueue(Status(429, "quota exceeded", headers={"Retry-After": "17"}))
 
     response = app.test_client().post("/openai-completion", json={"prompt": "hi", "user_id": "rl-1"})
 
-    assert response.status_code == 503
+    assert response.status_code == 429
     assert response.headers["Retry-After"] == "17"
-    assert response.get_json() == {"error": "The language model is over its rate limit or quota; retry later"}
+    assert response.get_json() == {
+        "error": "The language model is over its rate limit or quota; retry later",
+        "code": "rate_limit_exceeded",
+    }
     assert rows_of(app, "rl-1")[0]["status"] == "failed"
 
 

@@ -64,8 +64,8 @@ def test_every_pool_reaches_an_https_upstream_through_one_shared_context(tls_ups
     monkeypatch.setenv("SSL_CERT_FILE", ca)
     llm = build_llm(app_settings("sqlite://", server))
     try:
-        contexts = {id(_pool_of(client._client)._ssl_context) for client in llm._clients}
-        assert len(llm._clients) == UPSTREAM_POOLS and len(contexts) == 1
+        contexts = {id(_pool_of(client._client)._ssl_context) for client in llm.pool.deployments()[0].chat._clients}
+        assert len(llm.pool.deployments()[0].chat._clients) == UPSTREAM_POOLS and len(contexts) == 1
         # Calls held at the upstream until POOLS_USED are in flight: each takes a pool of its own.
         everyone_in = threading.Barrier(POOLS_USED, timeout=20)
         server.on_request = lambda _received: everyone_in.wait()
@@ -75,7 +75,8 @@ def test_every_pool_reaches_an_https_upstream_through_one_shared_context(tls_ups
         assert [reply.text for reply in replies] == ["echo: hello"] * POOLS_USED
         assert len({received.peer for received in server.received}) == POOLS_USED  # four connections
         # ... in four pools (four calls through one pool would open four connections too).
-        assert sum(bool(_pool_of(client._client).connections) for client in llm._clients) == POOLS_USED
+        clients = llm.pool.deployments()[0].chat._clients
+        assert sum(bool(_pool_of(client._client).connections) for client in clients) == POOLS_USED
     finally:
         llm.close()
 

@@ -7,6 +7,7 @@ SDK's exceptions into them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -52,7 +53,9 @@ class UpstreamAuthFailed(UpstreamError):
 
 
 class UpstreamRateLimited(UpstreamError):
-    status_code = 503
+    """The upstream's 429: answered as OpenAI answers one, a 429 (README: Routing)."""
+
+    status_code = 429
 
 
 class UpstreamRejected(UpstreamError):
@@ -80,12 +83,34 @@ def _upstream_error_field(exc: openai.APIStatusError, name: str) -> str | None:
     return value if isinstance(value, str) and len(value) <= 200 else None
 
 
-def _retry_after_seconds(exc: openai.APIStatusError, default: int = 10) -> int:
+def _retry_after_seconds(exc: openai.APIStatusError) -> int | None:
+    """The upstream's Retry-After in whole seconds (at least 1), None when it sent none."""
     raw = exc.response.headers.get("retry-after") if exc.response is not None else None
     try:
-        return max(1, int(float(raw))) if raw else default
+        return max(1, math.ceil(float(raw))) if raw else None
     except ValueError:
-        return default
+        return None
+
+
+def _failed(error: UpstreamError, status: int | None) -> UpstreamError:
+    error.upstream_status = status
+    return error
+
+
+def _status_error(exc: openai.APIStatusError, secrets: Sequence[str]) -> UpstreamError:
+    """A 4xx the upstream answered (its message, param and code passed on), or a 5xx: a
+    503 is answered 503 (with the upstream's Retry-After), any other 502."""
+    if 400 <= exc.status_code < 500:
+        message = redact(_upstream_message(exc), secrets)
+        param, code = _upstream_error_field(exc, "param"), _upstream_error_field(exc, "code")
+        return UpstreamRejected(f"The language model rejected the request: {message}", param=param, code=code)
+    error = UpstreamUnavailable(
+        f"The language model failed (HTTP {exc.status_code})",
+        retry_after=_retry_after_seconds(exc) if exc.status_code == 503 else None,
+    )
+    if exc.status_code == 503:
+        error.status_code = 503
+    return error
 
 
 @contextmanager
@@ -98,23 +123,22 @@ def mapped_errors(secrets: Sequence[str]) -> Iterator[None]:
         raise UpstreamTimeout("The language model did not answer in time") from None
     except openai.APIConnectionError:
         raise UpstreamUnavailable("The language model could not be reached") from None
-    except (openai.AuthenticationError, openai.PermissionDeniedError):
-        raise UpstreamAuthFailed(
-            "The language model rejected this service's credentials; the operator must fix the API key"
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        raise _failed(
+            UpstreamAuthFailed(
+                "The language model rejected this service's credentials; the operator must fix the API key"
+            ),
+            exc.status_code,
         ) from None
     except openai.RateLimitError as exc:
-        raise UpstreamRateLimited(
+        error = UpstreamRateLimited(
             "The language model is over its rate limit or quota; retry later",
             retry_after=_retry_after_seconds(exc),
-        ) from None
+            code=_upstream_error_field(exc, "code") or "rate_limit_exceeded",
+        )
+        raise _failed(error, 429) from None
     except openai.APIStatusError as exc:
-        if 400 <= exc.status_code < 500:
-            message = redact(_upstream_message(exc), secrets)
-            param, code = _upstream_error_field(exc, "param"), _upstream_error_field(exc, "code")
-            raise UpstreamRejected(
-                f"The language model rejected the request: {message}", param=param, code=code
-            ) from None
-        raise UpstreamUnavailable(f"The language model failed (HTTP {exc.status_code})") from None
+        raise _failed(_status_error(exc, secrets), exc.status_code) from None
     except ValueError:
         # The SDK raises ValueError (JSONDecodeError) for a body that is not JSON.
         raise UpstreamUnavailable("The language model sent a reply that is not valid JSON") from None

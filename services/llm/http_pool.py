@@ -2,8 +2,8 @@
 
 Several pools per process (`UPSTREAM_POOLS`), each its own httpx2 client's, sharing one TLS
 context (`upstream_http_clients`); a call goes to the pool with the fewest calls in flight
-(`PoolBalancer`). Under gevent, each pool probes its idle connections with the operating
-system's poll rather than gevent's (`_ProbedStream`).
+(`PoolBalancer`). Each connection is a `WatchedStream`: the router's read deadlines (the stall detector)
+and, under gevent, idle connections probed with the operating system's poll.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import select
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,23 +24,36 @@ import openai
 log = logging.getLogger(__name__)
 
 
-class _ProbedStream(httpcore2.NetworkStream):
-    """A pooled connection's stream whose readability probe never yields to gevent's hub.
+class WatchedStream(httpcore2.NetworkStream):
+    """A pooled connection's stream with a read deadline the router sets, and, under
+    gevent, a readability probe that never yields to gevent's hub.
+
+    `read_deadline` (time.monotonic(), None: none) bounds every read while a stream is
+    relayed: httpcore2 gives each read of a body the one read timeout the request started
+    with, but a stream needs two (until its first token, then between chunks: the stall
+    detector), so the router moves this deadline as chunks arrive (see sse_reader). A read
+    past it raises httpcore2's ReadTimeout, as the request's own timeout would.
 
     Each time a request starts or ends, httpcore2's pool walks its connections and asks
     every idle one whether its socket is readable (a server that closed it), with a
     zero-timeout `select.poll`. Under gevent that poll is gevent's cooperative one: it arms
     hub watchers for the socket and switches greenlets, inside the pool's lock, once per
-    idle connection per request (at 32 clients, 7% of the worker's CPU). The operating
-    system's poll with a zero timeout answers the same question without blocking.
-    Everything else is the wrapped stream's.
+    idle connection per request (at 32 clients, 7% of the worker's CPU). With `os_poll`,
+    the operating system's poll with a zero timeout answers the same question without
+    blocking. Everything else is the wrapped stream's.
     """
 
-    def __init__(self, stream: httpcore2.NetworkStream, os_poll: Callable[[], Any]) -> None:
+    def __init__(self, stream: httpcore2.NetworkStream, os_poll: Callable[[], Any] | None) -> None:
         self._stream = stream
         self._os_poll = os_poll
+        self.read_deadline: float | None = None
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self.read_deadline is not None:
+            left = self.read_deadline - time.monotonic()
+            if left <= 0:
+                raise httpcore2.ReadTimeout("the read deadline passed")
+            timeout = left if timeout is None else min(timeout, left)
         return self._stream.read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -49,11 +63,11 @@ class _ProbedStream(httpcore2.NetworkStream):
         self._stream.close()
 
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-        return _ProbedStream(self._stream.start_tls(ssl_context, server_hostname, timeout), self._os_poll)
+        return WatchedStream(self._stream.start_tls(ssl_context, server_hostname, timeout), self._os_poll)
 
     def get_extra_info(self, info: str) -> Any:
         """The wrapped stream's answer, but `is_readable` from the operating system's poll."""
-        if info != "is_readable":
+        if info != "is_readable" or self._os_poll is None:
             return self._stream.get_extra_info(info)
         sock = self._stream.get_extra_info("socket")
         fd = sock.fileno() if sock is not None else -1
@@ -64,17 +78,25 @@ class _ProbedStream(httpcore2.NetworkStream):
         return bool(poll.poll(0))
 
 
-class _ProbedBackend(httpcore2.SyncBackend):
-    """httpcore2's own network backend, its streams wrapped in `_ProbedStream`."""
+class _WatchedBackend(httpcore2.SyncBackend):
+    """httpcore2's own network backend, its streams wrapped in `WatchedStream`."""
 
-    def __init__(self, os_poll: Callable[[], Any]) -> None:
+    def __init__(self, os_poll: Callable[[], Any] | None) -> None:
         self._os_poll = os_poll
 
     def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
-        return _ProbedStream(super().connect_tcp(*args, **kwargs), self._os_poll)
+        return WatchedStream(super().connect_tcp(*args, **kwargs), self._os_poll)
 
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
-        return _ProbedStream(super().connect_unix_socket(*args, **kwargs), self._os_poll)
+        return WatchedStream(super().connect_unix_socket(*args, **kwargs), self._os_poll)
+
+
+def watched_stream(response: Any) -> WatchedStream | None:
+    """The connection stream an httpx2 response is read from, when it is a WatchedStream."""
+    stream = getattr(response, "extensions", {}).get("network_stream")
+    while stream is not None and not isinstance(stream, WatchedStream):
+        stream = getattr(stream, "_stream", None)  # httpcore2's upgrade wrapper, if any
+    return stream
 
 
 # Upstream connection pools per process (see upstream_http_clients). Each is the SDK's default: at
@@ -95,15 +117,16 @@ def _http_client(os_poll: Callable[[], Any] | None, ssl_context: ssl.SSLContext)
     """The SDK's default HTTP client (its limits, redirects, proxies from the environment),
     verifying the upstream's certificate with `ssl_context`.
 
-    With `os_poll` (under gevent), its connection pool probes idle connections with the
-    operating system's poll (`_ProbedStream`). httpx2 builds the pool itself and takes no
-    network backend, so it is set on the pool it built; if a later httpx2 names those
-    attributes differently, the pool keeps its own backend (upstream_http_clients says so).
+    Its connections are `WatchedStream`s (read deadlines; with `os_poll`, under gevent,
+    idle connections probed with the operating system's poll). httpx2 builds the pool
+    itself and takes no network backend, so it is set on the pool it built; if a later
+    httpx2 names those attributes differently, the pool keeps its own backend
+    (upstream_http_clients says so).
     """
     client = openai.DefaultHttpxClient(verify=ssl_context)
     pool = _pool_of(client)
-    if os_poll is not None and type(getattr(pool, "_network_backend", None)) is httpcore2.SyncBackend:
-        pool._network_backend = _ProbedBackend(os_poll)
+    if type(getattr(pool, "_network_backend", None)) is httpcore2.SyncBackend:
+        pool._network_backend = _WatchedBackend(os_poll)
     return client
 
 
@@ -112,8 +135,8 @@ def _pool_of(client: httpx2.Client) -> Any:
     return getattr(getattr(client, "_transport", None), "_pool", None)
 
 
-def _probed(client: httpx2.Client) -> bool:
-    return isinstance(getattr(_pool_of(client), "_network_backend", None), _ProbedBackend)
+def _watched(client: httpx2.Client) -> bool:
+    return isinstance(getattr(_pool_of(client), "_network_backend", None), _WatchedBackend)
 
 
 def upstream_http_clients() -> list[httpx2.Client]:
@@ -126,10 +149,10 @@ def upstream_http_clients() -> list[httpx2.Client]:
     # SSL_CERT_FILE / SSL_CERT_DIR): a context of its own costs each client 0.8 MiB and 20 ms.
     os_poll, ssl_context = _gevent_os_poll(), httpx2.create_ssl_context()
     http_clients = [_http_client(os_poll, ssl_context) for _ in range(UPSTREAM_POOLS)]
-    if os_poll is not None and not _probed(http_clients[0]):
+    if not _watched(http_clients[0]):
         log.warning(
-            "httpx2 %s builds its connection pool differently: idle upstream connections are probed "
-            "through gevent (slower under load, as correct)",
+            "httpx2 %s builds its connection pool differently: a stalled stream is detected by the "
+            "upstream's read timeout alone, and under gevent idle connections are probed through gevent",
             httpx2.__version__,
         )
     return http_clients
@@ -162,6 +185,9 @@ class PoolBalancer:
         released = []
 
         def close() -> None:
+            stream = watched_stream(response)
+            if stream is not None:
+                stream.read_deadline = None  # the connection goes back to the pool without it
             response.close()
             if not released:
                 released.append(True)

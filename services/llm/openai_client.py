@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx2
@@ -14,9 +14,9 @@ import openai
 from openai.resources.chat.completions import Completions
 
 from services.llm.errors import UpstreamUnavailable, mapped_errors
-from services.llm.http_pool import PoolBalancer
-from services.llm.sse_reader import upstream_chunks
-from services.llm.types import ChatStream, Completion
+from services.llm.http_pool import PoolBalancer, watched_stream
+from services.llm.sse_reader import StreamWatch, upstream_chunks
+from services.llm.types import Completion
 
 # What `chat.completions.create` accepts, and which of those are request options rather
 # than fields of the body (with the name `client.post`'s options give them).
@@ -30,12 +30,12 @@ _CREATE_PARAMS = frozenset(inspect.signature(Completions.create).parameters) - {
 
 
 class OpenAIChat:
-    """Chat completions through the official SDK (OpenAI, Azure or OpenAI-compatible)."""
+    """One deployment's chat completions through the official SDK (OpenAI, Azure or
+    OpenAI-compatible): one call, no retries of its own (the router's loop is the one)."""
 
     def __init__(
         self,
         client: openai.OpenAI,
-        default_model: str,
         secrets: Sequence[str | None],
         *,
         pools: Sequence[openai.OpenAI] = (),
@@ -45,8 +45,6 @@ class OpenAIChat:
         the first on a tie (`PoolBalancer`), so light traffic keeps reusing one pool's
         connections and a burst spreads over all of them."""
         self.client = client
-        self.default_model = default_model
-        self.offline = False
         self._secrets = tuple(s for s in secrets if s)
         self._clients = (client, *pools)
         self._balancer = PoolBalancer(len(self._clients))
@@ -60,39 +58,43 @@ class OpenAIChat:
         for client in self._clients:
             client.close()
 
-    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
+    def complete(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Completion:
         """Send the conversation upstream; return the reply or raise an UpstreamError.
 
-        The SDK sends the call (its retries, its error types); its body, OpenAI's
-        chat.completion, is parsed once into the dict `Completion.raw` holds, with no SDK
-        object built and dumped back (see `_post`).
+        The SDK sends the call (its error types; `timeout` among `params` bounds it); its
+        body, OpenAI's chat.completion, is parsed once into the dict `Completion.raw`
+        holds, with no SDK object built and dumped back (see `_post`).
         """
         pool = self._balancer.take()
         try:
             with mapped_errors(self._secrets):
-                response = self._post(pool, messages, model or self.default_model, params, stream=False)
+                response = self._post(pool, messages, model, params, stream=False)
                 body = json.loads(response.content)  # ValueError when it is not JSON: mapped above
         finally:
             self._balancer.give_back(pool)
-        return self._completion_from(body, model or self.default_model)
+        return self._completion_from(body, model)
 
-    def stream(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> ChatStream:
-        """Open a streamed completion (usage always requested); errors opening it raise here.
+    def stream(
+        self, messages: list[dict[str, Any]], *, model: str, watch: StreamWatch, **params: Any
+    ) -> tuple[Iterator[dict[str, Any]], Callable[[], None]]:
+        """Open a streamed completion (usage always requested): its chunks and the function
+        that closes it early. Errors opening it raise here; later ones from the chunks.
 
-        The SDK opens the call (its retries, its error types); the body is then read as
-        Server-Sent Events by `upstream_chunks` (sse_reader.py), each chunk parsed once
-        into a dict, with no SDK object built and dumped again per chunk.
+        The SDK opens the call (its error types); the body is then read as Server-Sent
+        Events by `upstream_chunks` (sse_reader.py), each chunk parsed once into a dict,
+        with no SDK object built and dumped again per chunk, under `watch`'s deadlines.
         """
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}
         pool = self._balancer.take()
         try:
             with mapped_errors(self._secrets):
-                response = self._post(pool, messages, model or self.default_model, params, stream=True)
+                response = self._post(pool, messages, model, params, stream=True)
         except BaseException:
             self._balancer.give_back(pool)
             raise
         close = self._balancer.closer(pool, response)
-        return ChatStream(upstream_chunks(response, close, self._secrets), model or self.default_model, close=close)
+        watch.stream = watched_stream(response)
+        return upstream_chunks(response, close, self._secrets, watch), close
 
     def _post(
         self, pool: int, messages: list[dict[str, Any]], model: str, params: dict[str, Any], *, stream: bool

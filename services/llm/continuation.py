@@ -1,0 +1,144 @@
+"""A routed stream: relayed from the deployment that opened it, and continued elsewhere
+when that deployment fails mid-answer, so the client sees one whole answer or an honest
+error, never a cut answer passed off as complete.
+
+When the stream breaks (reset, cut, silent past the stall detector) before any of the
+answer arrived, the call starts over on the next deployment (RoutedCall's rules). When
+part of the answer was relayed, a deployment that accepts a continuation gets the
+conversation with the partial answer as the assistant's last message (`prefill`, with
+its `prefill_extra_body`), or followed by its `continuation_instruction`, and only its
+new text is relayed, under the first chunk's id. A deployment that accepts neither is
+never sent one. Tool calls and refusals are not continued. With nowhere to continue,
+the stream ends with the failure (the pipeline sends the in-band error event: no
+`[DONE]`, no `finish_reason: stop`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from services.llm.errors import UpstreamError
+from services.llm.sse_reader import StreamWatch
+from services.llm.types import ChatStream
+
+if TYPE_CHECKING:
+    from services.llm.call import RoutedCall
+    from services.llm.targets import Target
+
+
+class RoutedStream:
+    """One client stream over one or more upstream streams (see the module's docstring)."""
+
+    def __init__(self, call: RoutedCall) -> None:
+        self.call = call
+        self.chat: ChatStream | None = None
+        self.target: Target | None = None
+        self.chunks: Iterator[dict[str, Any]] = iter(())
+        self.started = 0.0
+        self._close: Callable[[], None] = lambda: None
+        self._first_id: str | None = None
+        self._continuing = False
+
+    def open(self) -> Iterator[dict[str, Any]]:
+        """Open the first upstream stream (raising when none opens); the chunks to relay.
+        The caller wraps them in the client's ChatStream and sets `chat` to it."""
+        self._start(self.call.messages, self.call.params, continuing=False)
+        return self._relay()
+
+    def close(self) -> None:
+        """End the upstream stream now relayed (the client went away)."""
+        self._close()
+
+    def _start(self, messages: list[dict[str, Any]], params: dict[str, Any], *, continuing: bool) -> None:
+        """Open a stream on the first deployment that opens one (RoutedCall's order)."""
+        call = self.call
+        for target, left in call.tries(continuing=continuing):
+            t = target.spec.timeouts
+            watch = StreamWatch(
+                first_token=min(t.first_token, left),
+                silence=t.silence,
+                ends_at=time.monotonic() + t.total,
+                on_malformed=target.count_malformed,
+            )
+            sent, options = self._continuation(target, messages, params) if continuing else (messages, params)
+            started = time.monotonic()
+            try:
+                with call.pool.busy(target):
+                    self.chunks, self._close = target.chat.stream(
+                        sent,
+                        model=target.upstream_model(call.requested),
+                        watch=watch,
+                        timeout=target.timeout(left, stream=True),
+                        **options,
+                    )
+            except UpstreamError as exc:
+                call.attempt_failed(target, exc, started, continuing=continuing)
+                continue
+            self.target, self.started, self._continuing = target, started, continuing
+            if self.chat is not None:
+                self.chat.deployment = target.name
+            return
+
+    def _continuation(
+        self, target: Target, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The request that continues the partial answer on `target`."""
+        partial = {"role": "assistant", "content": "".join(self.chat.parts)}
+        if target.spec.capabilities.prefill:
+            extra = {**(params.get("extra_body") or {}), **target.spec.prefill_extra_body}
+            return [*messages, partial], {**params, "extra_body": extra} if extra else params
+        instruction = {"role": "user", "content": target.spec.continuation_instruction}
+        return [*messages, partial, instruction], params
+
+    def _relay(self) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                for chunk in self.chunks:
+                    if self._continuing:
+                        chunk = self._as_continued(chunk)
+                        if chunk is None:
+                            continue
+                    elif self._first_id is None:
+                        self._first_id = chunk.get("id")
+                    yield chunk
+            except UpstreamError as exc:
+                self._reopen(exc)
+                continue
+            self.call.succeeded(self.target, self.started)
+            return
+
+    def _reopen(self, exc: UpstreamError) -> None:
+        """After a mid-stream failure: start over (nothing of the answer yet), continue the
+        answer on a deployment that can, or raise the failure (see the module's docstring)."""
+        chat, call = self.chat, self.call
+        said = any(chat.parts)
+        call.failed(self.target, exc, self.started, outcome="cut" if said else None)
+        if chat.tool_calls or chat.refusal_parts:
+            raise call.final_error(exc)
+        if not said:
+            call.after_failure(self.target, exc)
+            self._start(call.messages, call.params, continuing=False)
+            return
+        call.spent.add(self.target.name)
+        call.deadline = time.monotonic() + call.settings.deadline_seconds  # the continuation's own
+        try:
+            self._start(call.messages, call.params, continuing=True)
+        except UpstreamError:
+            # Nowhere to continue: the client is told of the cut, not of the continuations.
+            raise call.final_error(exc) from None
+
+    def _as_continued(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """A continuation's chunk as part of the first stream: its id, no second `role`;
+        None for one that then says nothing."""
+        if self._first_id is not None:
+            chunk["id"] = self._first_id
+        says = bool(chunk.get("usage"))
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta")
+            if delta:
+                delta.pop("role", None)
+                says = says or any(v not in (None, "") for v in delta.values())
+            says = says or bool(choice.get("finish_reason"))
+        return chunk if says else None

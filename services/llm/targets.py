@@ -1,0 +1,158 @@
+"""The deployments a call chooses from: each with its client, settings and calls in
+flight (Target), in the order a group's strategy tries them, with the fallback chains,
+the breakers, and what a request needs of a deployment (Pool)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from services.llm.breaker import Breakers
+from services.llm.metrics import MALFORMED_CHUNKS
+from services.llm.openai_client import OpenAIChat
+from services.llm.routing import WILDCARD, Deployment, RoutingFile
+from services.tokens import completion_cap, estimate_message_tokens
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a request asks of a deployment: features, and room for its prompt and answer."""
+
+    features: frozenset[str]
+    prompt_tokens: int
+    max_tokens: int
+
+
+class Target:
+    """A deployment as the router calls it: its settings, its client, its calls in flight."""
+
+    def __init__(self, spec: Deployment, chat: OpenAIChat, wildcard: bool) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.chat = chat
+        self.wildcard = wildcard
+        self.in_flight = 0
+
+    def upstream_model(self, requested: str | None) -> str:
+        """The model name sent upstream: the deployment's (or, for the one-upstream
+        configuration, whatever the client asked for)."""
+        return requested if self.wildcard and requested else self.spec.model
+
+    def serves(self, needs: Needs) -> bool:
+        """True when the deployment has the features, the room and the capacity for the call."""
+        caps = self.spec.capabilities
+        if ("tools" in needs.features and not caps.tools) or ("images" in needs.features and not caps.images):
+            return False
+        if "json_schema" in needs.features and not caps.json_schema:
+            return False
+        window = self.spec.context_window
+        if window is not None and needs.prompt_tokens + needs.max_tokens > window:
+            return False
+        limit = self.spec.max_in_flight
+        return limit is None or self.in_flight < limit
+
+    def timeout(self, left: float, *, stream: bool) -> httpx2.Timeout:
+        """The HTTP timeouts of one attempt with `left` seconds of the call's deadline."""
+        t = self.spec.timeouts
+        wait = min(t.first_token if stream else min(t.first_token, t.total), left)
+        return httpx2.Timeout(wait, connect=min(t.connect, left), pool=min(t.connect, left))
+
+    def count_malformed(self) -> None:
+        """One stream event of this deployment skipped for not being JSON."""
+        MALFORMED_CHUNKS.labels(deployment=self.name).inc()
+
+
+class Pool:
+    """Every deployment of the routing table, their breakers and their calls in flight:
+    what a RoutedCall chooses from."""
+
+    def __init__(self, routing: RoutingFile, clients: Mapping[str, OpenAIChat], breakers: Breakers) -> None:
+        self.routing = routing
+        self.breakers = breakers
+        self.targets: dict[str, list[Target]] = {
+            name: [Target(d, clients[d.name], name == WILDCARD) for d in group.deployments]
+            for name, group in routing.groups.items()
+        }
+        self._lock = threading.Lock()
+        # Deployments whose breaker this process saw or made dirty: a success resets them.
+        self.dirty: set[str] = set()
+
+    def deployments(self) -> list[Target]:
+        return [t for targets in self.targets.values() for t in targets]
+
+    def chain(self, group: str) -> list[str]:
+        """`group`, then its fallback groups (theirs too), each once."""
+        ordered: list[str] = []
+        pending = [group]
+        while pending:
+            name = pending.pop(0)
+            if name not in ordered:
+                ordered.append(name)
+                pending.extend(self.routing.groups[name].fallbacks)
+        return ordered
+
+    def has_context_fallback(self, group: str) -> bool:
+        return bool(self.routing.groups[group].context_window_fallbacks)
+
+    def context_chain(self, group: str) -> list[str]:
+        """The context-window fallbacks of `group`, each with its own fallbacks."""
+        ordered: list[str] = []
+        for fallback in self.routing.groups[group].context_window_fallbacks:
+            ordered.extend(n for n in self.chain(fallback) if n not in ordered)
+        return ordered
+
+    def ordered(self, group: str) -> list[Target]:
+        """The group's deployments in the order its strategy tries them."""
+        targets = self.targets[group]
+        if len(targets) == 1:
+            return targets
+        strategy = self.routing.groups[group].strategy
+        if strategy == "weighted":  # a weighted random order (Efraimidis-Spirakis keys)
+            return sorted(targets, key=lambda t: random.random() ** (1.0 / t.spec.weight), reverse=True)
+        if strategy == "least_busy":
+            return sorted(targets, key=lambda t: (t.in_flight, random.random()))
+        return sorted(targets, key=lambda t: (t.spec.priority, t.in_flight))
+
+    @contextmanager
+    def busy(self, target: Target) -> Iterator[None]:
+        """Count a call to `target` as in flight while it runs."""
+        with self._lock:
+            target.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                target.in_flight -= 1
+
+    @staticmethod
+    def needs(messages: list[dict[str, Any]], params: dict[str, Any]) -> Needs:
+        features = set()
+        if params.get("tools") or params.get("functions"):
+            features.add("tools")
+        if (params.get("response_format") or {}).get("type") == "json_schema":
+            features.add("json_schema")
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, list) and any(
+                isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content
+            ):
+                features.add("images")
+                break
+        prompt = sum(estimate_message_tokens(m) for m in messages)
+        return Needs(frozenset(features), prompt, completion_cap(params, 0))
+
+    def fits_somewhere(self, groups: list[str], needs: Needs) -> bool:
+        """True when some deployment of `groups` has the room for the call (capacity aside)."""
+        room = dataclasses.replace(needs, features=frozenset())
+        return any(
+            t.spec.context_window is None or room.prompt_tokens + room.max_tokens <= t.spec.context_window
+            for g in groups
+            for t in self.targets[g]
+        )
