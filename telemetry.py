@@ -32,6 +32,7 @@ from prometheus_client import (
 
 if TYPE_CHECKING:
     from services.llm import Completion
+    from services.llm.types import Attempt
 
 # In multiprocess mode a metric writes its file when it is made, here at import. gunicorn's
 # on_starting makes the folder, but a CLI command (flask db upgrade) may run first.
@@ -59,6 +60,11 @@ UPSTREAM_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
 )
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "LLM upstream failures by kind", ["kind"])
+# Every call the router made to a deployment, by how it ended ("ok", "cut", an error's kind).
+# Deployments are named in the routing file and outcomes are few: the labels stay bounded.
+UPSTREAM_ATTEMPTS = Counter(
+    "gateway_upstream_attempts_total", "Calls made to LLM deployments, by outcome", ["deployment", "outcome"]
+)
 TOKENS = Counter("gateway_tokens_total", "Tokens used, as the upstream reported them", ["kind", "model"])
 # 1 while a process counts rate limits in its own memory because the shared storage
 # (Redis) is unreachable. livemax: the scrape says 1 while any live worker is degraded,
@@ -119,6 +125,10 @@ class ExchangeReport:
     # "ok", "ClientDisconnected", or the failure's kind (an UpstreamError class name).
     outcome: str | None = None
     completion: Completion | None = None
+    # The model the client asked for (or the default), and the router's attempts when the
+    # exchange failed (an answer's are its completion's).
+    model: str | None = None
+    attempts: tuple[Attempt, ...] = ()
 
 
 def exchange_report() -> ExchangeReport:
@@ -196,11 +206,28 @@ def _exchange_fields(exchange: Any, log_content: bool) -> dict[str, Any]:
             if used:
                 TOKENS.labels(kind=kind, model=model_label(completion.model)).inc(used)
     if completion is not None:
-        fields["model"], fields["usage"] = completion.model, completion.usage()
+        fields["usage"] = completion.usage()
+    fields.update(_routing_fields(exchange))
     if log_content:
         fields["prompt_text"] = exchange.prompt_text
     if exchange.streamed and outcome is not None:
         fields["stream_outcome"] = _STREAM_OUTCOMES.get(outcome, "failed")
+    return fields
+
+
+def _routing_fields(exchange: ExchangeReport) -> dict[str, Any]:
+    """The log fields of where an exchange went: the model asked for, the deployment that
+    answered (when one did), how many attempts it took; each attempt counted in the metrics."""
+    completion = exchange.completion
+    attempts = exchange.attempts or (completion.attempts if completion is not None else ())
+    for attempt in attempts:
+        UPSTREAM_ATTEMPTS.labels(deployment=attempt.deployment, outcome=attempt.outcome).inc()
+    fields: dict[str, Any] = {"attempts": len(attempts)}
+    model = exchange.model or (completion.model if completion is not None else None)
+    if model is not None:
+        fields["model"] = model
+    if completion is not None and completion.deployment is not None:
+        fields["deployment"] = completion.deployment
     return fields
 
 

@@ -4,6 +4,7 @@ from models.api_key import ApiKey, ApiKeyUsage
 from models.conversation import ConversationRecord
 from models.message import Message, MessageStatus, as_utc, iso_utc
 from models.response import StoredResponse
+from models.upstream_attempt import UpstreamAttempt
 
 __all__ = [
     "ApiKey",
@@ -12,6 +13,7 @@ __all__ = [
     "Message",
     "MessageStatus",
     "StoredResponse",
+    "UpstreamAttempt",
     "as_utc",
     "iso_utc",
 ]

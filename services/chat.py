@@ -41,6 +41,7 @@ from services.exchanges import (
 )
 from services.history import UNLIMITED, History, HistoryLimits, chain_history, rebuild_history
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
+from services.llm.types import Attempt
 from services.recorder import Ending, ExchangeRecorder
 from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
 
@@ -126,6 +127,8 @@ class _Exchange:
     context: list[dict[str, Any]]
     store_content: bool = True
     reservation: Reservation | None = None
+    # The model the client asked for (or the LLM's default): a failed exchange's rows name it.
+    model: str | None = None
 
 
 @dataclass
@@ -163,7 +166,7 @@ class ChatPipeline:
         leading = self._leading(turn)
         self._check(turn, leading)
         report.prompt_text = "\n".join(text_of(m.get("content")) for m in turn.messages)
-        report.streamed = turn.stream
+        report.streamed, report.model = turn.stream, turn.model or getattr(self.llm, "default_model", None)
         exchange = self._start(turn, leading, report)
         if turn.stream:
             opened = time.perf_counter()
@@ -215,7 +218,7 @@ class ChatPipeline:
             stored = new if turn.store_content else [without_content(m) for m in new]
             held = reservation.tokens if reservation is not None and reservation.tokens else None
             record_turn(session, exchange_id, conversation_id, key_id, stored, held, began)
-        return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content, reservation)
+        return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content, reservation, report.model)
 
     def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
         """The most tokens the call may spend: the estimated prompt and the completion's cap."""
@@ -248,7 +251,8 @@ class ChatPipeline:
             failure = exc if isinstance(exc, UpstreamError) else None
             report.outcome = type(exc).__name__ if failure else "InternalError"
             error = failure.message if failure else "internal error while calling the language model"
-            # The reservation is given back: a failed call is charged nothing.
+            report.attempts = failure.attempts if failure else ()
+            # The reservation is given back: a failed call is charged nothing, its attempts neither.
             self.recorder.record(
                 Ending(
                     exchange.exchange_id,
@@ -257,6 +261,8 @@ class ChatPipeline:
                     MessageStatus.FAILED,
                     error,
                     reservation=exchange.reservation,
+                    attempts=attempt_rows(report.attempts),
+                    model=exchange.model,
                 )
             )
             raise
@@ -279,7 +285,10 @@ class ChatPipeline:
                 yield from keep_alive(stream, exchange.exchange_id, self.settings.heartbeat_seconds, started)
             except UpstreamError as exc:
                 ended, report.outcome = True, type(exc).__name__
-                self._finish(exchange, stream.completion(), MessageStatus.FAILED, f"stream broke off: {exc.message}")
+                # The router's error holds every attempt, the one that broke off too.
+                report.attempts = exc.attempts or tuple(stream.attempts)
+                broke = f"stream broke off: {exc.message}"
+                self._finish(exchange, stream.completion(), MessageStatus.FAILED, broke, report.attempts)
                 yield exc
                 return
             ended, report.outcome = True, "ok"
@@ -296,9 +305,17 @@ class ChatPipeline:
             report.upstream_seconds = time.perf_counter() - started
             report.completion = stream.completion()
 
-    def _finish(self, exchange: _Exchange, completion: Completion, status: str, error: str | None = None) -> None:
-        """Unit of work 2: the reply recorded with `status`, the reservation settled to the
-        tokens spent (journaled if the database cannot take it; see ExchangeRecorder).
+    def _finish(
+        self,
+        exchange: _Exchange,
+        completion: Completion,
+        status: str,
+        error: str | None = None,
+        attempts: tuple[Attempt, ...] | None = None,
+    ) -> None:
+        """Unit of work 2: the reply recorded with `status` and its upstream attempts (the
+        completion's, unless given), the reservation settled to the tokens spent, once
+        whatever the attempts (journaled if the database cannot take it; see ExchangeRecorder).
 
         The key is charged even when the conversation was erased meanwhile (the reply is
         then not stored): the upstream spent the tokens either way.
@@ -322,6 +339,8 @@ class ChatPipeline:
                 reply=reply,
                 reservation=exchange.reservation,
                 spent=self._tokens_spent(exchange, completion) if exchange.reservation is not None else None,
+                attempts=attempt_rows(completion.attempts if attempts is None else attempts),
+                model=exchange.model,
             )
         )
 
@@ -335,6 +354,11 @@ class ChatPipeline:
         if answer is None:
             answer = estimate_text_tokens(completion.text)
         return prompt, answer
+
+
+def attempt_rows(attempts: Iterable[Attempt]) -> tuple[dict[str, Any], ...]:
+    """The attempts as the Ending keeps them: JSON-ready columns, in order."""
+    return tuple(attempt.as_row() for attempt in attempts)
 
 
 def heartbeat_seconds(config: Mapping[str, Any]) -> float:

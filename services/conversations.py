@@ -15,12 +15,13 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from models import ConversationRecord, Message, MessageStatus, StoredResponse, iso_utc
+from models import ConversationRecord, Message, MessageStatus, StoredResponse, UpstreamAttempt, iso_utc
 from services.ownership import ANY_KEY, KeyScope, owned_by
 
 MESSAGES = Message.__table__
 RESPONSES = StoredResponse.__table__
 CONVERSATIONS = ConversationRecord.__table__
+ATTEMPTS = UpstreamAttempt.__table__
 
 
 def conversation_rows(session: Session, conversation_id: str, client_key_id: KeyScope = ANY_KEY) -> list[Message]:
@@ -157,6 +158,8 @@ def prune_batch(session: Session, older_than: datetime, batch_size: int) -> int 
     ).all()
     if not batch:
         return None
-    # A response made by one of these exchanges goes with it: nothing of it may outlive retention.
+    # A response made by one of these exchanges goes with it, and its upstream attempts:
+    # nothing of it may outlive retention.
     session.execute(delete(RESPONSES).where(RESPONSES.c.exchange_id.in_(batch)))
+    session.execute(delete(ATTEMPTS).where(ATTEMPTS.c.exchange_id.in_(batch)))
     return session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id.in_(batch))).rowcount or 0

@@ -9,15 +9,17 @@ it: the pipeline decides where transactions begin and end.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from models import Message, MessageStatus
+from models import Message, MessageStatus, UpstreamAttempt
 
 MESSAGES = Message.__table__
+ATTEMPTS = UpstreamAttempt.__table__
 
 # The statements every exchange runs, built once (SQLAlchemy then only looks up their
 # compiled form): building them per request was a quarter of its two transactions' CPU.
@@ -28,6 +30,14 @@ _CLOSE_ROWS = (
     .values(status=bindparam("new_status"), error=bindparam("new_error"))
 )
 _CLOSE_PENDING_ROWS = _CLOSE_ROWS.where(MESSAGES.c.status == MessageStatus.PENDING)
+# A failed exchange's rows name the model it asked for. Not its assistant rows: on those a
+# model marks the reply (services/responses/store.py), and a client's own turn is none.
+_NAME_REQUESTED_MODEL = (
+    update(MESSAGES)
+    .where(MESSAGES.c.exchange_id == bindparam("exchange"), MESSAGES.c.role != "assistant")
+    .values(model=bindparam("requested_model"))
+)
+_ADD_ATTEMPTS = insert(ATTEMPTS)
 
 
 def new_conversation_id() -> str:
@@ -130,10 +140,30 @@ def record_reply(
     return before
 
 
-def record_failure(session: Session, exchange_id: str, error: str) -> str | None:
-    """Mark an exchange failed, keeping it for audit only (never sent as history); the
-    status it had (see _close_exchange)."""
-    return _close_exchange(session, exchange_id, MessageStatus.FAILED, error)
+def record_failure(session: Session, exchange_id: str, error: str, model: str | None = None) -> str | None:
+    """Mark an exchange failed, keeping it for audit only (never sent as history), its rows
+    naming `model`, the model it asked for; the status it had (see _close_exchange)."""
+    before = _close_exchange(session, exchange_id, MessageStatus.FAILED, error)
+    if before is not None and model:
+        session.execute(_NAME_REQUESTED_MODEL, {"exchange": exchange_id, "requested_model": model})
+    return before
+
+
+def record_attempts(session: Session, exchange_id: str, attempts: Sequence[dict[str, Any]], at: datetime) -> None:
+    """Store the upstream attempts of an exchange (Attempt.as_row() columns), numbered 1, 2...
+    in the order given, stamped `at`."""
+    if attempts:
+        rows = [
+            {**row, "exchange_id": exchange_id, "attempt": number, "created_at": at}
+            for number, row in enumerate(attempts, 1)
+        ]
+        session.execute(_ADD_ATTEMPTS, rows)
+
+
+def attempts_recorded(session: Session, exchange_id: str) -> bool:
+    """Whether any upstream attempt of the exchange is stored."""
+    found = select(ATTEMPTS.c.id).where(ATTEMPTS.c.exchange_id == exchange_id).limit(1)
+    return session.execute(found).first() is not None
 
 
 def exchange_status(session: Session, exchange_id: str) -> str | None:

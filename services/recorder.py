@@ -1,15 +1,16 @@
 """Unit of work 2, kept safe: how an exchange ends, recorded, even when the database cannot take it.
 
 An Ending is everything unit of work 2 writes: the reply row (or none, when the upstream
-failed before answering), the exchange's status, and the key's budget reservation
-settled with what the upstream spent. `ExchangeRecorder.record` writes it in one
-transaction, retried briefly; if the database still refuses (PostgreSQL gone, SQLite's
-disk full), the ending goes to the local journal (services/journal.py) and the client
-gets its answer all the same. A replayer thread applies the journal, in order, once
-writes succeed again: woken by the next successful write or by /readyz, else every
-REPLAY_SECONDS. Applying an ending is idempotent: an exchange no longer pending was
-recorded already (by an earlier try whose commit looked failed, or an earlier replay),
-so it is neither written nor charged again.
+failed before answering), the exchange's status, the key's budget reservation settled
+with what the upstream spent, and the upstream attempts the router made for it.
+`ExchangeRecorder.record` writes it in one transaction, retried briefly; if the database
+still refuses (PostgreSQL gone, SQLite's disk full), the ending goes to the local journal
+(services/journal.py) and the client gets its answer all the same. A replayer thread
+applies the journal, in order, once writes succeed again: woken by the next successful
+write or by /readyz, else every REPLAY_SECONDS. Applying an ending is idempotent: an
+exchange no longer pending was recorded already (by an earlier try whose commit looked
+failed, or an earlier replay), so it is neither written nor charged again, nor its
+attempts written twice.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from database import unit_of_work
 from models import MessageStatus
 from services.client_keys import Reservation, settle_reservation
-from services.exchanges import exchange_status, record_failure, record_reply
+from services.exchanges import attempts_recorded, exchange_status, record_attempts, record_failure, record_reply
 from services.journal import EntryRejected, Journal
 from services.responses.store import name_reply_items, record_response, response_recorded
 
@@ -48,7 +49,9 @@ class Ending:
 
     `reply` holds the assistant row's columns; None marks the exchange failed without a
     reply row. `spent` (prompt, completion tokens) is charged when the reservation is
-    settled; None charges nothing and only gives the reservation back.
+    settled; None charges nothing and only gives the reservation back. `attempts` are the
+    upstream calls made for it, in order (Attempt.as_row() columns), written with it;
+    `model` is the model the client asked for, which a failed exchange's rows name.
     """
 
     exchange_id: str
@@ -60,6 +63,8 @@ class Ending:
     reservation: Reservation | None = None
     spent: tuple[int, int] | None = None
     ended_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    attempts: tuple[dict[str, Any], ...] = ()
+    model: str | None = None
 
     def as_entry(self) -> dict[str, Any]:
         """The ending as one JSON-ready journal entry."""
@@ -71,6 +76,8 @@ class Ending:
             "reservation": None if held is None else [held.client_key_id, held.day.isoformat(), held.tokens],
             "spent": None if self.spent is None else list(self.spent),
             "ended_at": self.ended_at.isoformat(),
+            "attempts": list(self.attempts),
+            "model": self.model,
         }
 
     def apply(self, session: Session, *, recheck: bool) -> None:
@@ -79,15 +86,43 @@ class Ending:
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> Ending:
-        """The ending a journal entry holds; KeyError, TypeError or ValueError if it holds none."""
+        """The ending a journal entry holds; KeyError, TypeError or ValueError if it holds none.
+        An entry journaled before attempts were recorded holds none, and no model."""
         held = entry["reservation"]
+        model = entry.get("model")
+        if model is not None and not isinstance(model, str):
+            raise TypeError("an ending's model must be a string")
         return cls(
             **{name: entry[name] for name in ("exchange_id", "conversation_id", "client_key_id", "status", "error")},
             reply=entry["reply"],
             reservation=None if held is None else Reservation(int(held[0]), date.fromisoformat(held[1]), int(held[2])),
             spent=None if entry["spent"] is None else (int(entry["spent"][0]), int(entry["spent"][1])),
             ended_at=datetime.fromisoformat(entry["ended_at"]),
+            attempts=tuple(attempt_columns(attempt) for attempt in entry.get("attempts") or ()),
+            model=model,
         )
+
+
+# An attempt's string columns and their sizes (models/upstream_attempt.py).
+_ATTEMPT_STRINGS = {"deployment": 255, "model": 255, "outcome": 32}
+
+
+def attempt_columns(attempt: dict[str, Any]) -> dict[str, Any]:
+    """A journaled attempt as the columns the table takes; KeyError, TypeError or ValueError
+    if it is none. A journal line is text anyone could have edited: what it holds must not
+    make the database refuse the ending it belongs to (the reply would be set aside with it)."""
+    if not isinstance(attempt, dict):
+        raise TypeError("an attempt must be an object")
+    columns: dict[str, Any] = {}
+    for name, size in _ATTEMPT_STRINGS.items():
+        if not isinstance(attempt[name], str):
+            raise TypeError(f"an attempt's {name} must be a string")
+        columns[name] = attempt[name][:size]
+    status, error = attempt.get("status_code"), attempt.get("error")
+    if error is not None and not isinstance(error, str):
+        raise TypeError("an attempt's error must be a string")
+    columns.update(latency_ms=int(attempt["latency_ms"]), status_code=None if status is None else int(status))
+    return {**columns, "error": error}
 
 
 @dataclass(frozen=True)
@@ -168,7 +203,7 @@ def apply_ending(session: Session, ending: Ending, *, recheck: bool) -> None:
     if recheck and exchange_status(session, ending.exchange_id) not in _OPEN_STATUSES:
         return
     if ending.reply is None:
-        before = record_failure(session, ending.exchange_id, ending.error or "")
+        before = record_failure(session, ending.exchange_id, ending.error or "", ending.model)
     else:
         reply = {**ending.reply, "timestamp": ending.ended_at}
         ids = (ending.exchange_id, ending.conversation_id, ending.client_key_id)
@@ -178,6 +213,9 @@ def apply_ending(session: Session, ending: Ending, *, recheck: bool) -> None:
         # ABANDON_AFTER_SECONDS below the call's time) had its reservation given back then.
         held = ending.reservation if before != MessageStatus.ABANDONED else replace(ending.reservation, tokens=0)
         settle_reservation(session, held, ending.spent)
+    # An erased exchange's ending may be applied twice (it stays open): its attempts go in once.
+    if ending.attempts and not (recheck and attempts_recorded(session, ending.exchange_id)):
+        record_attempts(session, ending.exchange_id, ending.attempts, ending.ended_at)
 
 
 def replay_entry(entry: dict[str, Any]) -> None:

@@ -34,7 +34,9 @@ from services.responses.objects import instructions_message, response_object
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every table of the schema, children first: what a PostgreSQL test empties between tests.
-EMPTY_ALL_TABLES = "TRUNCATE messages, responses, conversations, api_key_usage, api_keys RESTART IDENTITY"
+EMPTY_ALL_TABLES = (
+    "TRUNCATE messages, responses, conversations, upstream_attempts, api_key_usage, api_keys RESTART IDENTITY"
+)
 
 # Property-based cases run, by kind: conftest prints them at the end of the session.
 CASES_RUN: collections.Counter[str] = collections.Counter()
