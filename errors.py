@@ -78,7 +78,7 @@ def reject_invalid(exc: ValidationError):
 
 def _turn_rejected(exc: TurnRejected):
     extra = {k: v for k, v in (("details", exc.details), ("code", exc.code)) if v}
-    return error_response(400, exc.message, **extra)
+    return error_response(exc.status, exc.message, **extra)
 
 
 def _body_rejected(exc: BodyRejected):

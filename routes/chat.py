@@ -173,7 +173,14 @@ def process_payload(body: ProcessPayloadRequest):
 
 
 def _served_models() -> list[dict]:
-    models = current_app.config.get("ALLOWED_MODELS") or [current_app.extensions["llm"].default_model]
+    """The routing file's groups and aliases (those ALLOWED_MODELS allows), or, when any
+    name is served, ALLOWED_MODELS or the default model."""
+    llm, allowed = current_app.extensions["llm"], current_app.config.get("ALLOWED_MODELS")
+    names = llm.model_names()
+    if names is None:
+        models = allowed or [llm.default_model]
+    else:
+        models = [name for name in names if not allowed or name in allowed]
     return [{"id": model, "object": "model", "created": 0, "owned_by": "gateway"} for model in models]
 
 

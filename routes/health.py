@@ -63,6 +63,15 @@ def _limiter_storage_state() -> str:
     return "ok" if limiter.check_storage() else "degraded"
 
 
+def _upstream_states() -> dict:
+    """Each deployment's breaker and the breakers' storage (none for the offline model)."""
+    llm = current_app.extensions["llm"]
+    if llm.offline:
+        return {}
+    states = llm.breaker_states()
+    return {"upstreams": states, "breaker_storage": "degraded" if llm.pool.breakers.degraded else "ok"}
+
+
 @health_bp.get("/readyz", responses={200: ReadinessResponse, 503: ReadinessResponse})
 @public
 def readyz():
@@ -71,6 +80,7 @@ def readyz():
     checks = {
         "database": _database_state(),
         "ratelimit_storage": _limiter_storage_state(),
+        **_upstream_states(),
     }
     if checks["database"] == "ok":
         return jsonify({"status": "ready", **checks})
@@ -83,4 +93,7 @@ def readyz():
 @public
 def metrics():
     """Prometheus metrics, summed over every gunicorn process."""
+    llm = current_app.extensions["llm"]
+    if not llm.offline:
+        llm.breaker_states()  # the breakers' gauge as this process sees them now
     return metrics_response()

@@ -21,3 +21,12 @@ class ReadinessResponse(BaseModel):
     ratelimit_storage: Literal["ok", "degraded"] = Field(
         description="degraded: the shared storage (Redis) is unreachable, so each process counts limits on its own"
     )
+    upstreams: dict[str, Literal["closed", "open", "half_open"]] = Field(
+        default_factory=dict,
+        description="each deployment's circuit breaker: open, it is sent nothing while another can answer; "
+        "half_open, one probe request tests it. Never a reason for 503",
+    )
+    breaker_storage: Literal["ok", "degraded"] = Field(
+        "ok",
+        description="degraded: the shared storage (Redis) is unreachable, so each process keeps its own breakers",
+    )

@@ -82,13 +82,17 @@ class ChatSettings:
 
 
 class TurnRejected(Exception):
-    """The turn breaks a limit every chat route shares: a 400, with nothing stored or sent."""
+    """The turn breaks a limit every chat route shares: a 400 (or `status`), with nothing
+    stored or sent."""
 
-    def __init__(self, message: str, *, details: list[dict[str, str]] | None = None, code: str | None = None):
+    def __init__(
+        self, message: str, *, details: list[dict[str, str]] | None = None, code: str | None = None, status: int = 400
+    ):
         super().__init__(message)
         self.message = message
         self.details = details
         self.code = code
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,12 @@ class ChatPipeline:
                 f"Model {turn.model!r} is not allowed here; allowed: {', '.join(allowed)}",
                 details=[{"field": "model", "message": "not an allowed model"}],
                 code="model_not_allowed",
+            )
+        if turn.model is not None and not self.llm.serves(turn.model):
+            raise TurnRejected(
+                f"The model `{turn.model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+                status=404,
             )
         # The client's own text counts (its system messages too); the configured prompt does not.
         counted = turn.messages if turn.leading is None else [*leading, *turn.messages]

@@ -3,9 +3,7 @@ exchange is a row of `upstream_attempts`, written with the exchange's ending (jo
 it when the database refuses, replayed once), never billed; a failed request's rows and log
 line name the model it asked for.
 
-Until the router lands, `RouterStandIn` plays its part for the pipeline: the app's real
-client makes the call over HTTP to the fake upstream, and the completion, stream or error
-it gives back carries the attempts a failover would have made.
+Failovers through real deployments are tested in tests/test_routing_*.py.
 """
 
 from __future__ import annotations
@@ -20,16 +18,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from fake_upstream import Status, StreamReply
+from fake_upstream import Status
 from prometheus_client.parser import text_string_to_metric_families
-from support import EMPTY_ALL_TABLES, TcpProxy, all_rows, bearer, create_client_key, poll_until, rows_of
+from support import EMPTY_ALL_TABLES, TcpProxy, all_rows, poll_until, rows_of
 
 from database import unit_of_work
 from extensions import db
 from models import MessageStatus, UpstreamAttempt, as_utc
 from services.exchanges import record_turn
 from services.journal import Journal
-from services.llm import UpstreamError
 from services.llm.types import Attempt
 from services.recorder import Ending
 
@@ -283,32 +280,6 @@ def test_an_ending_the_database_refuses_is_journaled_and_its_attempts_recorded_o
 # -- through the service ----------------------------------------------------------------------
 
 
-class RouterStandIn:
-    """The router's part for the pipeline, until it lands (see the module's docstring)."""
-
-    def __init__(self, client, answered: tuple[Attempt, ...] = FAILOVER, failed: tuple[Attempt, ...] = EXHAUSTED):
-        self.client, self.answered, self.failed = client, answered, failed
-        self.default_model = client.default_model
-
-    def complete(self, messages, **params):
-        try:
-            completion = self.client.complete(messages, **params)
-        except UpstreamError as exc:
-            exc.attempts = self.failed
-            raise
-        return dataclasses.replace(completion, deployment=self.answered[-1].deployment, attempts=self.answered)
-
-    def stream(self, messages, **params):
-        try:
-            stream = self.client.stream(messages, **params)
-        except UpstreamError as exc:
-            exc.attempts = self.failed
-            raise
-        stream.deployment = self.answered[-1].deployment
-        stream.attempts.extend(self.answered)
-        return stream
-
-
 @pytest.fixture
 def request_log():
     """The `fields` of each request log line written while the test runs."""
@@ -331,86 +302,6 @@ def _attempts_counted(client) -> dict[tuple[str, str], float]:
     }
 
 
-def _routed_app(make_app):
-    app = make_app(REQUIRE_API_KEY=True)
-    app.extensions["chat"].llm = RouterStandIn(app.extensions["chat"].llm)
-    return app, bearer(create_client_key(app, "routed", "--daily-tokens", "100000"))
-
-
-def _exchange_of(app, conversation_id: str) -> str:
-    (exchange_id,) = {row["exchange_id"] for row in rows_of(app, conversation_id)}
-    return exchange_id
-
-
-def test_a_failed_over_answer_records_every_attempt_logs_them_and_is_charged_once(make_app, upstream, request_log):
-    app, key = _routed_app(make_app)
-    client = app.test_client()
-    before = _attempts_counted(client)
-    asks = [
-        {"model": "gpt-4o", "messages": [{"role": "user", "content": f"{kind} one"}]} for kind in ("plain", "streamed")
-    ]
-    headers = [{**key, "X-Conversation-ID": kind} for kind in ("plain", "streamed")]
-
-    plain = client.post("/v1/chat/completions", json=asks[0], headers=headers[0])
-    streamed = client.post("/v1/chat/completions", json={**asks[1], "stream": True}, headers=headers[1])
-    streamed.get_data()
-    streamed.close()
-
-    assert (plain.status_code, streamed.status_code) == (200, 200)
-    assert plain.get_json()["model"] == "fake-model"  # the answering deployment's
-    plain_id, streamed_id = _exchange_of(app, "plain"), _exchange_of(app, "streamed")
-    assert _attempt_rows(app) == _rows(plain_id, FAILOVER) + _rows(streamed_id, FAILOVER)
-    assert _usage(app) == (2, 22, 14, 36, 0)  # two replies' usage, whatever the attempts
-    chat_lines = [line for line in request_log if line["route"] == "/v1/chat/completions"]
-    assert [(line["model"], line["deployment"], line["attempts"]) for line in chat_lines] == [("gpt-4o", "vllm", 3)] * 2
-    after = _attempts_counted(client)
-    assert {label: after[label] - before.get(label, 0) for label in after} == {
-        ("openai-main", "UpstreamRateLimited"): 2,
-        ("azure-second", "cut"): 2,
-        ("vllm", "ok"): 2,
-    }
-
-
-def test_a_request_every_deployment_failed_records_its_attempts_and_the_model_it_asked_for(
-    make_app, upstream, request_log
-):
-    app, key = _routed_app(make_app)
-    client = app.test_client()
-    before = _attempts_counted(client)
-    upstream.enqueue(Status(503, "overloaded"))
-    ask = {"model": "gpt-4o", "messages": [{"role": "user", "content": "doomed"}]}
-
-    failed = client.post("/v1/chat/completions", json=ask, headers={**key, "X-Conversation-ID": "doomed"})
-
-    assert failed.status_code == 502
-    exchange_id = _exchange_of(app, "doomed")
-    assert [(r["role"], r["status"], r["model"]) for r in rows_of(app, "doomed")] == [("user", "failed", "gpt-4o")]
-    assert _attempt_rows(app) == _rows(exchange_id, EXHAUSTED)
-    assert _usage(app) == (0, 0, 0, 0, 0)  # nothing billed, the reservation given back
-    (line,) = [line for line in request_log if line["route"] == "/v1/chat/completions"]
-    assert (line["model"], line["attempts"], "deployment" in line) == ("gpt-4o", 2, False)
-    after = _attempts_counted(client)
-    assert {label: after[label] - before.get(label, 0) for label in after if after[label] != before.get(label)} == {
-        ("openai-main", "UpstreamUnavailable"): 1,
-        ("vllm", "UpstreamTimeout"): 1,
-    }
-
-
-def test_a_stream_cut_with_nowhere_to_go_records_the_attempts_the_stream_made(make_app, upstream):
-    app, key = _routed_app(make_app)
-    cut = (*FAILOVER[:2], Attempt("vllm", "fake-model", "UpstreamUnavailable", 300, 200, "connection reset"))
-    app.extensions["chat"].llm.answered = cut
-    upstream.enqueue(StreamReply(["partial ", "answer"], break_after=1))
-    ask = {"model": "gpt-4o", "messages": [{"role": "user", "content": "cut"}], "stream": True}
-
-    streamed = app.test_client().post("/v1/chat/completions", json=ask, headers={**key, "X-Conversation-ID": "cut"})
-    streamed.get_data()
-    streamed.close()
-
-    assert [(r["role"], r["status"]) for r in rows_of(app, "cut")] == [("user", "failed"), ("assistant", "failed")]
-    assert _attempt_rows(app) == _rows(_exchange_of(app, "cut"), cut)
-
-
 @pytest.mark.parametrize(
     ("path", "ask", "model"),
     [
@@ -423,7 +314,8 @@ def test_a_stream_cut_with_nowhere_to_go_records_the_attempts_the_stream_made(ma
     ],
 )
 def test_a_failed_request_records_and_logs_the_model_it_asked_for(make_app, upstream, request_log, path, ask, model):
-    """Today's single client, no router: no attempts, and still the model named."""
+    """The one-upstream router (no routing file, no retries in tests): one failed attempt
+    recorded, and the model the client asked for named in the rows and the log line."""
     app = make_app()
     upstream.enqueue(Status(500, "upstream broke"))
 
@@ -431,6 +323,9 @@ def test_a_failed_request_records_and_logs_the_model_it_asked_for(make_app, upst
 
     assert failed.status_code == 502
     assert [(r["role"], r["status"], r["model"]) for r in rows_of(app)] == [("user", "failed", model)]
-    assert _attempt_rows(app) == []
+    (exchange_id,) = {row["exchange_id"] for row in rows_of(app)}
+    assert [row[:6] for row in _attempt_rows(app)] == [
+        (exchange_id, 1, "default", model, "UpstreamUnavailable", 500)
+    ]
     (line,) = [line for line in request_log if line["route"] == path]
-    assert (line["status"], line["model"], line["attempts"], "deployment" in line) == (502, model, 0, False)
+    assert (line["status"], line["model"], line["attempts"], "deployment" in line) == (502, model, 1, False)

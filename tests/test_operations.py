@@ -37,7 +37,13 @@ def test_healthz_and_readyz_answer_and_are_not_rate_limited(make_app):
         assert client.get("/healthz").get_json() == {"status": "ok"}
         ready = client.get("/readyz")
         assert ready.status_code == 200
-        assert ready.get_json() == {"status": "ready", "database": "ok", "ratelimit_storage": "ok"}
+        assert ready.get_json() == {
+            "status": "ready",
+            "database": "ok",
+            "ratelimit_storage": "ok",
+            "upstreams": {"default": "closed"},
+            "breaker_storage": "ok",
+        }
         assert client.get("/metrics").status_code == 200
     # The API budget is untouched by the probes.
     assert client.post("/openai-completion", json={"prompt": "hi"}).status_code == 200
@@ -48,7 +54,13 @@ def test_readyz_is_503_when_the_database_is_unreachable(make_app, tmp_path):
     client = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}").test_client()
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.get_json() == {"error": "Service not ready", "database": "unavailable", "ratelimit_storage": "ok"}
+    assert response.get_json() == {
+        "error": "Service not ready",
+        "database": "unavailable",
+        "ratelimit_storage": "ok",
+        "upstreams": {"default": "closed"},
+        "breaker_storage": "ok",
+    }
     assert client.get("/healthz").status_code == 200  # alive all the same
 
 
@@ -58,7 +70,14 @@ def test_readyz_stays_200_and_says_degraded_when_the_rate_limit_storage_is_unrea
     app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{free_port()}/0")
     response = app.test_client().get("/readyz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ready", "database": "ok", "ratelimit_storage": "degraded"}
+    # The circuit breakers live in the same Redis: kept per process meanwhile, and said so.
+    assert response.get_json() == {
+        "status": "ready",
+        "database": "ok",
+        "ratelimit_storage": "degraded",
+        "upstreams": {"default": "closed"},
+        "breaker_storage": "degraded",
+    }
 
 
 def test_metrics_count_requests_latency_upstream_errors_and_tokens(make_app, upstream):

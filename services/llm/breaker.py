@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.llm.metrics import BREAKER_OPEN, BREAKERS_DEGRADED
+
 log = logging.getLogger(__name__)
 
 # After Redis failed, each process keeps to its memory this long before asking it again.
@@ -168,6 +170,7 @@ class Breakers:
             else:
                 if self.degraded:
                     log.warning("circuit breakers: Redis answers again; breakers shared again")
+                    BREAKERS_DEGRADED.set(0)
                 self.degraded = False
                 return result
         return getattr(self._memory, method)(*args)
@@ -186,15 +189,20 @@ class Breakers:
         """One more consecutive failure; the breaker opens at the threshold."""
         failures = int(self._call("failed", name, self.threshold, self.cooldown) or 0)
         if failures >= self.threshold:
+            BREAKER_OPEN.labels(deployment=name).set(1)
             log.warning("circuit breaker of deployment %s open for %.0f s (%d failures)", name, self.cooldown, failures)
 
     def open_for(self, name: str, seconds: float) -> None:
         """Open the breaker at once for `seconds` (a 429's Retry-After, a 401's cool-down)."""
         self._call("open_for", name, seconds, self.threshold)
+        BREAKER_OPEN.labels(deployment=name).set(1)
         log.warning("circuit breaker of deployment %s open for %.0f s", name, seconds)
 
     def succeeded(self, name: str) -> None:
+        """The deployment answered: its breaker closes (if it was not)."""
         self._call("succeeded", name)
+        BREAKER_OPEN.labels(deployment=name).set(0)
+        log.info("circuit breaker of deployment %s closed", name)
 
     def take_probe(self, name: str) -> bool:
         """True for the one caller that may try a half-open deployment now."""

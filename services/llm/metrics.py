@@ -23,3 +23,10 @@ BREAKER_OPEN = Gauge(
     ["deployment"],
     multiprocess_mode="livemostrecent",
 )
+# 1 while a process keeps breakers in its own memory because Redis is unreachable (as
+# gateway_ratelimit_degraded says of the rate limits).
+BREAKERS_DEGRADED = Gauge(
+    "gateway_upstream_breakers_degraded",
+    "1 while circuit breakers are kept per process because their shared storage is unreachable",
+    multiprocess_mode="livemax",
+)

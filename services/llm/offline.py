@@ -45,6 +45,14 @@ class OfflineChat:
         """The model in a few words, for the start-up log line."""
         return "the built-in offline model (no upstream configured)"
 
+    def serves(self, model: str) -> bool:
+        """Any model name: the offline model answers them all."""
+        return True
+
+    def model_names(self) -> None:
+        """None: any model name is served."""
+        return None
+
     def close(self) -> None:
         """Nothing to close: the offline model holds no connections."""
 

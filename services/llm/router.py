@@ -18,6 +18,7 @@ from services.llm.breaker import Breakers
 from services.llm.call import RoutedCall
 from services.llm.continuation import RoutedStream
 from services.llm.errors import UpstreamError, UpstreamRejected
+from services.llm.metrics import BREAKER_OPEN
 from services.llm.openai_client import OpenAIChat
 from services.llm.routing import WILDCARD, RoutingFile
 from services.llm.targets import Pool
@@ -52,9 +53,10 @@ class Router:
     def serves(self, model: str) -> bool:
         return self.group_of(model) is not None
 
-    def model_names(self) -> list[str]:
-        """The model names clients may ask for: every group and alias (or the default)."""
-        return [self.default_model] if self.wildcard else list(self._names)
+    def model_names(self) -> list[str] | None:
+        """The model names clients may ask for: every group and alias; None for any name
+        (the one-upstream configuration)."""
+        return None if self.wildcard else list(self._names)
 
     def describe(self) -> str:
         """The upstreams in a few words, for the start-up log line."""
@@ -72,7 +74,10 @@ class Router:
         names = [t.name for t in self.pool.deployments()]
         breakers = self.pool.breakers
         stored = breakers.states(names)
-        return {n: breakers.state_of(*stored.get(n, (0, 0.0))) for n in names}
+        states = {n: breakers.state_of(*stored.get(n, (0, 0.0))) for n in names}
+        for name, state in states.items():
+            BREAKER_OPEN.labels(deployment=name).set(0 if state == "closed" else 1)
+        return states
 
     # -- calls ---------------------------------------------------------------------------
     def _call(self, model: str | None, messages: list[dict[str, Any]], params: dict[str, Any]) -> RoutedCall:
