@@ -19,7 +19,8 @@ Per server: `key` (the only credential it accepts; any other is OpenAI's 401, wh
 key presented, as OpenAI's does), `prefill` (a request ending in an assistant message is
 continued from where that text stops: the scripted answer minus the prefix it was given),
 `rejects_prefill` (such a request is a 400), `continuation_instruction` (a request ending in
-an assistant message then this user message is continued the same way).
+an assistant message then this user message is continued the same way). Its answers name
+the model the request asked for, as OpenAI's do, unless the test scripted another.
 """
 
 from __future__ import annotations
@@ -191,6 +192,18 @@ def continued(answer: object, partial: str) -> object:
     return answer
 
 
+def _as_model(answer: object, model: str | None) -> object:
+    """`answer` naming the model it was asked for, as OpenAI's answers do, unless the test
+    scripted a model of its own (anything but the fake's default)."""
+    if model is None or isinstance(answer, Failure | Reset | Silent):
+        return answer
+    if answer is None:
+        return Reply(model=model)
+    if isinstance(answer, Reply | StreamReply | FaultStream) and answer.model == "fake-model":
+        return replace(answer, model=model)
+    return answer
+
+
 def completion_body(text: str, model: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     """A whole chat.completion whose assistant text is `text`."""
     return {
@@ -325,6 +338,7 @@ class FaultUpstream(FakeUpstream):
                     return
                 if isinstance(answer, Flapping):
                     answer = answer.failure if time.monotonic() < answer.until else answer.healthy
+                answer = _as_model(answer, body.get("model"))
                 partial = upstream.partial_answer(body.get("messages") or [])
                 if partial is not None and (upstream.prefill or upstream.continuation_instruction):
                     answer = continued(answer, partial)
@@ -338,7 +352,7 @@ class FaultUpstream(FakeUpstream):
                     if answer.then is None or upstream.closing.is_set():
                         self._drop(reset=False)
                     else:
-                        self._serve(answer.then, body)
+                        self._serve(_as_model(answer.then, body.get("model")), body)
                 elif isinstance(answer, Failure):
                     self._send_json(answer.status, answer.body(), answer.headers)
                 elif isinstance(answer, FaultStream) and body.get("stream"):
