@@ -11,7 +11,7 @@ import itertools
 
 import openai
 import pytest
-from fake_upstream import Reply
+from fake_upstream import Reply, Status
 from fault_upstream import Reset, content_policy, context_too_long, forbidden, overloaded, rate_limited, server_error
 from support import CHAT_ROUTES, ask_route, deployment, routing_key
 
@@ -308,3 +308,69 @@ def test_bad_credentials_with_nowhere_to_go_are_a_502_never_a_401_and_never_show
     shown = caught.value.response.text + repr(dict(caught.value.response.headers))
     assert stale_key not in shown and routing_key(solo) not in shown
     assert len(solo.arrivals()) == 1
+
+
+def _default_sdk_call(server, sent: list) -> openai.APIStatusError:
+    """One chat completion through the SDK as its README uses it (default max_retries, 2),
+    every HTTP request it sends appended to `sent`; the error it ends with."""
+    http_client = openai.DefaultHttpxClient(event_hooks={"request": [sent.append]})
+    with (
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", http_client=http_client, timeout=60) as client,
+        pytest.raises(openai.APIStatusError) as caught,
+    ):
+        client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+    return caught.value
+
+
+@pytest.mark.parametrize("fault", ["429", "503"])
+def test_the_default_sdk_against_persistently_failing_deployments_causes_at_most_6_attempts(
+    routed, fault_upstreams, fault
+):
+    """Behaviour 12: the official SDK with its default retries against two deployments that
+    answer 429 (or 503) to everything, no Retry-After, the router's defaults otherwise
+    (max_attempts 6): the SDK sends its request once (the answer says `x-should-retry:
+    false` and invents no Retry-After), so the upstreams see at most 6 attempts in all (the
+    issue measured 9 with one upstream); a rate limit reaches the client as OpenAI's 429
+    (openai.RateLimitError) marked `X-Upstream-Error: rate_limited`, a 503 as our 503."""
+    servers = fault_upstreams(2)
+    for server in servers:
+        server.default = rate_limited() if fault == "429" else overloaded()
+    _, service = routed(
+        _group(*(deployment(s, f"failing{i}", priority=i + 1) for i, s in enumerate(servers))),
+        {"deadline_seconds": 30},
+    )
+    sent: list = []
+
+    error = _default_sdk_call(service, sent)
+
+    assert len(sent) == 1
+    assert sum(len(s.arrivals()) for s in servers) <= 6
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in error.response.headers
+    if fault == "429":
+        assert isinstance(error, openai.RateLimitError)
+        assert (error.code, error.response.headers["X-Upstream-Error"]) == ("rate_limit_exceeded", "rate_limited")
+    else:
+        assert error.status_code == 503
+
+
+@pytest.mark.parametrize("fault", ["429", "503"])
+def test_one_upstream_and_the_default_sdk_no_longer_multiply_attempts(make_app, upstream, serve, fault):
+    """Behaviour 12 as the issue measured it: no routing file (OPENAI_MAX_RETRIES=2, the
+    default), one upstream answering 429 with no Retry-After (or 503) to everything, the
+    SDK with its default retries: today 9 upstream attempts (our 503 with an invented
+    `Retry-After: 10`, retried twice by the SDK); now the SDK asks once and the upstream sees
+    3, the router's own attempts; the 429 is OpenAI's, marked as the upstream's."""
+    app = make_app(OPENAI_MAX_RETRIES=2)
+    upstream.default = Status(429, "Rate limit reached") if fault == "429" else Status(503, "overloaded")
+    sent: list = []
+
+    error = _default_sdk_call(serve(app), sent)
+
+    assert len(sent) == 1
+    assert len(upstream.chat_requests()) == 3
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in error.response.headers
+    assert error.status_code == int(fault)
+    if fault == "429":
+        assert error.response.headers["X-Upstream-Error"] == "rate_limited"
