@@ -76,7 +76,11 @@ def test_stopping_ends_a_held_answer_at_once(fault_upstreams):
     stopper.join(timeout=10)
     assert not stopper.is_alive()
     with sock:
-        assert sock.recv(1024) == b""
+        try:
+            answered = sock.recv(1024)
+        except ConnectionResetError:  # a connection dropped while the server shuts down may end in an RST
+            answered = b""
+    assert answered == b""  # ended, never answered
 
 
 def test_first_token_after_sends_headers_at_once_and_tokens_after_release(fault_upstreams):
