@@ -27,7 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import sqlalchemy as sa
 from fake_upstream import FakeUpstream
-from support import CASES_RUN, EMPTY_ALL_TABLES, LiveServer, app_settings, run_migrations
+from fault_upstream import FaultUpstream
+from support import CASES_RUN, EMPTY_ALL_TABLES, LiveServer, app_settings, run_migrations, write_routing_file
 
 from app import create_app
 from extensions import db
@@ -249,3 +250,50 @@ def live_server(app) -> Iterator[LiveServer]:
     server = LiveServer(app)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fault_upstreams() -> Iterator[Callable[..., list[FaultUpstream]]]:
+    """`fault_upstreams(n, **options)`: n more fake upstreams of the test's own (each a real
+    server, independent of the others and of `upstream`), options as FaultUpstream takes them;
+    all stopped after the test."""
+    servers: list[FaultUpstream] = []
+
+    def start(count: int = 1, **options) -> list[FaultUpstream]:
+        started = [FaultUpstream(**options).start() for _ in range(count)]
+        servers.extend(started)
+        return started
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[object], LiveServer]]:
+    """`serve(app)`: the app over real HTTP (a LiveServer), stopped after the test."""
+    servers: list[LiveServer] = []
+
+    def start(app) -> LiveServer:
+        servers.append(LiveServer(app))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def routed(database_url, app_factory, serve, tmp_path, monkeypatch) -> Callable[..., tuple[object, LiveServer]]:
+    """`routed(groups, router=None, **overrides)`: an app on the test database whose
+    ROUTING_FILE is written for `groups` (see support.write_routing_file), served over
+    HTTP; returns (app, live server). Each call writes a file of its own."""
+    made = []
+
+    def build(groups: dict, router: dict | None = None, **overrides) -> tuple[object, LiveServer]:
+        made.append(None)
+        path = write_routing_file(tmp_path / f"routing-{len(made)}.yaml", monkeypatch, groups, router)
+        app = app_factory(database_url, ROUTING_FILE=str(path), **overrides)
+        return app, serve(app)
+
+    return build

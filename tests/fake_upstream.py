@@ -3,7 +3,8 @@
 Tests point the real `openai` SDK at it with `base_url`, so every byte the service sends
 and receives crosses a socket exactly as it would in production. By default it answers
 with a deterministic echo of the last user message; a test can queue scripted replies
-(errors, hangs, malformed bodies, SSE streams) that are served in order.
+(errors, hangs, malformed bodies, SSE streams) that are served in order, and set `default`,
+served once the queue is empty. tests/fault_upstream.py adds the faults of a dying provider.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class Received:
     body: dict
     # The client's address: the same (host, port) is the same TCP connection, reused.
     peer: tuple = ()
+    # When it arrived (time.monotonic()): tests count attempts and measure their spacing.
+    arrived: float = field(default_factory=time.monotonic)
 
 
 def _text_of(content) -> str:
@@ -140,10 +143,14 @@ class _Server(ThreadingHTTPServer):
 class FakeUpstream:
     """An OpenAI-compatible HTTP server in a background thread of this process."""
 
+    server_class = _Server
+
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.tls = tls  # a server-side context: serve HTTPS instead of HTTP
         self.received: list[Received] = []
         self.script: deque = deque()
+        # Served when the script is empty (None: the echo), e.g. an upstream that keeps failing.
+        self.default = None
         self.on_request = None  # optional callable(Received) run inside the handler
         self.stream_closed_by_client = threading.Event()  # a streamed answer's reader went away
         self._lock = threading.Lock()
@@ -152,7 +159,7 @@ class FakeUpstream:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> FakeUpstream:
-        self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        self._server = self.server_class(("127.0.0.1", 0), self._handler_class())
         if self.tls is not None:
             self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -182,6 +189,7 @@ class FakeUpstream:
         with self._lock:
             self.script.clear()
             self.received.clear()
+        self.default = None
         self.on_request = None
         self.stream_closed_by_client = threading.Event()
 
@@ -191,7 +199,7 @@ class FakeUpstream:
 
     def _next_answer(self):
         with self._lock:
-            return self.script.popleft() if self.script else None
+            return self.script.popleft() if self.script else self.default
 
     # -- HTTP ------------------------------------------------------------------------
     def _handler_class(self):

@@ -14,14 +14,17 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import requests
 import sqlalchemy as sa
+import yaml
 from fake_upstream import FakeUpstream, Hang
+from fault_upstream import FaultUpstream
 from werkzeug.serving import make_server
 
 from app import create_app
@@ -546,3 +549,164 @@ class ResponseStreamTranslator(stream.ResponseStreamTranslator):
     def chat_message(self) -> dict:
         """The reply so far as the one assistant chat message to store."""
         return output_items_to_chat_message(self.output)
+
+
+# -- routing (issue 21): routing files over fault upstreams, and the chat routes asked through them --
+
+
+def routing_key(server: FaultUpstream) -> str:
+    """The credential of the deployment served by `server`: built at run time, one per server,
+    so a test can search answers, rows and logs for it."""
+    return "sk-" + "routing" * 3 + str(server.port)
+
+
+@dataclass
+class Deployment:
+    """One deployment of a routing file, served by a fault upstream. `key`: what its
+    api_key_env variable holds (default: the one key its server accepts)."""
+
+    role: str
+    server: FaultUpstream
+    fields: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Unique per server: breaker state and metrics outlive a test within a process."""
+        return f"{self.role}-{self.server.port}"
+
+    @property
+    def model(self) -> str:
+        return self.fields.get("model", f"{self.role}-model")
+
+    @property
+    def key_env(self) -> str:
+        return f"ROUTING_TEST_KEY_{self.server.port}"
+
+    def as_yaml(self) -> dict[str, Any]:
+        entry = {"name": self.name, "provider": "openai_compatible", "base_url": self.server.base_url}
+        if self.fields.get("provider") == "azure":
+            entry.update(base_url=self.server.endpoint, api_version="2024-10-21")
+        return {**entry, "api_key_env": self.key_env, "model": self.model, **self.fields}
+
+
+def deployment(server: FaultUpstream, role: str, *, key: str | None = None, **fields: Any) -> Deployment:
+    """A deployment named `<role>-<port>` at `server` (model `<role>-model` unless given),
+    with routing-file `fields` (priority, timeouts, capabilities...)."""
+    return Deployment(role, server, fields, key)
+
+
+def write_routing_file(
+    path: Path, monkeypatch: pytest.MonkeyPatch, groups: dict[str, dict[str, Any]], router: dict | None = None
+) -> Path:
+    """Write the routing YAML for `groups` ({name: {"deployments": [Deployment...], other
+    group keys}}) and `router` to `path`; put each deployment's key in its api_key_env
+    variable (monkeypatch) and make its server accept only its own key."""
+    document: dict[str, Any] = {"groups": {}}
+    if router:
+        document["router"] = router
+    for name, group in groups.items():
+        entries = []
+        for routed in group["deployments"]:
+            routed.server.key = routing_key(routed.server)
+            monkeypatch.setenv(routed.key_env, routed.key or routing_key(routed.server))
+            entries.append(routed.as_yaml())
+        document["groups"][name] = {**group, "deployments": entries}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+# Every chat route: the two seed routes, OpenAI's chat completions and Responses API.
+CHAT_ROUTES = ("openai-completion", "process-payload", "chat-completions", "responses")
+
+
+@dataclass
+class ClientAnswer:
+    """What a client of one chat route received. `whole`: the answer came as complete (a 200
+    JSON body; a stream that ended with its route's own end: `done`, finish_reason "stop",
+    response.completed). `error`: the error it got instead (a JSON error or an in-band one)."""
+
+    status: int
+    text: str
+    whole: bool
+    error: str | None = None
+    model: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def ask_route(base_url: str, route: str, prompt: str, *, stream: bool, model: str = "fake-model") -> ClientAnswer:
+    """Ask `route` of the service at `base_url` for `prompt` as its clients do: the seed routes
+    over plain HTTP, the /v1 ones through the official SDK (no retries of its own)."""
+    if route in ("openai-completion", "process-payload"):
+        return _ask_seed_route(base_url, route, prompt, stream)
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+    try:
+        if route == "chat-completions":
+            return _ask_chat_completions(client, prompt, stream, model)
+        return _ask_responses(client, prompt, stream, model)
+    except openai.APIStatusError as exc:
+        return ClientAnswer(exc.status_code, "", False, exc.message, headers=dict(exc.response.headers))
+    finally:
+        client.close()
+
+
+def _ask_seed_route(base_url: str, route: str, prompt: str, stream: bool) -> ClientAnswer:
+    if route == "openai-completion":
+        path, body, field_name = "/openai-completion", {"prompt": prompt}, "completion"
+    else:
+        path, body, field_name = "/process-payload/", {"messages": [{"role": "user", "content": prompt}]}, "content"
+    with requests.post(base_url + path, json={**body, "stream": stream}, stream=stream, timeout=60) as response:
+        headers = dict(response.headers)
+        if response.status_code != 200 or not stream:
+            answer = response.json()
+            if response.status_code != 200:
+                return ClientAnswer(response.status_code, "", False, answer.get("error"), headers=headers)
+            return ClientAnswer(200, answer[field_name], True, model=answer.get("model"), headers=headers)
+        events = sse_events(response.iter_lines(decode_unicode=True))
+    text = "".join(delta_texts(events))
+    name, data = events[-1] if events else (None, "{}")
+    if name == "done":
+        return ClientAnswer(200, text, True, model=json.loads(data).get("model"), headers=headers)
+    return ClientAnswer(200, text, False, json.loads(data).get("error") if name == "error" else None, headers=headers)
+
+
+def _ask_chat_completions(client: openai.OpenAI, prompt: str, stream: bool, model: str) -> ClientAnswer:
+    messages = [{"role": "user", "content": prompt}]
+    if not stream:
+        raw = client.chat.completions.with_raw_response.create(model=model, messages=messages)
+        completion = raw.parse()
+        text = completion.choices[0].message.content or ""
+        return ClientAnswer(200, text, True, model=completion.model, headers=dict(raw.headers))
+    parts, finish, answer_model = [], None, None
+    try:
+        for chunk in client.chat.completions.create(model=model, messages=messages, stream=True):
+            answer_model = chunk.model or answer_model
+            for choice in chunk.choices:
+                parts.append(choice.delta.content or "")
+                finish = choice.finish_reason or finish
+    except openai.APIStatusError:
+        raise  # the stream never opened: an HTTP error, answered as such by ask_route
+    except openai.APIError as exc:  # an in-band error object
+        return ClientAnswer(200, "".join(parts), False, exc.message, answer_model)
+    return ClientAnswer(200, "".join(parts), finish == "stop", model=answer_model)
+
+
+def _ask_responses(client: openai.OpenAI, prompt: str, stream: bool, model: str) -> ClientAnswer:
+    if not stream:
+        response = client.responses.create(model=model, input=prompt)
+        error = response.error.message if response.error else None
+        return ClientAnswer(200, response.output_text, response.status == "completed", error, response.model)
+    parts, last = [], None
+    try:
+        for event in client.responses.create(model=model, input=prompt, stream=True):
+            if event.type == "response.output_text.delta":
+                parts.append(event.delta)
+            last = event
+    except openai.APIStatusError:
+        raise
+    except openai.APIError as exc:
+        return ClientAnswer(200, "".join(parts), False, exc.message)
+    final = getattr(last, "response", None)
+    error = final.error.message if final is not None and final.error else None
+    model_name = final.model if final is not None else None
+    return ClientAnswer(200, "".join(parts), getattr(last, "type", None) == "response.completed", error, model_name)
