@@ -261,7 +261,8 @@ class FakeUpstream:
                     if isinstance(answer, Reply):
                         text = answer.text if answer.text is not None else self._echo(body)
                         words = text.split(" ")
-                        answer = StreamReply([w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)])
+                        pieces = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+                        answer = StreamReply(pieces, model=answer.model)
                     self._send_stream(answer, body)
                 elif isinstance(answer, Reply):
                     self._send_completion(answer, body)

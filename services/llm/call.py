@@ -14,13 +14,14 @@ deadline, until one answers. What each failure means:
 - any other 4xx (a content policy refusal among them): the client's answer, at once.
 
 Every attempt is kept as an Attempt. When nothing answers, the first failure (the
-original error) is raised, with the attempts, and `should_retry` False unless a wait
-would help (the upstream's Retry-After, or when the nearest breaker closes).
+original error) is raised, with the attempts, and `should_retry` False unless the
+upstream said when to come back (its Retry-After). A breaker's cool-down is not offered
+as one: the call tried the deployment anyway, and a client told to wait would only
+multiply the attempts the router has already made.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import Counter
@@ -53,10 +54,13 @@ class RoutedCall:
         self.params = params
         self.needs = pool.needs(messages, params)
         self.groups = pool.chain(group)
+        if pool.has_context_fallback(group) and not pool.fits_somewhere(self.groups, self.needs):
+            self.groups = pool.context_chain(group)  # no window of the group holds the prompt
         self.attempts: list[Attempt] = []
         self.tries_of: Counter[str] = Counter()
         self.spent: set[str] = set()  # deployments not to be tried again in this call
         self.errors: list[UpstreamError] = []
+        self.rate_limited = 0  # 429s without a Retry-After so far
         self._retry_same: Target | None = None
 
     def left(self) -> float:
@@ -129,18 +133,41 @@ class RoutedCall:
         if isinstance(exc, (UpstreamTimeout, UpstreamAuthFailed)):
             self.spent.add(target.name)
             return
-        wait = exc.retry_after if isinstance(exc, UpstreamRateLimited) and exc.retry_after else self._backoff(target)
-        elsewhere = isinstance(exc, UpstreamRateLimited) and exc.retry_after and self._has_other(target)
-        too_long = wait > self.settings.max_retry_after_seconds or wait >= self.left()
-        if elsewhere or too_long or self.tries_of[target.name] > self.settings.retries_per_deployment:
+        if isinstance(exc, UpstreamRateLimited) and exc.retry_after:
+            self._after_retry_after(target, exc.retry_after)
+            return
+        if isinstance(exc, UpstreamRateLimited):
+            # No Retry-After: the whole call backs off, whichever deployment comes next, so
+            # limited deployments are not hammered in turn (at most 4 attempts in 3 s).
+            self.rate_limited += 1
+            wait = self._backoff(self.rate_limited)
+        else:
+            wait = self._backoff(self.tries_of[target.name])
+        if wait >= self.left():
             self.spent.add(target.name)
             return
-        time.sleep(wait)
+        again = self.tries_of[target.name] <= self.settings.retries_per_deployment
+        if again or isinstance(exc, UpstreamRateLimited):
+            time.sleep(wait)
+        if again:
+            self._retry_same = target
+        else:
+            self.spent.add(target.name)
+
+    def _after_retry_after(self, target: Target, seconds: int) -> None:
+        """A 429 that says when: another deployment at once, else wait that long and retry
+        (when it is short enough and the retries and the deadline allow)."""
+        short = seconds <= self.settings.max_retry_after_seconds and seconds < self.left()
+        again = self.tries_of[target.name] <= self.settings.retries_per_deployment
+        if self._has_other(target) or not (short and again):
+            self.spent.add(target.name)
+            return
+        time.sleep(seconds)
         self._retry_same = target
 
-    def _backoff(self, target: Target) -> float:
-        """The pause before trying `target` again: doubling from backoff_seconds, jittered."""
-        base = self.settings.backoff_seconds * 2 ** max(0, self.tries_of[target.name] - 1)
+    def _backoff(self, count: int) -> float:
+        """The pause after the count-th failure: doubling from backoff_seconds, jittered."""
+        base = self.settings.backoff_seconds * 2 ** max(0, count - 1)
         return min(self.settings.max_backoff_seconds, base) * random.uniform(0.5, 1.0)
 
     def _has_other(self, target: Target) -> bool:
@@ -179,8 +206,6 @@ class RoutedCall:
         if error is None:
             error = self._original() or self._nothing_to_try()
         error.attempts = tuple(self.attempts)
-        if error.retry_after is None and not isinstance(error, UpstreamRejected):
-            error.retry_after = self._breaker_wait()
         error.should_retry = error.retry_after is not None
         return error
 
@@ -202,11 +227,3 @@ class RoutedCall:
             f"No deployment of this model supports what the request needs ({', '.join(sorted(self.needs.features))})",
             code="unsupported_feature",
         )
-
-    def _breaker_wait(self) -> int | None:
-        """Seconds until the nearest open breaker of this call's deployments closes, if any."""
-        names = {a.deployment for a in self.attempts}
-        states = self.pool.breakers.states(names) if names else {}
-        now = time.time()
-        waits = [until - now for failures, until in states.values() if failures and until > now]
-        return math.ceil(min(waits)) if waits else None
