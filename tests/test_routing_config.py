@@ -10,7 +10,7 @@ import threading
 import openai
 import pytest
 import yaml
-from fake_upstream import Reply, Status
+from fake_upstream import Reply, Status, StreamReply
 from fault_upstream import Silent, server_error
 from support import UPSTREAM_KEY, ask_route, deployment, routing_key, write_routing_file
 
@@ -142,6 +142,35 @@ def test_priority_is_tried_first_and_least_busy_within_it(routed, fault_upstream
 
     assert answer.choices[0].message.content == "echo: while one is busy"
     assert (len(busy.received), len(idle.received), len(spare.received)) == (1, 1, 0)
+
+
+def test_a_stream_counts_as_in_flight_for_as_long_as_it_is_relayed(routed, fault_upstreams):
+    """Strategy least_busy: a stream being relayed (opened, its first words delivered, the
+    rest still to come) keeps its deployment busy, so the next call goes to the other one;
+    counting only the opening of a stream would send it to the same deployment."""
+    first, second = fault_upstreams(2)
+    resume = threading.Event()
+    for server_ in (first, second):
+        server_.enqueue(StreamReply(["held ", "stream"], hold_after=1, resume=resume, hold_max_seconds=20))
+    _, server = routed(
+        {"fake-model": {"strategy": "least_busy", "deployments": [deployment(first, "a"), deployment(second, "b")]}},
+        QUICK,
+    )
+    with _sdk(server) as client:
+        stream = client.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "hold"}], stream=True
+        )
+        chunks = iter(stream)
+        assert next(chunks).choices[0].delta.role == "assistant"  # the stream is open and relayed
+        busy, idle = (first, second) if first.received else (second, first)
+        idle.script.clear()
+        answer = _ask(client, "fake-model", "while a stream is relayed")
+        resume.set()
+        rest = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    assert answer.choices[0].message.content == "echo: while a stream is relayed"
+    assert rest == "held stream"
+    assert (len(busy.received), len(idle.received)) == (1, 1)
 
 
 @pytest.mark.parametrize(

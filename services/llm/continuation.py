@@ -64,18 +64,20 @@ class RoutedStream:
             )
             sent, options = self._continuation(target, messages, params) if continuing else (messages, params)
             started = time.monotonic()
+            release = call.pool.take(target)  # in flight until this stream ends
             try:
-                with call.pool.busy(target):
-                    self.chunks, self._close = target.chat.stream(
-                        sent,
-                        model=target.upstream_model(call.requested),
-                        watch=watch,
-                        timeout=target.timeout(left, stream=True),
-                        **options,
-                    )
+                self.chunks, close = target.chat.stream(
+                    sent,
+                    model=target.upstream_model(call.requested),
+                    watch=watch,
+                    timeout=target.timeout(left, stream=True),
+                    **options,
+                )
             except UpstreamError as exc:
+                release()
                 call.attempt_failed(target, exc, started, continuing=continuing)
                 continue
+            self._close = _both(close, release)
             self.target, self.started, self._continuing = target, started, continuing
             if self.chat is not None:
                 self.chat.deployment = target.name
@@ -104,8 +106,10 @@ class RoutedStream:
                         self._first_id = chunk.get("id")
                     yield chunk
             except UpstreamError as exc:
+                self._close()  # the broken stream: no longer in flight
                 self._reopen(exc)
                 continue
+            self._close()
             self.call.succeeded(self.target, self.started)
             return
 
@@ -142,3 +146,15 @@ class RoutedStream:
                 says = says or any(v not in (None, "") for v in delta.values())
             says = says or bool(choice.get("finish_reason"))
         return chunk if says else None
+
+
+def _both(close: Callable[[], None], release: Callable[[], None]) -> Callable[[], None]:
+    """Close the upstream stream and stop counting it in flight, however often called."""
+
+    def both() -> None:
+        try:
+            close()
+        finally:
+            release()
+
+    return both

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -123,13 +123,26 @@ class Pool:
     @contextmanager
     def busy(self, target: Target) -> Iterator[None]:
         """Count a call to `target` as in flight while it runs."""
-        with self._lock:
-            target.in_flight += 1
+        release = self.take(target)
         try:
             yield
         finally:
+            release()
+
+    def take(self, target: Target) -> Callable[[], None]:
+        """Count a call to `target` as in flight until the returned function is called
+        (once; later calls do nothing): a stream counts for as long as it is relayed."""
+        with self._lock:
+            target.in_flight += 1
+        released = []
+
+        def release() -> None:
             with self._lock:
-                target.in_flight -= 1
+                if not released:
+                    released.append(True)
+                    target.in_flight -= 1
+
+        return release
 
     @staticmethod
     def needs(messages: list[dict[str, Any]], params: dict[str, Any]) -> Needs:
