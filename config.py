@@ -128,7 +128,7 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
         "LOG_CONTENT": _bool(env, "LOG_CONTENT", False),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 90, minimum=1),
-        # None: derived from the upstream timeout and retries (see abandon_after_seconds).
+        # None: derived from the upstream call's deadline (see abandon_after_seconds).
         "ABANDON_AFTER_SECONDS": _float(env, "ABANDON_AFTER_SECONDS", None),
         # How often each gunicorn worker sweeps abandoned exchanges; 0: never (cron runs
         # `flask messages sweep` instead).
@@ -165,25 +165,22 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-# The openai SDK waits between retries: its own backoff (at most 8 s), or the upstream's
-# Retry-After when that is at most 120 s (openai._base_client, MAX_RETRY_AFTER_DELAY).
-SDK_RETRY_WAIT_MAX_SECONDS = 120.0
 # On top of the longest call: clock skew between hosts, recording the reply, a slow pool.
 ABANDON_MARGIN_SECONDS = 60.0
 
 
 def abandon_after_seconds(config: Mapping[str, Any]) -> float:
-    """How long an exchange can be in flight at most: each attempt's OPENAI_TIMEOUT, the
-    SDK's longest wait before each retry, and a margin. A `pending` exchange older than
-    this (and not heartbeated since) has lost its process."""
-    retries = config["OPENAI_MAX_RETRIES"]
-    return config["OPENAI_TIMEOUT"] * (retries + 1) + SDK_RETRY_WAIT_MAX_SECONDS * retries + ABANDON_MARGIN_SECONDS
+    """How long an exchange can be in flight at most: the router's deadline for the whole
+    call (every attempt and wait inside it; a stream's rows are heartbeated once it
+    answers), and a margin. A `pending` exchange older than this (and not heartbeated
+    since) has lost its process."""
+    return config["UPSTREAM_DEADLINE_SECONDS"] + ABANDON_MARGIN_SECONDS
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:
     """Fill the settings whose default depends on others: REQUIRE_API_KEY follows APP_ENV,
     the rate limit storage's socket options follow RATELIMIT_STORAGE_TIMEOUT,
-    ABANDON_AFTER_SECONDS the upstream's timeout and retries."""
+    ABANDON_AFTER_SECONDS the upstream call's deadline."""
     if config.get("ABANDON_AFTER_SECONDS") is None:
         config["ABANDON_AFTER_SECONDS"] = abandon_after_seconds(config)
     if config.get("REQUIRE_API_KEY") is None:

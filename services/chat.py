@@ -374,9 +374,10 @@ def attempt_rows(attempts: Iterable[Attempt]) -> tuple[dict[str, Any], ...]:
 def heartbeat_seconds(config: Mapping[str, Any]) -> float:
     """How often a live stream touches its rows: a quarter of the cut-off, at most 30 s.
 
-    A stream is silent at most OPENAI_TIMEOUT between chunks (the SDK fails it after
-    that), so its rows are never older than heartbeat + OPENAI_TIMEOUT, which the derived
-    cut-off (OPENAI_TIMEOUT + at least 60 s) always exceeds.
+    A stream is silent at most its deployment's first-token or silence timeout (the
+    router's stall detector ends it after that), so its rows are never older than
+    heartbeat + that timeout, which the derived cut-off (the call's deadline + 60 s)
+    exceeds for the defaults.
     """
     return min(HEARTBEAT_MAX_SECONDS, config["ABANDON_AFTER_SECONDS"] / 4)
 

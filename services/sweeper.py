@@ -207,8 +207,8 @@ def start_sweeper(app: Flask) -> Sweeper | None:
     longest = abandon_after_seconds(app.config)
     if app.config["ABANDON_AFTER_SECONDS"] < longest:
         log.warning(
-            "ABANDON_AFTER_SECONDS=%s is below the %s s an upstream call may take (OPENAI_TIMEOUT, "
-            "OPENAI_MAX_RETRIES): exchanges still in flight may be closed as abandoned",
+            "ABANDON_AFTER_SECONDS=%s is below the %s s an upstream call may take (UPSTREAM_DEADLINE_SECONDS "
+            "and a margin): exchanges still in flight may be closed as abandoned",
             app.config["ABANDON_AFTER_SECONDS"],
             longest,
         )

@@ -138,6 +138,9 @@ class FaultStream:
     `malformed_after`: one broken event (`malformed_event`) is sent there, and the rest follows.
     `done` False: the stream ends after finish_reason and usage with no `[DONE]`; then
     `after_end` "close" ends the body, "hang" keeps the connection open `hang_seconds`.
+    `reasoning`: pieces of `reasoning_content` (as vLLM and Ollama stream a model's thinking)
+    sent first, one every `reasoning_every` seconds.
+    `error_after_finish`: an error event follows the finish_reason (the answer is whole).
     """
 
     pieces: list[str]
@@ -157,6 +160,9 @@ class FaultStream:
     after_end: str = "close"
     hang_seconds: float = 30.0
     finish_reason: str = "stop"
+    reasoning: list[str] = field(default_factory=list)
+    reasoning_every: float = 0.0
+    error_after_finish: bool = False
 
     @property
     def text(self) -> str:
@@ -399,6 +405,10 @@ class FaultUpstream(FakeUpstream):
                         upstream.hold(reply.first_token_after, reply.release)
                     opening = {"index": 0, "delta": {"role": "assistant", "content": ""}}
                     self._event({**base_chunk, "choices": [opening]})
+                    for thought in reply.reasoning:
+                        time.sleep(reply.reasoning_every)
+                        thinking = {"index": 0, "delta": {"reasoning_content": thought}}
+                        self._event({**base_chunk, "choices": [thinking]})
                     for index in range(len(reply.pieces) + 1):
                         if not self._fault_at(reply, index):
                             return
@@ -407,6 +417,8 @@ class FaultUpstream(FakeUpstream):
                             self._event({**base_chunk, "choices": [{"index": 0, "delta": delta}]})
                     finish = {"index": 0, "delta": {}, "finish_reason": reply.finish_reason}
                     self._event({**base_chunk, "choices": [finish]})
+                    if reply.error_after_finish:
+                        self._event({"error": {"message": "late trouble", "type": "server_error"}})
                     if (body.get("stream_options") or {}).get("include_usage"):
                         usage = {
                             "prompt_tokens": reply.prompt_tokens,

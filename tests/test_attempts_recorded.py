@@ -324,8 +324,6 @@ def test_a_failed_request_records_and_logs_the_model_it_asked_for(make_app, upst
     assert failed.status_code == 502
     assert [(r["role"], r["status"], r["model"]) for r in rows_of(app)] == [("user", "failed", model)]
     (exchange_id,) = {row["exchange_id"] for row in rows_of(app)}
-    assert [row[:6] for row in _attempt_rows(app)] == [
-        (exchange_id, 1, "default", model, "UpstreamUnavailable", 500)
-    ]
+    assert [row[:6] for row in _attempt_rows(app)] == [(exchange_id, 1, "default", model, "UpstreamUnavailable", 500)]
     (line,) = [line for line in request_log if line["route"] == path]
     assert (line["status"], line["model"], line["attempts"], "deployment" in line) == (502, model, 1, False)

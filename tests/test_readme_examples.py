@@ -153,3 +153,26 @@ def test_the_sdks_stream_helper_gets_a_whole_message(make_app, upstream, offline
         server.stop()
     message = final.choices[0].message
     assert message.role == "assistant" and "Say this is a test" in message.content
+
+
+def test_the_routing_example_is_a_valid_routing_file(tmp_path, monkeypatch):
+    """README's Routing example, verbatim, is a routing file the service starts with: its
+    groups, aliases, fallbacks and deployments as written (keys from the variables it names)."""
+    from config import load_settings, resolve_defaults
+    from services.llm.routing import load_routing
+
+    (example,) = [block for block in code_blocks(README, "yaml") if "groups:" in block]
+    path = tmp_path / "routing.yaml"
+    path.write_text(example)
+    for name in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
+        monkeypatch.setenv(name, "set-for-the-test")
+    config = load_settings({"ROUTING_FILE": str(path)})
+    resolve_defaults(config)
+
+    routing = load_routing(config)
+
+    assert list(routing.groups) == ["gpt-4o", "local", "gpt-4o-long"]
+    assert routing.groups["gpt-4o"].aliases == ["gpt-4o-2024-08-06"]
+    assert [d.provider for d in routing.groups["gpt-4o"].deployments] == ["openai", "azure"]
+    assert routing.groups["local"].deployments[0].continues
+    assert routing.groups["gpt-4o-long"].deployments[0].continuation_instruction

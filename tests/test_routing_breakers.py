@@ -177,3 +177,5 @@ def test_an_unreachable_breaker_storage_degrades_readiness_but_never_fails_it(ro
     assert ready.status_code == 200
     assert ready.json()["breaker_storage"] == "degraded"
     assert ready.json()["upstreams"] == {primary.name: "closed"}
+    metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert "gateway_upstream_breakers_degraded 1.0" in metrics  # the gauge says it too

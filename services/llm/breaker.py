@@ -167,6 +167,7 @@ class Breakers:
                         "circuit breakers: Redis unreachable (%s); each process keeps its own", type(exc).__name__
                     )
                 self.degraded = True
+                BREAKERS_DEGRADED.set(1)
             else:
                 if self.degraded:
                     log.warning("circuit breakers: Redis answers again; breakers shared again")
@@ -204,6 +205,7 @@ class Breakers:
         BREAKER_OPEN.labels(deployment=name).set(0)
         log.info("circuit breaker of deployment %s closed", name)
 
-    def take_probe(self, name: str) -> bool:
-        """True for the one caller that may try a half-open deployment now."""
-        return bool(self._call("take_probe", name, self.cooldown))
+    def take_probe(self, name: str, seconds: float) -> bool:
+        """True for the one caller that may try a half-open deployment now; the token lasts
+        `seconds` (the probe's longest attempt), or until the probe's outcome is recorded."""
+        return bool(self._call("take_probe", name, max(seconds, self.cooldown)))

@@ -34,6 +34,7 @@ from services.llm.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from services.llm.types import Attempt
 
@@ -101,6 +102,10 @@ class RoutedCall:
             return
         self.pool.dirty.add(target.name)
 
+    def ended(self, target: Target, started: float, outcome: str) -> None:
+        """Keep an attempt that ended neither answered nor failed (the client left)."""
+        self.attempts.append(self._attempt(target, started, outcome))
+
     def succeeded(self, target: Target, started: float) -> None:
         """Keep the answering attempt; a breaker that had failures closes."""
         self.attempts.append(self._attempt(target, started, "ok"))
@@ -147,7 +152,7 @@ class RoutedCall:
             self.spent.add(target.name)
             return
         again = self.tries_of[target.name] <= self.settings.retries_per_deployment
-        if again or isinstance(exc, UpstreamRateLimited):
+        if again or (isinstance(exc, UpstreamRateLimited) and self._has_other(target)):
             time.sleep(wait)
         if again:
             self._retry_same = target
@@ -196,7 +201,8 @@ class RoutedCall:
             state = self.pool.breakers.state_of(failures, open_until, now)
             if state != "closed":
                 self.pool.dirty.add(target.name)
-            if state == "closed" or (state == "half_open" and self.pool.breakers.take_probe(target.name)):
+            longest = target.spec.timeouts.connect + target.spec.timeouts.first_token
+            if state == "closed" or (state == "half_open" and self.pool.breakers.take_probe(target.name, longest)):
                 return target
         return min(candidates, key=lambda t: states.get(t.name, (0, 0.0))[1])
 
@@ -210,13 +216,22 @@ class RoutedCall:
         return error
 
     def _original(self) -> UpstreamError | None:
-        """The first failure, unless a later one says more (a 401 hides the real trouble)."""
+        """The first failure, unless a later one says more: a 401 hides the real trouble, and
+        a context-window fallback's own failure is the answer's, not the too-long prompt."""
         telling = [e for e in self.errors if not isinstance(e, UpstreamAuthFailed)]
-        return (telling or self.errors or [None])[0]
+        later = [e for e in telling if e.code != "context_length_exceeded"]
+        return (later or telling or self.errors or [None])[0]
 
     def _nothing_to_try(self) -> UpstreamError:
         if self.left() <= 0:
             return UpstreamTimeout("The language model did not answer in time")
+        if self.pool.at_capacity(self.groups, self.needs):
+            busy = UpstreamUnavailable(
+                "Every deployment of this model has as many calls in flight as it takes; retry shortly",
+                retry_after=1,
+            )
+            busy.status_code = 503
+            return busy
         if not self.pool.fits_somewhere(self.groups, self.needs):
             return UpstreamRejected(
                 "The prompt and max_tokens exceed the context window of every deployment of this model",

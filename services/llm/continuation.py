@@ -39,7 +39,9 @@ class RoutedStream:
         self.started = 0.0
         self._close: Callable[[], None] = lambda: None
         self._first_id: str | None = None
-        self._continuing = False
+        self._continuing = False  # chunks now relayed continue a stream the client has
+        self._reasoned = False  # reasoning (no answer text) reached the client
+        self._ended = False
 
     def open(self) -> Iterator[dict[str, Any]]:
         """Open the first upstream stream (raising when none opens); the chunks to relay.
@@ -48,22 +50,26 @@ class RoutedStream:
         return self._relay()
 
     def close(self) -> None:
-        """End the upstream stream now relayed (the client went away)."""
+        """End the upstream stream now relayed (the client went away); its attempt is kept
+        as `disconnected`, so the exchange still says which deployment served it."""
+        if not self._ended and self.target is not None:
+            self._ended = True
+            self.call.ended(self.target, self.started, "disconnected")
         self._close()
 
     def _start(self, messages: list[dict[str, Any]], params: dict[str, Any], *, continuing: bool) -> None:
         """Open a stream on the first deployment that opens one (RoutedCall's order)."""
         call = self.call
         for target, left in call.tries(continuing=continuing):
-            t = target.spec.timeouts
+            t, started = target.spec.timeouts, time.monotonic()
             watch = StreamWatch(
-                first_token=min(t.first_token, left),
+                # The first token within the deployment's wait and the call's deadline.
+                first_token_by=started + min(t.first_token, left),
                 silence=t.silence,
-                ends_at=time.monotonic() + t.total,
+                ends_at=started + t.total,
                 on_malformed=target.count_malformed,
             )
             sent, options = self._continuation(target, messages, params) if continuing else (messages, params)
-            started = time.monotonic()
             release = call.pool.take(target)  # in flight until this stream ends
             try:
                 self.chunks, close = target.chat.stream(
@@ -77,8 +83,13 @@ class RoutedStream:
                 release()
                 call.attempt_failed(target, exc, started, continuing=continuing)
                 continue
+            except BaseException:
+                release()
+                raise
             self._close = _both(close, release)
-            self.target, self.started, self._continuing = target, started, continuing
+            # A stream after the first (a restart or a continuation) joins the one relayed.
+            self.target, self.started = target, started
+            self._continuing = continuing or self._first_id is not None
             if self.chat is not None:
                 self.chat.deployment = target.name
             return
@@ -95,31 +106,40 @@ class RoutedStream:
         return [*messages, partial, instruction], params
 
     def _relay(self) -> Iterator[dict[str, Any]]:
-        while True:
-            try:
-                for chunk in self.chunks:
-                    if self._continuing:
-                        chunk = self._as_continued(chunk)
-                        if chunk is None:
-                            continue
-                    elif self._first_id is None:
-                        self._first_id = chunk.get("id")
-                    yield chunk
-            except UpstreamError as exc:
-                self._close()  # the broken stream: no longer in flight
-                self._reopen(exc)
-                continue
-            self._close()
-            self.call.succeeded(self.target, self.started)
-            return
+        try:
+            while True:
+                try:
+                    for chunk in self.chunks:
+                        if self._continuing:
+                            chunk = self._as_continued(chunk)
+                            if chunk is None:
+                                continue
+                        elif self._first_id is None:
+                            self._first_id = chunk.get("id")
+                        if not self._reasoned:
+                            self._reasoned = _reasons(chunk)
+                        yield chunk
+                except UpstreamError as exc:
+                    self._close()  # the broken stream: no longer in flight
+                    self._reopen(exc)
+                    continue
+                self._ended = True
+                self._close()
+                self.call.succeeded(self.target, self.started)
+                return
+        finally:
+            self._close()  # however the relay ends: nothing left open or counted in flight
 
     def _reopen(self, exc: UpstreamError) -> None:
         """After a mid-stream failure: start over (nothing of the answer yet), continue the
         answer on a deployment that can, or raise the failure (see the module's docstring)."""
         chat, call = self.chat, self.call
         said = any(chat.parts)
-        call.failed(self.target, exc, self.started, outcome="cut" if said else None)
-        if chat.tool_calls or chat.refusal_parts:
+        call.failed(self.target, exc, self.started, outcome="cut" if said or self._reasoned else None)
+        several = (call.params.get("n") or 1) > 1  # their texts are mixed in chat.parts
+        if chat.tool_calls or chat.refusal_parts or several or (self._reasoned and not said):
+            # Not continued: the client has what no other deployment can carry on.
+            self._ended = True
             raise call.final_error(exc)
         if not said:
             call.after_failure(self.target, exc)
@@ -146,6 +166,11 @@ class RoutedStream:
                 says = says or any(v not in (None, "") for v in delta.values())
             says = says or bool(choice.get("finish_reason"))
         return chunk if says else None
+
+
+def _reasons(chunk: dict[str, Any]) -> bool:
+    """True for a chunk with reasoning in it (vLLM's and Ollama's `reasoning_content`)."""
+    return any((c.get("delta") or {}).get("reasoning_content") for c in chunk.get("choices") or ())
 
 
 def _both(close: Callable[[], None], release: Callable[[], None]) -> Callable[[], None]:

@@ -97,9 +97,16 @@ def _failed(error: UpstreamError, status: int | None) -> UpstreamError:
     return error
 
 
+# 4xx that say the deployment is wrong or busy, not the request: a wrong model or Azure
+# deployment name (404), a request timeout (408), a conflict (409). The router fails over.
+_DEPLOYMENT_FAULTS = frozenset({404, 408, 409})
+
+
 def _status_error(exc: openai.APIStatusError, secrets: Sequence[str]) -> UpstreamError:
     """A 4xx the upstream answered (its message, param and code passed on), or a 5xx: a
     503 is answered 503 (with the upstream's Retry-After), any other 502."""
+    if exc.status_code in _DEPLOYMENT_FAULTS:
+        return UpstreamUnavailable(f"The language model failed (HTTP {exc.status_code})")
     if 400 <= exc.status_code < 500:
         message = redact(_upstream_message(exc), secrets)
         param, code = _upstream_error_field(exc, "param"), _upstream_error_field(exc, "code")

@@ -53,10 +53,13 @@ class WatchedStream(httpcore2.NetworkStream):
             left = self.read_deadline - time.monotonic()
             if left <= 0:
                 raise httpcore2.ReadTimeout("the read deadline passed")
-            timeout = left if timeout is None else min(timeout, left)
+            timeout = left  # the router's deadline replaces the request's one read timeout
         return self._stream.read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # Every request starts with a write: a deadline an earlier stream left on this
+        # pooled connection (it went back to the pool before its closer ran) ends here.
+        self.read_deadline = None
         self._stream.write(buffer, timeout)
 
     def close(self) -> None:

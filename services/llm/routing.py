@@ -54,7 +54,7 @@ class Deployment(_Strict):
     provider: Literal["openai", "azure", "openai_compatible"] = "openai"
     base_url: str | None = None
     # The NAME of the environment variable that holds the key, never the key itself.
-    api_key_env: str | None = None
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     api_version: str = "2024-10-21"
     model: str = Field(min_length=1)
     weight: float = Field(1.0, gt=0)

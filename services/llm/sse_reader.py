@@ -33,15 +33,19 @@ class StreamWatch:
     read deadline is moved as chunks arrive (None: the request's own read timeout alone).
     `on_malformed` is told of each event skipped for not being JSON."""
 
-    first_token: float
+    first_token_by: float
     silence: float
     ends_at: float
     stream: WatchedStream | None = None
     on_malformed: Callable[[], None] = lambda: None
 
     def until(self, seconds: float) -> None:
+        """Reads must come within `seconds` from now (and before `ends_at`)."""
+        self.by(time.monotonic() + seconds)
+
+    def by(self, deadline: float) -> None:
         if self.stream is not None:
-            self.stream.read_deadline = min(time.monotonic() + seconds, self.ends_at)
+            self.stream.read_deadline = min(deadline, self.ends_at)
 
 
 def upstream_chunks(
@@ -82,7 +86,7 @@ class _Progress:
 
 def _chunks(response: Any, secrets: Sequence[str], watch: StreamWatch, progress: _Progress) -> Iterator[dict[str, Any]]:
     """upstream_chunks' reading: each event's chunk, the deadline moved as they come."""
-    watch.until(watch.first_token)
+    watch.by(watch.first_token_by)
     events = _sse_data(response.iter_lines())
     for data in events:
         if data == "[DONE]":
@@ -93,6 +97,9 @@ def _chunks(response: Any, secrets: Sequence[str], watch: StreamWatch, progress:
             continue
         if chunk.get("error"):  # an error event inside the stream, as OpenAI sends one
             message = redact(str(_upstream_error_text(chunk)), secrets)
+            if progress.finished:  # the answer is whole already: nothing to break
+                log.warning("ignored an error event after the answer finished: %s", message)
+                return
             raise UpstreamUnavailable(f"The language model reported an error: {message}")
         choices = chunk.get("choices") or ()
         progress.finished = progress.finished or any(c.get("finish_reason") for c in choices)
@@ -113,8 +120,10 @@ _TAIL_SECONDS = 0.25
 
 
 def _says_something(choice: Mapping[str, Any]) -> bool:
+    """True for a delta with anything but its role: text, tool calls, a refusal, or the
+    reasoning some servers stream first (vLLM's and Ollama's `reasoning_content`)."""
     delta = choice.get("delta") or {}
-    return bool(delta.get("content") or delta.get("tool_calls") or delta.get("refusal"))
+    return any(value not in (None, "", [], {}) for key, value in delta.items() if key != "role")
 
 
 def _parsed(data: str, watch: StreamWatch) -> dict[str, Any] | None:

@@ -47,14 +47,22 @@ class Target:
 
     def serves(self, needs: Needs) -> bool:
         """True when the deployment has the features, the room and the capacity for the call."""
+        return self.fits(needs) and self.has_room()
+
+    def fits(self, needs: Needs) -> bool:
+        """True when the deployment has the features and the room (window, output) for the call."""
         caps = self.spec.capabilities
         if ("tools" in needs.features and not caps.tools) or ("images" in needs.features and not caps.images):
             return False
         if "json_schema" in needs.features and not caps.json_schema:
             return False
-        window = self.spec.context_window
+        window, cap = self.spec.context_window, self.spec.max_output_tokens
         if window is not None and needs.prompt_tokens + needs.max_tokens > window:
             return False
+        return cap is None or needs.max_tokens <= cap  # else it cannot write what the request allows
+
+    def has_room(self) -> bool:
+        """True while the deployment has fewer calls in flight than its max_in_flight."""
         limit = self.spec.max_in_flight
         return limit is None or self.in_flight < limit
 
@@ -160,6 +168,10 @@ class Pool:
                 break
         prompt = sum(estimate_message_tokens(m) for m in messages)
         return Needs(frozenset(features), prompt, completion_cap(params, 0))
+
+    def at_capacity(self, groups: list[str], needs: Needs) -> bool:
+        """True when a deployment of `groups` would serve the call but for its max_in_flight."""
+        return any(t.fits(needs) and not t.has_room() for g in groups for t in self.targets[g])
 
     def fits_somewhere(self, groups: list[str], needs: Needs) -> bool:
         """True when some deployment of `groups` has the room for the call (capacity aside)."""
