@@ -47,6 +47,12 @@ def _raw_chat_stream(server, text: str = "tell me") -> list[str]:
         return [data for _, data in sse_events(response.iter_lines(decode_unicode=True))]
 
 
+def _chunks_and_text(data: list[str]) -> tuple[list[dict], str]:
+    """The chunks of a stream's data lines ([DONE] left out) and the text they carry."""
+    chunks = [json.loads(d) for d in data if d != "[DONE]"]
+    return chunks, "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+
+
 def _last_messages(server, count: int) -> list[list[dict]]:
     """The last `count` messages of each chat request `server` received."""
     return [body["messages"][-count:] for body in server.chat_requests()]
@@ -94,8 +100,7 @@ def test_a_stream_cut_or_stalled_is_continued_and_the_service_stays_healthy(rout
     )
 
     data = _raw_chat_stream(server)
-    chunks = [json.loads(d) for d in data if d != "[DONE]"]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    chunks, text = _chunks_and_text(data)
 
     assert text == WHOLE
     assert data.count("[DONE]") == 1 and data[-1] == "[DONE]"
@@ -204,8 +209,7 @@ def test_a_cut_with_nowhere_to_continue_ends_with_the_in_band_error_never_as_com
 
     data = _raw_chat_stream(server)
 
-    chunks = [json.loads(d) for d in data if d != "[DONE]"]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    chunks, text = _chunks_and_text(data)
     assert text == PARTIAL
     assert "[DONE]" not in data
     assert not any(c["choices"][0].get("finish_reason") == "stop" for c in chunks if c.get("choices"))
