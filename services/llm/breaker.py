@@ -97,6 +97,7 @@ return failures
 
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._failed = self._redis.register_script(self._FAILED)
+        self._open_for = self._redis.register_script(self._OPEN_FOR)
 
     @staticmethod
     def _keys(name: str) -> list[str]:
@@ -117,12 +118,20 @@ return failures
         keep = int(max(60.0, cooldown * 4))
         return self._failed(keys=self._keys(name), args=[threshold, time.time() + cooldown, keep])
 
+    _OPEN_FOR = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('DEL', KEYS[3])
+local until = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[2]) > until then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+end
+"""
+
     def open_for(self, name: str, seconds: float, threshold: int) -> None:
-        failures, opened, probe = self._keys(name)
+        """Open until now + `seconds`, or later if it is open longer already (a 401's
+        cool-down is not cut short by a 429's Retry-After)."""
         keep = int(max(60.0, seconds * 4))
-        with self._redis.pipeline() as pipe:
-            pipe.set(failures, threshold, ex=keep).set(opened, time.time() + seconds, ex=keep).delete(probe)
-            pipe.execute()
+        self._open_for(keys=self._keys(name), args=[threshold, time.time() + seconds, keep])
 
     def succeeded(self, name: str) -> None:
         self._redis.delete(*self._keys(name))
