@@ -145,7 +145,10 @@ def set_client_headers(response: Response) -> None:
     # a 429 (our limit's window, or the budget's reset) and a 503 (the upstream's
     # value, or the database's), and nowhere else.
     window = response.headers.pop(LIMITER_RETRY_AFTER, None)
-    if response.status_code == 429 and "Retry-After" not in response.headers and window is not None:
+    # An upstream's 429 (X-Upstream-Error) keeps the upstream's Retry-After, or none: our
+    # window's reset says nothing of when the upstream takes calls again.
+    ours = "X-Upstream-Error" not in response.headers
+    if response.status_code == 429 and "Retry-After" not in response.headers and window is not None and ours:
         response.headers["Retry-After"] = window
     elif response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)

@@ -37,13 +37,15 @@ def _answers(app, upstream):
     answers["503"] = client.post("/openai-completion", json=ASK)
     upstream.enqueue(Status(429, headers={"Retry-After": "9"}))
     answers["429-upstream"] = client.post("/openai-completion", json=ASK)
-    answers["429"] = client.post("/openai-completion", json=ASK)  # the sixth counted: over 5 a minute
+    upstream.enqueue(Status(429))
+    answers["429-upstream-bare"] = client.post("/openai-completion", json=ASK)
+    answers["429"] = client.post("/openai-completion", json=ASK)  # the seventh counted: over 6 a minute
     return answers
 
 
 @pytest.fixture
 def answers(make_app, upstream):
-    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_COMPLETION="5 per minute")
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_COMPLETION="6 per minute")
     return _answers(app, upstream)
 
 
@@ -63,6 +65,10 @@ def test_an_upstream_rate_limit_is_a_429_told_from_our_own(answers):
     assert upstream_429.headers["X-Upstream-Error"] == "rate_limited"
     assert "X-Upstream-Error" not in ours.headers
     assert upstream_429.get_json()["code"] == "rate_limit_exceeded"
+    # With none of the upstream's, none at all: our own window's reset is not the upstream's.
+    bare = answers["429-upstream-bare"]
+    assert (bare.status_code, bare.headers["X-Upstream-Error"]) == (429, "rate_limited")
+    assert "Retry-After" not in bare.headers and bare.headers["x-should-retry"] == "false"
 
 
 def test_a_failure_with_nothing_to_wait_for_tells_the_sdk_not_to_retry(answers):

@@ -15,7 +15,7 @@ import openai
 import pytest
 import requests
 from fake_upstream import Reply
-from fault_upstream import Failure, FaultStream, Silent
+from fault_upstream import Failure, FaultStream, Reset, Silent, overloaded, rate_limited, server_error
 from support import all_rows, deployment, poll_until, rows_of, sse_events
 
 QUICK = {"backoff_seconds": 0.05, "max_backoff_seconds": 0.2, "deadline_seconds": 30, "retries_per_deployment": 1}
@@ -184,3 +184,61 @@ def test_a_deployment_is_not_sent_more_max_tokens_than_it_can_write(routed, faul
         short = client.chat.completions.create(**ask, max_tokens=50)
 
     assert (long.choices[0].message.content, short.choices[0].message.content) == ("large", "small")
+
+
+def _sdk_chat(server, **options):
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=30) as client:
+        return client.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "hi"}], **options
+        )
+
+
+def test_a_503_that_says_when_is_retried_after_that_long(routed, fault_upstreams):
+    """A 503 with `Retry-After: 1` from the only deployment: the retry comes after ~1 s (the
+    upstream's word), not after a 0.05 s backoff, and is answered."""
+    (solo,) = fault_upstreams(1)
+    solo.enqueue(overloaded(retry_after="1"), Reply(text="after the wait"))
+    _, server = routed(_group(deployment(solo, "solo")), QUICK)
+
+    answer = _sdk_chat(server)
+
+    first, second = solo.arrivals()
+    assert answer.choices[0].message.content == "after the wait"
+    assert second - first >= 0.9
+
+
+def test_a_deployment_whose_breaker_opens_mid_call_is_not_tried_again_in_it(routed, fault_upstreams):
+    """Breaker threshold 2, 3 retries a deployment: the primary's second 500 opens its
+    breaker, so the same call goes to the backup rather than sending the primary 2 more."""
+    primary, backup = fault_upstreams(2)
+    primary.default, backup.default = server_error(), Reply(text="from the backup")
+    _, server = routed(
+        _group(deployment(primary, "primary", priority=1), deployment(backup, "backup", priority=2)),
+        {**QUICK, "retries_per_deployment": 3, "breaker": {"failures": 2, "cooldown_seconds": 30}},
+    )
+
+    answer = _sdk_chat(server)
+
+    assert answer.choices[0].message.content == "from the backup"
+    assert (len(primary.arrivals()), len(backup.arrivals())) == (2, 1)
+
+
+def test_the_client_is_told_of_the_failure_the_call_ended_on(routed, fault_upstreams):
+    """A dead first deployment (resets) and two rate-limited ones: the call ends on the rate
+    limits, so the client gets OpenAI's 429 (back off), not a 502 about the dead one."""
+    dead, limited, also_limited = fault_upstreams(3)
+    dead.default = Reset()
+    limited.default = also_limited.default = rate_limited()
+    _, server = routed(
+        _group(
+            deployment(dead, "dead", priority=1),
+            deployment(limited, "limited", priority=2),
+            deployment(also_limited, "also", priority=3),
+        ),
+        {**QUICK, "retries_per_deployment": 0},
+    )
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        _sdk_chat(server)
+
+    assert caught.value.response.headers["X-Upstream-Error"] == "rate_limited"

@@ -195,12 +195,13 @@ class Breakers:
             return "closed"
         return "open" if (now or time.time()) < open_until else "half_open"
 
-    def failed(self, name: str) -> None:
-        """One more consecutive failure; the breaker opens at the threshold."""
+    def failed(self, name: str) -> bool:
+        """One more consecutive failure; the breaker opens at the threshold (True then)."""
         failures = int(self._call("failed", name, self.threshold, self.cooldown) or 0)
         if failures >= self.threshold:
             BREAKER_OPEN.labels(deployment=name).set(1)
             log.warning("circuit breaker of deployment %s open for %.0f s (%d failures)", name, self.cooldown, failures)
+        return failures >= self.threshold
 
     def open_for(self, name: str, seconds: float) -> None:
         """Open the breaker at once for `seconds` (a 429's Retry-After, a 401's cool-down)."""

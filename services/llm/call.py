@@ -13,8 +13,8 @@ deadline, until one answers. What each failure means:
 - `context_length_exceeded`: never the same model again; the context-window fallbacks;
 - any other 4xx (a content policy refusal among them): the client's answer, at once.
 
-Every attempt is kept as an Attempt. When nothing answers, the first failure (the
-original error) is raised, with the attempts, and `should_retry` False unless the
+Every attempt is kept as an Attempt. When nothing answers, the failure the call ended on
+(the last deployment's, a 401 aside) is raised, with the attempts, and `should_retry` False unless the
 upstream said when to come back (its Retry-After). A breaker's cool-down is not offered
 as one: the call tried the deployment anyway, and a client told to wait would only
 multiply the attempts the router has already made.
@@ -97,7 +97,8 @@ class RoutedCall:
         elif isinstance(exc, UpstreamRateLimited) and exc.retry_after:
             breakers.open_for(target.name, exc.retry_after)
         elif not isinstance(exc, UpstreamRejected):
-            breakers.failed(target.name)
+            if breakers.failed(target.name):
+                self.spent.add(target.name)  # its breaker opened: nothing more in this call either
         else:
             return
         self.pool.dirty.add(target.name)
@@ -138,7 +139,10 @@ class RoutedCall:
         if isinstance(exc, (UpstreamTimeout, UpstreamAuthFailed)):
             self.spent.add(target.name)
             return
-        if isinstance(exc, UpstreamRateLimited) and exc.retry_after:
+        if target.name in self.spent and self._has_other(target):
+            return  # its breaker opened with this failure
+        self.spent.discard(target.name)
+        if exc.retry_after:  # a 429's or a 503's: the upstream said when
             self._after_retry_after(target, exc.retry_after)
             return
         if isinstance(exc, UpstreamRateLimited):
@@ -160,8 +164,8 @@ class RoutedCall:
             self.spent.add(target.name)
 
     def _after_retry_after(self, target: Target, seconds: int) -> None:
-        """A 429 that says when: another deployment at once, else wait that long and retry
-        (when it is short enough and the retries and the deadline allow)."""
+        """A 429 or 503 that says when: another deployment at once, else wait that long and
+        retry (when it is short enough and the retries and the deadline allow)."""
         short = seconds <= self.settings.max_retry_after_seconds and seconds < self.left()
         again = self.tries_of[target.name] <= self.settings.retries_per_deployment
         if self._has_other(target) or not (short and again):
@@ -216,11 +220,13 @@ class RoutedCall:
         return error
 
     def _original(self) -> UpstreamError | None:
-        """The first failure, unless a later one says more: a 401 hides the real trouble, and
-        a context-window fallback's own failure is the answer's, not the too-long prompt."""
+        """The failure the client is told of: the last deployment's (where the call ended:
+        with every deployment rate limited but a dead first one, a 429, not a 502), but not
+        a 401, which hides the real trouble, nor a too-long prompt a context-window fallback
+        then failed on its own."""
         telling = [e for e in self.errors if not isinstance(e, UpstreamAuthFailed)]
         later = [e for e in telling if e.code != "context_length_exceeded"]
-        return (later or telling or self.errors or [None])[0]
+        return (later or telling or self.errors or [None])[-1]
 
     def _nothing_to_try(self) -> UpstreamError:
         if self.left() <= 0:
