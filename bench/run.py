@@ -68,11 +68,13 @@ def pinned(cpus: str, command: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *command] if shutil.which("taskset") else command
 
 
-def in_process_app(tmp: str, upstream_port: int | None = None):
+def in_process_app(tmp: str, upstream_port: int | None = None, routing_file: Path | None = None):
     """The app as `make run` builds it, in this process, on a fresh SQLite file in `tmp`
     (migrated), rate limits off, no sweeper; its upstream the fake on `upstream_port`
-    (None: no upstream named). For the in-process benches (cpu.py, store.py,
-    instructions.py); a caller that wants gevent patches the standard library first."""
+    (None: no upstream named). With `routing_file` (e.g. bench/routing.yaml), a copy of it
+    whose deployments point at that upstream is the app's ROUTING_FILE. For the in-process
+    benches (cpu.py, store.py, instructions.py); a caller that wants gevent patches the
+    standard library first."""
     os.environ.update(
         {
             "DATABASE_URL": f"sqlite:///{tmp}/app.db",
@@ -86,6 +88,8 @@ def in_process_app(tmp: str, upstream_port: int | None = None):
     )
     if upstream_port is not None:
         os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{upstream_port}/v1"
+    if routing_file is not None:
+        os.environ.update(routing_env(routing_file, upstream_port or 9100, Path(tmp)))
     os.makedirs(f"{tmp}/metrics", exist_ok=True)
     upgrade = [str(VENV / "flask"), "--app", "app", "db", "upgrade"]
     subprocess.run(upgrade, cwd=ROOT, check=True, capture_output=True)
@@ -93,6 +97,20 @@ def in_process_app(tmp: str, upstream_port: int | None = None):
     from app import create_app
 
     return create_app()
+
+
+def pointed_at(template: Path, upstream_port: int, dest: Path) -> Path:
+    """A copy of `template` (a routing file, a LiteLLM config) at `dest` whose upstreams,
+    written as 127.0.0.1:9100, are the fake upstream on `upstream_port`."""
+    dest.write_text(template.read_text().replace("127.0.0.1:9100/", f"127.0.0.1:{upstream_port}/"))
+    return dest
+
+
+def routing_env(routing_file: Path, upstream_port: int, workdir: Path) -> dict[str, str]:
+    """The variables that put this service on `routing_file` (its deployments pointed at
+    the upstream on `upstream_port`): ROUTING_FILE, and the key variable it names."""
+    copy = pointed_at(routing_file, upstream_port, workdir / f"routing-{upstream_port}.yaml")
+    return {"ROUTING_FILE": str(copy), "BENCH_UPSTREAM_KEY": "bench-not-a-real-key"}
 
 
 def wait_http(url: str, seconds: float = 120) -> None:
