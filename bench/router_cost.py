@@ -8,7 +8,8 @@ CPython's C functions (`_PyEval_EvalFrameDefault`, dict lookups), not to Python 
 counts the router's pieces one by one instead, in one process: the app is built as
 bench/instructions.py builds it (gevent-patched, SQLite; with --routing-file, that
 routing file), every deployment's client is replaced by a stub that answers at once (no
-SDK, no HTTP), and each piece is called --calls times between two markers. A marker is a
+SDK, no HTTP), and each piece is called --calls times between two markers (the last two
+pieces are not the router's: the metric and the row the pipeline makes of each attempt). A marker is a
 call of `os.getppid()`, and callgrind dumps its counters on entering it
 (`--dump-before=os_getppid*`), so each dump between two markers holds one piece's calls
 and nothing else. An empty call is counted the same way and subtracted (the loop's own
@@ -26,6 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -93,6 +95,11 @@ def serve(calls: int, routing_file: str) -> None:
         return next(call.tries())
 
     call = llm._call(MODEL, MESSAGES, {})
+    attempt = call._attempt(target, 0.0, "ok")
+    now = datetime.now(UTC)
+    from extensions import db
+    from services.exchanges import record_attempts
+    from telemetry import UPSTREAM_ATTEMPTS
 
     def busy():
         with pool.busy(target):
@@ -119,15 +126,24 @@ def serve(calls: int, routing_file: str) -> None:
             completion, deployment=target.name, attempts=()
         ),
         "Router.stream, 22 chunks consumed": consume_stream,
+        # Not the router's: what the pipeline does with each request's attempts.
+        "(recording) UPSTREAM_ATTEMPTS.labels().inc()": lambda: UPSTREAM_ATTEMPTS.labels(
+            deployment=target.name, outcome="ok"
+        ).inc(),
+        "(recording) record_attempts, one row, in an open transaction": lambda: record_attempts(
+            db.session, "bench-exchange", [attempt.as_row()], now
+        ),
     }
     print(json.dumps(list(pieces)), flush=True)
-    for piece in pieces.values():
-        for _ in range(WARM_UP):
-            piece()
-        _mark()
-        for _ in range(calls):
-            piece()
-        _mark()
+    with app.app_context():
+        for piece in pieces.values():
+            for _ in range(WARM_UP):
+                piece()
+            _mark()
+            for _ in range(calls):
+                piece()
+            _mark()
+        db.session.rollback()
 
 
 def main() -> None:
