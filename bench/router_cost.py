@@ -33,6 +33,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 MODEL = "fake-model"
 MESSAGES = [{"role": "user", "content": "Say something short."}]
+# A conversation's history as /openai-completion sends it after 10 exchanges.
+HISTORY = [
+    {"role": role, "content": "Say something short." if role == "user" else "benchmark reply"}
+    for _ in range(10)
+    for role in ("user", "assistant")
+] + MESSAGES
 WARM_UP = 50
 
 
@@ -115,6 +121,7 @@ def serve(calls: int, routing_file: str) -> None:
         "Router.complete, all of it": lambda: llm.complete(MESSAGES, model=MODEL),
         "Router._call: RoutedCall() (Pool.needs, Pool.chain)": lambda: llm._call(MODEL, MESSAGES, {}),
         "Pool.needs (estimate_message_tokens, completion_cap)": lambda: pool.needs(MESSAGES, {}),
+        "Pool.needs, a 10-exchange history (21 messages)": lambda: pool.needs(HISTORY, {}),
         "Pool.chain": lambda: pool.chain(group),
         "RoutedCall() + first tries() step (_pick)": first_pick,
         "Pool.ordered": lambda: pool.ordered(group),
