@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/instructions.py                       # every route (about 7 minutes)
     .venv/bin/python bench/instructions.py --routes openai-completion
+    .venv/bin/python bench/instructions.py --routing-file bench/routing.yaml   # routed (issue 21)
 
 CPU time on a shared 2-core VM moves 20-50% from one run to the next (bench/README.md),
 so a change worth 5-10% cannot be seen with bench/cpu.py alone. `valgrind
@@ -13,6 +14,12 @@ the upstream, in its own process and not counted), once with --few and once with
 requests after the same warm-up, and prints (many - few) / (many - few requests): the
 instructions of one request, start-up and warm-up cancelled out. Needs valgrind
 (`apt-get install valgrind`).
+
+Without --routing-file the app has no ROUTING_FILE: the OPENAI_* upstream is the router's
+one-deployment group. With --routing-file PATH (bench/routing.yaml: a group of three
+deployments by priority and a fallback group), a copy of PATH whose deployments point at
+the fake upstream is the app's ROUTING_FILE, to count what routing itself costs.
+--callgrind-out DIR keeps each run's callgrind output (for `callgrind_annotate`).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ ROUTES = {
 WARM_UP = 20
 
 
-def serve_requests(route: str, count: int, upstream_port: int) -> None:
+def serve_requests(route: str, count: int, upstream_port: int, routing_file: str) -> None:
     """The counted process: build the app and send WARM_UP + `count` requests of `route`."""
     from gevent import monkey
 
@@ -46,7 +53,8 @@ def serve_requests(route: str, count: int, upstream_port: int) -> None:
     sys.path.insert(0, str(BENCH))
     from run import in_process_app
 
-    client = in_process_app(tempfile.mkdtemp(prefix="bench-instructions-"), upstream_port).test_client()
+    tmp = tempfile.mkdtemp(prefix="bench-instructions-")
+    client = in_process_app(tmp, upstream_port, Path(routing_file) if routing_file else None).test_client()
     path, body = ROUTES[route]
     for _ in range(WARM_UP + count):
         response = client.post(path, json=body)
@@ -54,10 +62,10 @@ def serve_requests(route: str, count: int, upstream_port: int) -> None:
         assert response.status_code == 200, text
 
 
-def counted(route: str, count: int, upstream_port: int) -> int:
+def counted(route: str, count: int, upstream_port: int, routing_file: str = "", out: str = "/dev/null") -> int:
     """Instructions callgrind counts for one run of serve_requests."""
-    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    command += [str(Path(__file__).resolve()), "--serve", route, str(count), str(upstream_port)]
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
+    command += [str(Path(__file__).resolve()), "--serve", route, str(count), str(upstream_port), routing_file]
     run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     found = re.search(r"Collected : (\d+)", run.stderr)
     if run.returncode or not found:
@@ -71,11 +79,14 @@ def main() -> None:
     parser.add_argument("--few", type=int, default=20)
     parser.add_argument("--many", type=int, default=220)
     parser.add_argument("--port", type=int, default=9555, help="the fake upstream's port")
-    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)  # internal: the counted process
+    parser.add_argument("--routing-file", help="the app's ROUTING_FILE (its deployments pointed at the fake upstream)")
+    parser.add_argument("--callgrind-out", help="a folder to keep each run's callgrind output in")
+    parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)  # internal: the counted process
     args = parser.parse_args()
     if args.serve:
-        route, count, port = args.serve
-        return serve_requests(route, int(count), int(port))
+        route, count, port, routing_file = args.serve
+        return serve_requests(route, int(count), int(port), routing_file)
+    routing_file = str(Path(args.routing_file).resolve()) if args.routing_file else ""
     upstream = [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(args.port), "--stream-seconds", "0"]
     fake = subprocess.Popen(upstream, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -84,9 +95,16 @@ def main() -> None:
 
         wait_http(f"http://127.0.0.1:{args.port}/v1/models")
         for route in args.routes.split(","):
-            few, many = counted(route, args.few, args.port), counted(route, args.many, args.port)
-            per_request = (many - few) / (args.many - args.few)
-            print(json.dumps({"route": route, "instructions_per_request": round(per_request)}), flush=True)
+            runs = {}
+            for count in (args.few, args.many):
+                out = "/dev/null"
+                if args.callgrind_out:
+                    os.makedirs(args.callgrind_out, exist_ok=True)
+                    out = os.path.join(args.callgrind_out, f"callgrind.{route}.{count}")
+                runs[count] = counted(route, count, args.port, routing_file, out)
+            per_request = (runs[args.many] - runs[args.few]) / (args.many - args.few)
+            row = {"route": route, "instructions_per_request": round(per_request)}
+            print(json.dumps(row | ({"routing_file": args.routing_file} if routing_file else {})), flush=True)
     finally:
         fake.terminate()
         fake.wait()

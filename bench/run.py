@@ -11,7 +11,10 @@ issue 12's targets for short (non-streamed) requests, each measured and met or n
 wrk output goes to bench/results/. Everything listens on 127.0.0.1 only and stops at the end.
 
 BENCH_WORKER_CLASS=gthread measures the thread worker instead (BENCH_THREADS threads,
-600 by default, and a pool of 8 database connections).
+600 by default, and a pool of 8 database connections). `--routing` routes both: this
+service on bench/routing.yaml (ROUTING_FILE: a group of three deployments by priority and
+a fallback group) and LiteLLM on bench/litellm_router.yaml (its Router over the same
+deployments), every deployment pointed at the run's fake upstream.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ RESULTS = BENCH / "results"
 VENV = ROOT / ".venv" / "bin"
 LITELLM_VENV = BENCH / ".venv-litellm"
 LITELLM_KEY = "sk-bench-master"  # LiteLLM refuses to start without a master key
+LITELLM_CONFIG = BENCH / "litellm_config.yaml"
+# --routing: this service and LiteLLM each routing over the same deployments.
+ROUTING_FILE = BENCH / "routing.yaml"
+LITELLM_ROUTER_CONFIG = BENCH / "litellm_router.yaml"
 
 PROMPT = "Say something short."
 OURS_BODY = json.dumps({"prompt": PROMPT})
@@ -68,11 +75,13 @@ def pinned(cpus: str, command: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *command] if shutil.which("taskset") else command
 
 
-def in_process_app(tmp: str, upstream_port: int | None = None):
+def in_process_app(tmp: str, upstream_port: int | None = None, routing_file: Path | None = None):
     """The app as `make run` builds it, in this process, on a fresh SQLite file in `tmp`
     (migrated), rate limits off, no sweeper; its upstream the fake on `upstream_port`
-    (None: no upstream named). For the in-process benches (cpu.py, store.py,
-    instructions.py); a caller that wants gevent patches the standard library first."""
+    (None: no upstream named). With `routing_file` (e.g. bench/routing.yaml), a copy of it
+    whose deployments point at that upstream is the app's ROUTING_FILE. For the in-process
+    benches (cpu.py, store.py, instructions.py); a caller that wants gevent patches the
+    standard library first."""
     os.environ.update(
         {
             "DATABASE_URL": f"sqlite:///{tmp}/app.db",
@@ -86,6 +95,8 @@ def in_process_app(tmp: str, upstream_port: int | None = None):
     )
     if upstream_port is not None:
         os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{upstream_port}/v1"
+    if routing_file is not None:
+        os.environ.update(routing_env(routing_file, upstream_port or 9100, Path(tmp)))
     os.makedirs(f"{tmp}/metrics", exist_ok=True)
     upgrade = [str(VENV / "flask"), "--app", "app", "db", "upgrade"]
     subprocess.run(upgrade, cwd=ROOT, check=True, capture_output=True)
@@ -93,6 +104,20 @@ def in_process_app(tmp: str, upstream_port: int | None = None):
     from app import create_app
 
     return create_app()
+
+
+def pointed_at(template: Path, upstream_port: int, dest: Path) -> Path:
+    """A copy of `template` (a routing file, a LiteLLM config) at `dest` whose upstreams,
+    written as 127.0.0.1:9100, are the fake upstream on `upstream_port`."""
+    dest.write_text(template.read_text().replace("127.0.0.1:9100/", f"127.0.0.1:{upstream_port}/"))
+    return dest
+
+
+def routing_env(routing_file: Path, upstream_port: int, workdir: Path) -> dict[str, str]:
+    """The variables that put this service on `routing_file` (its deployments pointed at
+    the upstream on `upstream_port`): ROUTING_FILE, and the key variable it names."""
+    copy = pointed_at(routing_file, upstream_port, workdir / f"routing-{upstream_port}.yaml")
+    return {"ROUTING_FILE": str(copy), "BENCH_UPSTREAM_KEY": "bench-not-a-real-key"}
 
 
 def wait_http(url: str, seconds: float = 120) -> None:
@@ -191,9 +216,16 @@ def ensure_litellm() -> Path:
 
 
 def start_ours(
-    stack: ExitStack, name: str, port: int, upstream_port: int, workdir: Path, require_key: bool = False
+    stack: ExitStack,
+    name: str,
+    port: int,
+    upstream_port: int,
+    workdir: Path,
+    require_key: bool = False,
+    routing: bool = False,
 ) -> tuple[Process, str | None]:
-    """This service under gunicorn; with `require_key`, REQUIRE_API_KEY on and a client key made for wrk."""
+    """This service under gunicorn; with `require_key`, REQUIRE_API_KEY on and a client key
+    made for wrk; with `routing`, on bench/routing.yaml."""
     db = workdir / f"{name}.db"
     env = {k: v for k, v in os.environ.items() if k not in _TUNING}
     env.update(
@@ -210,6 +242,8 @@ def start_ours(
             "REQUIRE_API_KEY": "true" if require_key else "false",
         }
     )
+    if routing:
+        env.update(routing_env(ROUTING_FILE, upstream_port, workdir))
     if WORKER_CLASS != "gevent":
         # A thread per client waiting on a slow upstream; no connection is held while the
         # LLM works, so a small pool serves every thread.
@@ -238,10 +272,13 @@ def start_ours(
     return process, key
 
 
-def start_litellm(stack: ExitStack, name: str, port: int, upstream_port: int, workdir: Path) -> Process:
-    config = workdir / f"{name}.yaml"
-    template = (BENCH / "litellm_config.yaml").read_text()
-    config.write_text(template.replace("http://127.0.0.1:9100/v1", f"http://127.0.0.1:{upstream_port}/v1"))
+def start_litellm(
+    stack: ExitStack, name: str, port: int, upstream_port: int, workdir: Path, routing: bool = False
+) -> Process:
+    """LiteLLM's proxy on bench/litellm_config.yaml (one deployment), or with `routing` on
+    bench/litellm_router.yaml (its Router), pointed at the upstream on `upstream_port`."""
+    template = LITELLM_ROUTER_CONFIG if routing else LITELLM_CONFIG
+    config = pointed_at(template, upstream_port, workdir / f"{name}.yaml")
     env = {
         **os.environ,
         "LITELLM_MASTER_KEY": LITELLM_KEY,
@@ -262,11 +299,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the harness)")
     parser.add_argument("--memory-requests", type=int, default=50_000, help="0 skips the memory run")
     parser.add_argument("--no-peer", action="store_true", help="measure this service only (no LiteLLM)")
+    parser.add_argument(
+        "--routing", action="store_true", help="route: ours on bench/routing.yaml, LiteLLM on litellm_router.yaml"
+    )
     args = parser.parse_args()
     seconds = 5 if args.quick else 15
     RESULTS.mkdir(exist_ok=True)
     results: dict = {"machine": {"cpus": os.cpu_count()}, "overhead": {}, "capacity": {}, "memory": {}}
     results["worker_class"] = WORKER_CLASS
+    results["routing"] = args.routing
     log(f"this service on the {WORKER_CLASS} worker")
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -282,17 +323,20 @@ def main() -> None:
             stack.callback(upstream.stop)
         wait_http("http://127.0.0.1:9100/v1/models")
         wait_http("http://127.0.0.1:9101/v1/models")
+        routing = args.routing
+        if routing:
+            log("routing: ours on bench/routing.yaml, LiteLLM on bench/litellm_router.yaml")
         ours = {
-            0: start_ours(stack, "ours-0s", 9200, 9100, workdir)[0],
-            1: start_ours(stack, "ours-1s", 9201, 9101, workdir)[0],
+            0: start_ours(stack, "ours-0s", 9200, 9100, workdir, routing=routing)[0],
+            1: start_ours(stack, "ours-1s", 9201, 9101, workdir, routing=routing)[0],
         }
         # The same service with client keys required: each request also looks its key up.
-        _, bench_key = start_ours(stack, "ours-key-0s", 9202, 9100, workdir, require_key=True)
+        _, bench_key = start_ours(stack, "ours-key-0s", 9202, 9100, workdir, require_key=True, routing=routing)
         peer = {}
         if not args.no_peer:
             peer = {
-                0: start_litellm(stack, "litellm-0s", 9300, 9100, workdir),
-                1: start_litellm(stack, "litellm-1s", 9301, 9101, workdir),
+                0: start_litellm(stack, "litellm-0s", 9300, 9100, workdir, routing=routing),
+                1: start_litellm(stack, "litellm-1s", 9301, 9101, workdir, routing=routing),
             }
         targets = {
             "direct": ("http://127.0.0.1:9100/v1/chat/completions", OPENAI_BODY, None),

@@ -11,7 +11,8 @@ answers send 20 chunks over 5 s (non-streamed ones answer at once); this service
 default (`gthread-8`, for the idle scenario) and, on request (`--targets`), two gevent
 workers on both cores (`gevent-2`: WEB_CONCURRENCY=2, sharing the client's core);
 LiteLLM's proxy (one worker, from bench/.venv-litellm, as bench/run.py makes it). Rate
-limits are off (LiteLLM has none).
+limits are off (LiteLLM has none). `--routing` routes this service and LiteLLM over the
+same deployments (bench/routing.yaml, bench/litellm_router.yaml; see bench/run.py).
 
 Streams: N clients (an asyncio client on raw sockets, pinned to the other core with the
 upstream) all open `POST /v1/chat/completions` with `"stream": true` at once. Reported:
@@ -48,12 +49,14 @@ from run import (
     LITELLM_KEY,
     RESULTS,
     ROOT,
+    ROUTING_FILE,
     SERVER_CPUS,
     VENV,
     Process,
     log,
     met,
     pinned,
+    routing_env,
     rss_kib,
     start_litellm,
     targets_table,
@@ -230,8 +233,11 @@ async def idle_client(port: int, idle: int, slow: int, key: str | None, seconds:
 # -- the servers -----------------------------------------------------------------------
 
 
-def start_ours(stack: ExitStack, name: str, workdir: Path, cpus: str = SERVER_CPUS, **tuning: str) -> Process:
-    """This service as `make run` starts it (gunicorn.conf.py, SQLite), plus `tuning` only."""
+def start_ours(
+    stack: ExitStack, name: str, workdir: Path, cpus: str = SERVER_CPUS, routing: bool = False, **tuning: str
+) -> Process:
+    """This service as `make run` starts it (gunicorn.conf.py, SQLite), plus `tuning` only;
+    with `routing`, on bench/routing.yaml."""
     port = PORTS[name]
     env = {k: v for k, v in os.environ.items() if k not in _TUNING}
     env.update(
@@ -247,6 +253,8 @@ def start_ours(stack: ExitStack, name: str, workdir: Path, cpus: str = SERVER_CP
             **tuning,
         }
     )
+    if routing:
+        env.update(routing_env(ROUTING_FILE, UPSTREAM_PORT, workdir))
     flask = [str(VENV / "flask"), "--app", "app", "db", "upgrade"]
     subprocess.run(flask, cwd=ROOT, env=env, check=True, capture_output=True)
     process = Process(name, pinned(cpus, [str(VENV / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"]), env)
@@ -291,6 +299,9 @@ def main() -> None:
     parser.add_argument("--idle", action="store_true", help="also run the idle/slow-client scenario")
     parser.add_argument("--idle-targets", default="ours,gthread-8,gthread-1100,litellm")
     parser.add_argument("--repeat", type=int, default=1, help="measure each figure this many times")
+    parser.add_argument(
+        "--routing", action="store_true", help="route: ours on bench/routing.yaml, LiteLLM on litellm_router.yaml"
+    )
     parser.add_argument("--client", nargs="+", help=argparse.SUPPRESS)  # internal: the load client
     args = parser.parse_args()
     if args.client:
@@ -309,17 +320,22 @@ def main() -> None:
         stack.callback(upstream.stop)
         wait_http(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/models")
         servers: dict[str, Process | None] = {"direct": None}
+        routing = args.routing
+        results["routing"] = routing
         if "ours" in wanted:
-            servers["ours"] = start_ours(stack, "ours", workdir)
+            servers["ours"] = start_ours(stack, "ours", workdir, routing=routing)
         if "gthread-1100" in wanted:
             tuned = {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": "1100", "DATABASE_POOL_SIZE": "8"}
-            servers["gthread-1100"] = start_ours(stack, "gthread-1100", workdir, **tuned)
+            servers["gthread-1100"] = start_ours(stack, "gthread-1100", workdir, routing=routing, **tuned)
         if "gthread-8" in wanted:
-            servers["gthread-8"] = start_ours(stack, "gthread-8", workdir, GUNICORN_WORKER_CLASS="gthread")
+            gthread_8 = {"GUNICORN_WORKER_CLASS": "gthread"}
+            servers["gthread-8"] = start_ours(stack, "gthread-8", workdir, routing=routing, **gthread_8)
         if "gevent-2" in wanted:
-            servers["gevent-2"] = start_ours(stack, "gevent-2", workdir, cpus="0,1", WEB_CONCURRENCY="2")
+            two = {"WEB_CONCURRENCY": "2"}
+            servers["gevent-2"] = start_ours(stack, "gevent-2", workdir, cpus="0,1", routing=routing, **two)
         if "litellm" in wanted:
-            servers["litellm"] = start_litellm(stack, "litellm", PORTS["litellm"], UPSTREAM_PORT, workdir)
+            litellm_port = PORTS["litellm"]
+            servers["litellm"] = start_litellm(stack, "litellm", litellm_port, UPSTREAM_PORT, workdir, routing=routing)
         keys = {"litellm": LITELLM_KEY}
 
         for name in targets if not args.no_streams else []:  # a few streams each, to warm up
