@@ -89,6 +89,8 @@ class Message(db.Model):
     reserved_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_id: Mapped[str | None] = mapped_column(String(255))
     model: Mapped[str | None] = mapped_column(String(255))
+    # The deployment whose answer this reply is (issue 21; the attempts table has the rest).
+    deployment: Mapped[str | None] = mapped_column(String(255))
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     total_tokens: Mapped[int | None] = mapped_column(Integer)

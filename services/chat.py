@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -323,9 +323,9 @@ class ChatPipeline:
         error: str | None = None,
         attempts: tuple[Attempt, ...] | None = None,
     ) -> None:
-        """Unit of work 2: the reply recorded with `status` and its upstream attempts (the
-        completion's, unless given), the reservation settled to the tokens spent, once
-        whatever the attempts (journaled if the database cannot take it; see ExchangeRecorder).
+        """Unit of work 2: the reply recorded with `status`, its deployment and attempts (the
+        completion's unless given; see _worth_a_row), the reservation settled to the tokens
+        spent, once (journaled if the database cannot take it; see ExchangeRecorder).
 
         The key is charged even when the conversation was erased meanwhile (the reply is
         then not stored): the upstream spent the tokens either way.
@@ -338,7 +338,9 @@ class ChatPipeline:
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
             "total_tokens": completion.total_tokens,
+            "deployment": completion.deployment,
         }
+        attempts = _worth_a_row(completion.attempts if attempts is None else attempts)
         self.recorder.record(
             Ending(
                 exchange.exchange_id,
@@ -349,7 +351,7 @@ class ChatPipeline:
                 reply=reply,
                 reservation=exchange.reservation,
                 spent=self._tokens_spent(exchange, completion) if exchange.reservation is not None else None,
-                attempts=attempt_rows(completion.attempts if attempts is None else attempts),
+                attempts=attempt_rows(attempts),
                 model=exchange.model,
             )
         )
@@ -369,6 +371,12 @@ class ChatPipeline:
 def attempt_rows(attempts: Iterable[Attempt]) -> tuple[dict[str, Any], ...]:
     """The attempts as the Ending keeps them: JSON-ready columns, in order."""
     return tuple(attempt.as_row() for attempt in attempts)
+
+
+def _worth_a_row(attempts: Sequence[Attempt]) -> Sequence[Attempt]:
+    """The attempts the attempts table keeps: none for a reply its first attempt gave (the
+    reply row names the deployment: the common case costs no insert), else every one."""
+    return () if len(attempts) == 1 and attempts[0].outcome == "ok" else attempts
 
 
 def heartbeat_seconds(config: Mapping[str, Any]) -> float:

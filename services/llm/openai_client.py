@@ -16,7 +16,7 @@ from openai.resources.chat.completions import Completions
 from services.llm.errors import UpstreamUnavailable, mapped_errors
 from services.llm.http_pool import PoolBalancer, watched_stream
 from services.llm.sse_reader import StreamWatch, upstream_chunks
-from services.llm.types import Completion
+from services.llm.types import Attempt, Completion
 
 # What `chat.completions.create` accepts, and which of those are request options rather
 # than fields of the body (with the name `client.post`'s options give them).
@@ -58,12 +58,21 @@ class OpenAIChat:
         for client in self._clients:
             client.close()
 
-    def complete(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Completion:
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        deployment: str | None = None,
+        attempts: Sequence[Attempt] = (),
+        **params: Any,
+    ) -> Completion:
         """Send the conversation upstream; return the reply or raise an UpstreamError.
 
         The SDK sends the call (its error types; `timeout` among `params` bounds it); its
         body, OpenAI's chat.completion, is parsed once into the dict `Completion.raw`
-        holds, with no SDK object built and dumped back (see `_post`).
+        holds, with no SDK object built and dumped back (see `_post`). The Completion names
+        `deployment` and carries `attempts` (the router's list, complete once it returns).
         """
         pool = self._balancer.take()
         try:
@@ -72,7 +81,7 @@ class OpenAIChat:
                 body = json.loads(response.content)  # ValueError when it is not JSON: mapped above
         finally:
             self._balancer.give_back(pool)
-        return self._completion_from(body, model)
+        return self._completion_from(body, model, deployment, attempts)
 
     def stream(
         self, messages: list[dict[str, Any]], *, model: str, watch: StreamWatch, **params: Any
@@ -128,7 +137,9 @@ class OpenAIChat:
         )
 
     @staticmethod
-    def _completion_from(body: Any, requested_model: str) -> Completion:
+    def _completion_from(
+        body: Any, requested_model: str, deployment: str | None = None, attempts: Sequence[Attempt] = ()
+    ) -> Completion:
         """The Completion of an upstream's chat.completion body (a dict, as parsed)."""
         choices = body.get("choices") if isinstance(body, dict) else None
         choice = choices[0] if isinstance(choices, list) and choices else None
@@ -151,4 +162,6 @@ class OpenAIChat:
             completion_tokens=usage.get("completion_tokens"),
             total_tokens=usage.get("total_tokens"),
             raw=body,
+            deployment=deployment,
+            attempts=attempts,
         )

@@ -9,7 +9,6 @@ looks like any client: `complete`, `stream`, `default_model`, `describe`, `close
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -91,19 +90,26 @@ class Router:
     def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
         """The whole reply from the first deployment that gives one (see RoutedCall)."""
         call = self._call(model, messages, params)
+        pool = self.pool
         for target, left in call.tries():
             started = time.monotonic()
+            pool.enter(target)
             try:
-                with self.pool.busy(target):
-                    timeout = target.timeout(left, stream=False)
-                    completion = target.chat.complete(
-                        messages, model=target.upstream_model(model), timeout=timeout, **params
-                    )
+                completion = target.chat.complete(
+                    messages,
+                    model=target.upstream_model(model),
+                    deployment=target.name,
+                    attempts=call.attempts,  # the answering attempt joins it below
+                    timeout=target.timeout(left, stream=False),
+                    **params,
+                )
             except UpstreamError as exc:
                 call.attempt_failed(target, exc, started)
                 continue
+            finally:
+                pool.leave(target)
             call.succeeded(target, started)
-            return dataclasses.replace(completion, deployment=target.name, attempts=tuple(call.attempts))
+            return completion
         raise AssertionError("unreachable: tries() raises when it runs out")
 
     def stream(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> ChatStream:

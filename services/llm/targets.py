@@ -7,8 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,13 @@ class Target:
         self.chat = chat
         self.wildcard = wildcard
         self.in_flight = 0
+        t = spec.timeouts
+        self._full = {
+            stream: httpx2.Timeout(
+                t.first_token if stream else min(t.first_token, t.total), connect=t.connect, pool=t.connect
+            )
+            for stream in (False, True)
+        }
 
     def upstream_model(self, requested: str | None) -> str:
         """The model name sent upstream: the deployment's (or, for the one-upstream
@@ -67,10 +73,13 @@ class Target:
         return limit is None or self.in_flight < limit
 
     def timeout(self, left: float, *, stream: bool) -> httpx2.Timeout:
-        """The HTTP timeouts of one attempt with `left` seconds of the call's deadline."""
+        """The HTTP timeouts of one attempt with `left` seconds of the call's deadline (the
+        deployment's own, made once, while the deadline is further off than they reach)."""
         t = self.spec.timeouts
-        wait = min(t.first_token if stream else min(t.first_token, t.total), left)
-        return httpx2.Timeout(wait, connect=min(t.connect, left), pool=min(t.connect, left))
+        wait = t.first_token if stream else min(t.first_token, t.total)
+        if left >= max(wait, t.connect):
+            return self._full[stream]
+        return httpx2.Timeout(min(wait, left), connect=min(t.connect, left), pool=min(t.connect, left))
 
     def count_malformed(self) -> None:
         """One stream event of this deployment skipped for not being JSON."""
@@ -89,6 +98,7 @@ class Pool:
             for name, group in routing.groups.items()
         }
         self._lock = threading.Lock()
+        self.windows = any(t.spec.context_window for t in self.deployments())
         # Deployments whose breaker this process saw or made dirty: a success resets them.
         self.dirty: set[str] = set()
 
@@ -128,14 +138,14 @@ class Pool:
             return sorted(targets, key=lambda t: (t.in_flight, random.random()))
         return sorted(targets, key=lambda t: (t.spec.priority, t.in_flight))
 
-    @contextmanager
-    def busy(self, target: Target) -> Iterator[None]:
-        """Count a call to `target` as in flight while it runs."""
-        release = self.take(target)
-        try:
-            yield
-        finally:
-            release()
+    def enter(self, target: Target) -> None:
+        """Count a call to `target` as in flight (until `leave`)."""
+        with self._lock:
+            target.in_flight += 1
+
+    def leave(self, target: Target) -> None:
+        with self._lock:
+            target.in_flight -= 1
 
     def take(self, target: Target) -> Callable[[], None]:
         """Count a call to `target` as in flight until the returned function is called
@@ -152,8 +162,9 @@ class Pool:
 
         return release
 
-    @staticmethod
-    def needs(messages: list[dict[str, Any]], params: dict[str, Any]) -> Needs:
+    def needs(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Needs:
+        """What the call asks of a deployment. The prompt's tokens are estimated only when
+        some deployment has a context window to hold them to (else 0)."""
         features = set()
         if params.get("tools") or params.get("functions"):
             features.add("tools")
@@ -166,7 +177,7 @@ class Pool:
             ):
                 features.add("images")
                 break
-        prompt = sum(estimate_message_tokens(m) for m in messages)
+        prompt = sum(estimate_message_tokens(m) for m in messages) if self.windows else 0
         return Needs(frozenset(features), prompt, completion_cap(params, 0))
 
     def at_capacity(self, groups: list[str], needs: Needs) -> bool:

@@ -4,7 +4,7 @@ chunks (`ChatStream`) that sums itself up into one. The same for every client.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ class Completion:
     finish_reason: str | None = None
     # The deployment that answered and every attempt the router made (see Attempt).
     deployment: str | None = None
-    attempts: tuple[Attempt, ...] = field(default=(), compare=False)
+    attempts: Sequence[Attempt] = field(default=(), compare=False)
 
     def message(self) -> dict[str, Any]:
         """The assistant message as OpenAI's chat API writes it: what is stored and replayed."""
