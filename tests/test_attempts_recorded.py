@@ -327,3 +327,18 @@ def test_a_failed_request_records_and_logs_the_model_it_asked_for(make_app, upst
     assert [row[:6] for row in _attempt_rows(app)] == [(exchange_id, 1, "default", model, "UpstreamUnavailable", 500)]
     (line,) = [line for line in request_log if line["route"] == path]
     assert (line["status"], line["model"], line["attempts"], "deployment" in line) == (502, model, 1, False)
+
+
+def test_a_reply_its_first_attempt_gave_names_its_deployment_and_writes_no_attempt_row(make_app, upstream):
+    """The common case costs no insert: the reply's row says which deployment answered."""
+    app = make_app()
+
+    answered = app.test_client().post("/openai-completion", json={"prompt": "hi", "user_id": "first-try"})
+
+    assert answered.status_code == 200
+    with app.app_context():
+        rows = db.session.execute(
+            sa.text("SELECT role, deployment FROM messages WHERE user_id = 'first-try' ORDER BY id")
+        ).all()
+    assert [tuple(r) for r in rows] == [("user", None), ("assistant", "default")]
+    assert _attempt_rows(app) == []
