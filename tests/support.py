@@ -217,13 +217,15 @@ class Served:
             self.lines.put(line)
 
     def wait_for(self, text: str, count: int = 1, timeout: float = 30) -> None:
-        """Block until `text` has appeared in `count` log lines (each worker logs once)."""
-        seen = 0
+        """Block until `text` has appeared in `count` log lines (each worker logs once), for
+        at most `timeout` seconds in all; failing, stop gunicorn first (a test that fails
+        here has not yet reached its own stop, and would leave the server running)."""
+        seen, deadline = 0, time.monotonic() + timeout
         while seen < count:
             try:
-                line = self.lines.get(timeout=timeout)
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                pytest.fail(f"gunicorn never logged {text!r}:\n{''.join(self.output)}")
+                pytest.fail(f"gunicorn never logged {text!r}:\n{self.stop()}")
             seen += text in line
 
     def request_lines(self) -> list[dict]:
