@@ -160,10 +160,6 @@ class Breakers:
             shared = RedisBreakers(uri.replace("redis+unix://", "unix://"), config.get("RATELIMIT_STORAGE_TIMEOUT"))
         return cls(threshold, cooldown, shared)
 
-    @property
-    def shared(self) -> bool:
-        return self._shared is not None
-
     def _call(self, method: str, *args: Any) -> Any:
         """`method` on the shared store while it answers, else on this process's memory."""
         if self._shared is not None and time.monotonic() >= self._shared_down_until:

@@ -48,8 +48,7 @@ class RoutedCall:
     def __init__(self, pool: Pool, group: str, model: str | None, messages: list[dict[str, Any]], params: dict):
         self.pool = pool
         self.settings = pool.routing.router
-        self.started = time.monotonic()
-        self.deadline = self.started + self.settings.deadline_seconds
+        self.deadline = time.monotonic() + self.settings.deadline_seconds
         self.requested = model
         self.messages = messages
         self.params = params

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from services.llm.errors import UpstreamError
-from services.llm.sse_reader import StreamWatch
+from services.llm.sse_reader import StreamWatch, says_something
 from services.llm.types import ChatStream
 
 if TYPE_CHECKING:
@@ -158,13 +158,10 @@ class RoutedStream:
         None for one that then says nothing."""
         if self._first_id is not None:
             chunk["id"] = self._first_id
-        says = bool(chunk.get("usage"))
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta")
-            if delta:
-                delta.pop("role", None)
-                says = says or any(v not in (None, "") for v in delta.values())
-            says = says or bool(choice.get("finish_reason"))
+        choices = chunk.get("choices") or ()
+        for choice in choices:
+            (choice.get("delta") or {}).pop("role", None)
+        says = chunk.get("usage") or any(says_something(c) or c.get("finish_reason") for c in choices)
         return chunk if says else None
 
 

@@ -105,7 +105,7 @@ def _chunks(response: Any, secrets: Sequence[str], watch: StreamWatch, progress:
         progress.finished = progress.finished or any(c.get("finish_reason") for c in choices)
         progress.usage = progress.usage or bool(chunk.get("usage"))
         if not progress.started:
-            progress.started = progress.finished or any(_says_something(c) for c in choices)
+            progress.started = progress.finished or any(says_something(c) for c in choices)
         if progress.started:
             watch.until(watch.silence)
         yield chunk
@@ -119,7 +119,7 @@ def _chunks(response: Any, secrets: Sequence[str], watch: StreamWatch, progress:
 _TAIL_SECONDS = 0.25
 
 
-def _says_something(choice: Mapping[str, Any]) -> bool:
+def says_something(choice: Mapping[str, Any]) -> bool:
     """True for a delta with anything but its role: text, tool calls, a refusal, or the
     reasoning some servers stream first (vLLM's and Ollama's `reasoning_content`)."""
     delta = choice.get("delta") or {}

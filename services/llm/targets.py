@@ -4,7 +4,6 @@ the breakers, and what a request needs of a deployment (Pool)."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import threading
 from collections.abc import Callable, Mapping
@@ -186,9 +185,8 @@ class Pool:
 
     def fits_somewhere(self, groups: list[str], needs: Needs) -> bool:
         """True when some deployment of `groups` has the room for the call (capacity aside)."""
-        room = dataclasses.replace(needs, features=frozenset())
         return any(
-            t.spec.context_window is None or room.prompt_tokens + room.max_tokens <= t.spec.context_window
+            t.spec.context_window is None or needs.prompt_tokens + needs.max_tokens <= t.spec.context_window
             for g in groups
             for t in self.targets[g]
         )
