@@ -244,12 +244,17 @@ def test_the_sdk_input_shapes_validate():
         ),
         ({"tool_choice": "required"}, "tool_choice", "needs at least one tool"),
         ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice", "'nope'"),
-        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0", "Input item type 'item_reference' is not"),
+        ({"input": [{"type": "item_reference"}]}, "input.0.id", "Field required"),
         ({"input": [{"type": "reasoning", "summary": []}]}, "input.0", "Input item type 'reasoning' is not supported"),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x.test/a.pdf"}]}]},
+            "input.0.content.0.file_url",
+            "input_file with a file_url is not supported",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.pdf"}]}]},
             "input.0.content.0",
-            "'input_file' is not",
+            "input_file needs file_data",
         ),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},

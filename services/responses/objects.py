@@ -182,10 +182,12 @@ def response_from_completion(
     message = choice.get("message") or {}
     status, reason = finish_status(choice.get("finish_reason"))
     item_status = "completed" if status == "completed" else "incomplete"
-    output = output_items(message.get("content"), message.get("refusal"), message.get("tool_calls") or (), item_status)
+    response_id = response_id or new_id("resp")
+    calls = message.get("tool_calls") or ()
+    output = output_items(message.get("content"), message.get("refusal"), calls, item_status, response_id=response_id)
     return response_object(
         request,
-        response_id=response_id or new_id("resp"),
+        response_id=response_id,
         created_at=created_at if created_at is not None else int(time.time()),
         model=completion.get("model") or request.model,
         output=output,

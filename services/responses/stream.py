@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas import ResponseRequest
-from services.responses.items import Item, function_call_item, new_id, output_text_part
+from services.responses.items import Item, function_call_item, new_id, output_item_id, output_text_part
 from services.responses.objects import finish_status, response_object, usage_object
 
 
@@ -139,6 +139,7 @@ class ResponseStreamTranslator:
 
     def _add_item(self, item: Item) -> list[dict[str, Any]]:
         events = self._close_item()
+        item["id"] = output_item_id(self.response_id, item["type"], len(self.output))  # findable by its id
         self.output.append(item)
         self._open = item
         return events + [self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)]
