@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -119,6 +119,9 @@ class ChatTurn:
     trim_history: bool = True
     # False: record the turn and reply without their content (usage and status only).
     store_content: bool = True
+    # The reply keeps (is recorded with) its first this many tool calls; the rest are dropped
+    # (the Responses API's max_tool_calls). None: all of them.
+    max_tool_calls: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class _Exchange:
     reservation: Reservation | None = None
     # The model the client asked for (or the LLM's default): a failed exchange's rows name it.
     model: str | None = None
+    max_tool_calls: int | None = None  # ChatTurn's
 
 
 @dataclass
@@ -228,7 +232,16 @@ class ChatPipeline:
             stored = new if turn.store_content else [without_content(m) for m in new]
             held = reservation.tokens if reservation is not None and reservation.tokens else None
             record_turn(session, exchange_id, conversation_id, key_id, stored, held, began)
-        return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content, reservation, report.model)
+        return _Exchange(
+            exchange_id,
+            conversation_id,
+            key_id,
+            context,
+            turn.store_content,
+            reservation,
+            report.model,
+            turn.max_tool_calls,
+        )
 
     def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
         """The most tokens the call may spend: the estimated prompt and the completion's cap."""
@@ -330,16 +343,6 @@ class ChatPipeline:
         The key is charged even when the conversation was erased meanwhile (the reply is
         then not stored): the upstream spent the tokens either way.
         """
-        message = completion.message() if exchange.store_content else without_content(completion.message())
-        reply = {
-            **stored_columns(message),
-            "completion_id": completion.completion_id,
-            "model": completion.model,
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "total_tokens": completion.total_tokens,
-            "deployment": completion.deployment,
-        }
         attempts = _worth_a_row(completion.attempts if attempts is None else attempts)
         self.recorder.record(
             Ending(
@@ -348,13 +351,30 @@ class ChatPipeline:
                 exchange.client_key_id,
                 status,
                 error,
-                reply=reply,
+                reply=self._reply_row(exchange, completion),
                 reservation=exchange.reservation,
                 spent=self._tokens_spent(exchange, completion) if exchange.reservation is not None else None,
                 attempts=attempt_rows(attempts),
                 model=exchange.model,
             )
         )
+
+    @staticmethod
+    def _reply_row(exchange: _Exchange, completion: Completion) -> dict[str, Any]:
+        """The reply's row: the message as stored (only the first `max_tool_calls` calls, so a
+        continuation answers just the calls the client was shown), its completion and usage."""
+        if exchange.max_tool_calls is not None and completion.tool_calls:
+            completion = replace(completion, tool_calls=completion.tool_calls[: exchange.max_tool_calls])
+        message = completion.message() if exchange.store_content else without_content(completion.message())
+        return {
+            **stored_columns(message),
+            "completion_id": completion.completion_id,
+            "model": completion.model,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.total_tokens,
+            "deployment": completion.deployment,
+        }
 
     @staticmethod
     def _tokens_spent(exchange: _Exchange, completion: Completion) -> tuple[int, int]:

@@ -233,9 +233,9 @@ def test_the_sdk_input_shapes_validate():
             "include",
             "include value 'file_search_call.results' is not supported",
         ),
-        ({"include": ["message.output_text.logprobs"]}, "include", "is not supported"),
+        ({"service_tier": "cheapest"}, "service_tier", "'auto', 'default', 'flex'"),
         ({"prompt": {"id": "pmpt_1"}}, "prompt", "Prompt templates are not supported"),
-        ({"top_logprobs": 5}, "top_logprobs", "not supported"),
+        ({"top_logprobs": 21}, "top_logprobs", "less than or equal to 20"),
         ({"previous_response_id": "resp_1", "conversation": "conv_1"}, "conversation", "not both"),
         (
             {"tool_choice": {"type": "web_search_preview"}},

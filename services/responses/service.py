@@ -133,6 +133,7 @@ def _turn(request: ResponseRequest, state: _State, items: list[Item], client_key
         history_exchanges=state.history_exchanges,
         trim_history=request.truncation == "auto",
         store_content=request.store,
+        max_tool_calls=request.max_tool_calls,
     )
 
 
@@ -152,16 +153,18 @@ def create_response(
     outputs that do not pair up, a 404 for an item reference to no item of this key, and
     whatever the pipeline raises before its first byte (TurnRejected, BudgetSpent, UpstreamError)."""
     response_id, created_at = new_id("resp"), int(time.time())
+    # A request naming no model is answered by the default one, as the chat routes' are.
+    model = request.model or getattr(pipeline.llm, "default_model", None)
     key_id = client_key.id if client_key else None
     state = _state(request, key_id, response_id)
     items = resolve_references(input_items(request), key_id)
     _check_tool_pairing(state, items)
     answer = pipeline.answer(_turn(request, state, items, client_key), report)
     if request.stream:
-        translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at)
+        translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at, model=model)
         return ResponseAnswer(response_id, events=_events(pipeline, answer, translator, request, key_id))
     body = response_from_completion(
-        request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at
+        request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at, model=model
     )
     _record(pipeline, request, key_id, answer, body)
     return ResponseAnswer(response_id, body=body)
