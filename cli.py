@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -242,7 +243,7 @@ admins_cli = AppGroup("admins", help="Admins of the web console (README: Console
 def create_admin_command(name: str, password_stdin: bool) -> None:
     """Create the console admin NAME and print its password (made at random unless given
     on standard input). It is shown this once: only a slow hash of it is stored."""
-    password = click.get_text_stream("stdin").readline().rstrip("\r\n") if password_stdin else None
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     try:
         with unit_of_work() as session:
             record, password = create_admin(session, name, password)
