@@ -22,6 +22,7 @@ from errors import register_error_handlers, reject_invalid
 from extensions import db, limiter, migrate
 from logformat import JsonFormatter
 from routes import register_blueprints
+from routes.console import register_console
 from routes.openapi import SECURITY_SCHEMES
 from schemas import CONVERSATION_HEADER
 from services.chat import ChatPipeline, ChatSettings
@@ -55,6 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_extensions(app)
     register_chat(app)
     register_blueprints(app)
+    register_console(app)  # off unless CONSOLE_ENABLED
     register_error_handlers(app)
     register_commands(app)
     register_shell_context(app)

@@ -1,9 +1,11 @@
-"""Flask CLI commands: `flask conversation ...`, `flask messages prune|sweep`, `flask keys ...`."""
+"""Flask CLI commands: `flask conversation ...`, `flask messages prune|sweep`, `flask keys ...`,
+`flask admins ...`."""
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,9 +13,12 @@ from typing import Any
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy.exc import IntegrityError
 
 from database import unit_of_work
+from services.admins import create_admin, delete_admin, list_admins
 from services.client_keys import check_rate_limit, create_key, key_id_for, list_keys, revoke_key
+from services.console.audit import record_action
 from services.conversations import conversation_rows, delete_conversation, prune_batch, rows_batch
 from services.ownership import ANY_KEY, KeyScope
 from services.sweeper import cutoff, sweep
@@ -229,8 +234,53 @@ def revoke_key_command(prefix: str) -> None:
     click.echo(f"Revoked key {revoked['prefix']} ({revoked['name']!r}) at {revoked['revoked_at']}")
 
 
+admins_cli = AppGroup("admins", help="Admins of the web console (README: Console): create, list, delete.")
+
+
+@admins_cli.command("create")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of making one.")
+def create_admin_command(name: str, password_stdin: bool) -> None:
+    """Create the console admin NAME and print its password (made at random unless given
+    on standard input). It is shown this once: only a slow hash of it is stored."""
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    try:
+        with unit_of_work() as session:
+            record, password = create_admin(session, name, password)
+            record_action(session, "cli", "admin.create", record["name"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    except IntegrityError:
+        raise click.ClickException(f"An admin named {name.strip()!r} exists already") from None
+    if not password_stdin:
+        click.echo(password)
+    click.echo(f"Created console admin {record['name']!r}. Sign in at /console (CONSOLE_ENABLED=true).", err=True)
+
+
+@admins_cli.command("list")
+def list_admins_command() -> None:
+    """Every console admin: name and creation time."""
+    with unit_of_work(write=False) as session:
+        for admin in list_admins(session):
+            click.echo(f"{admin['name']}\t{admin['created_at']}")
+
+
+@admins_cli.command("delete")
+@click.argument("name")
+def delete_admin_command(name: str) -> None:
+    """Delete the console admin NAME; its open sessions end at their next request."""
+    with unit_of_work() as session:
+        deleted = delete_admin(session, name)
+        if deleted:
+            record_action(session, "cli", "admin.delete", name)
+    if not deleted:
+        raise click.ClickException(f"No admin named {name!r}")
+    click.echo(f"Deleted console admin {name!r}")
+
+
 def register_commands(app: Flask) -> None:
     """Attach the CLI groups to `app`."""
     app.cli.add_command(conversation_cli)
     app.cli.add_command(messages_cli)
     app.cli.add_command(keys_cli)
+    app.cli.add_command(admins_cli)

@@ -162,6 +162,14 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "CORS_ORIGINS": [o.strip() for o in (_str(env, "CORS_ORIGINS", "") or "").split(",") if o.strip()],
         # How many proxies in front of the service may set X-Forwarded-For.
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
+        # The operator's console at /console (README "Console"): off unless CONSOLE_ENABLED.
+        "CONSOLE_ENABLED": _bool(env, "CONSOLE_ENABLED", False),
+        # Signs the console's session cookie and CSRF tokens; required when the console is on.
+        "SECRET_KEY": _str(env, "SECRET_KEY"),
+        # Failed console sign-ins one address may make before it is answered 429 unchecked.
+        "CONSOLE_SIGN_IN_LIMIT": _str(env, "CONSOLE_SIGN_IN_LIMIT", "10 per minute"),
+        # The session cookie is sent over HTTPS only (browsers count http://localhost as secure).
+        "SESSION_COOKIE_SECURE": _bool(env, "CONSOLE_COOKIE_SECURE", True),
     }
 
 
@@ -226,6 +234,27 @@ def validate_settings(config: Mapping[str, Any]) -> None:
             "APP_ENV=production needs OPENAI_API_KEY (or OPENAI_BASE_URL, or AZURE_OPENAI_ENDPOINT); "
             "set LLM_OFFLINE=true to serve the built-in offline model on purpose"
         )
+    validate_console_settings(config)
+
+
+# A production SECRET_KEY this short could be guessed offline from one signed cookie.
+MIN_SECRET_KEY_LENGTH = 32
+
+
+def validate_console_settings(config: Mapping[str, Any]) -> None:
+    """The console needs a SECRET_KEY (a long one in production) and a sign-in limit."""
+    if not config.get("CONSOLE_ENABLED"):
+        return
+    secret = config.get("SECRET_KEY") or ""
+    if not secret:
+        raise ConfigError(
+            "CONSOLE_ENABLED=true needs SECRET_KEY (make one: python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    if config.get("APP_ENV") == "production" and len(secret) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters in production")
+    limit = config.get("CONSOLE_SIGN_IN_LIMIT")
+    if not is_rate_limit(limit):
+        raise ConfigError(f"CONSOLE_SIGN_IN_LIMIT must be a rate limit such as '10 per minute', got {limit!r}")
 
 
 def uses_offline_model(config: Mapping[str, Any]) -> bool:

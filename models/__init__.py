@@ -1,5 +1,6 @@
 """SQLAlchemy models. Models never commit: the service layer owns transactions."""
 
+from models.admin import Admin, AuditEntry
 from models.api_key import ApiKey, ApiKeyUsage
 from models.conversation import ConversationRecord
 from models.message import Message, MessageStatus, as_utc, iso_utc
@@ -7,6 +8,8 @@ from models.response import StoredResponse
 from models.upstream_attempt import UpstreamAttempt
 
 __all__ = [
+    "Admin",
+    "AuditEntry",
     "ApiKey",
     "ApiKeyUsage",
     "ConversationRecord",

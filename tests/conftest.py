@@ -297,3 +297,37 @@ def routed(database_url, app_factory, serve, tmp_path, monkeypatch) -> Callable[
         return app, serve(app)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (no browser download), one for the
+    session; skips with a reason where chromium is not installed."""
+    from console_support import chromium_path
+    from playwright.sync_api import sync_playwright
+
+    path = chromium_path()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=path, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def console_service(tmp_path_factory, upstream, browser) -> Iterator[object]:
+    """gunicorn serving the console (and the API, keys required) on the fake upstream, with
+    an admin made by `flask admins create`; one per test module, stopped after it."""
+    from console_support import start_console_service
+
+    service = start_console_service(tmp_path_factory.mktemp("console"), upstream)
+    yield service
+    service.served.stop()
+
+
+@pytest.fixture
+def page(browser, console_service):
+    """A fresh browser page (no cookies) on the console service, closed after the test."""
+    context = browser.new_context(base_url=console_service.url)
+    page = context.new_page()
+    yield page
+    context.close()

@@ -1,0 +1,53 @@
+"""The console's keys page: every key with today's usage and its last day of use, and
+the changes an operator makes to a key (services/client_keys.py issues and revokes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models import ApiKey, ApiKeyUsage
+from services.client_keys import check_rate_limit, list_keys
+
+
+def keys_with_usage(session: Session) -> list[dict[str, Any]]:
+    """Every key, oldest first, as `flask keys list` shows it, plus `last_used_day` (the
+    last UTC day it answered a request: the usage counters keep days, not instants) and
+    `budget_used` (tokens spent and held today, for the bar against `daily_tokens`)."""
+    last_days = dict(
+        session.execute(
+            select(ApiKeyUsage.api_key_id, func.max(ApiKeyUsage.day))
+            .where(ApiKeyUsage.requests > 0)
+            .group_by(ApiKeyUsage.api_key_id)
+        ).all()
+    )
+    keys = list_keys(session)
+    for key in keys:
+        day = last_days.get(key["id"])
+        key["last_used_day"] = day.isoformat() if day else None
+        key["budget_used"] = key["tokens_today"] + key["reserved_today"]
+    return keys
+
+
+def find_key(session: Session, key_id: int) -> dict[str, Any] | None:
+    """The key with this id (revoked or not), without its hash; None when there is none."""
+    key = session.get(ApiKey, key_id)
+    return key.to_dict() if key else None
+
+
+def change_limits(
+    session: Session, key_id: int, rate_limit: str | None, daily_tokens: int | None
+) -> dict[str, Any] | None:
+    """Set the key's own rate limit and daily token budget (None: the defaults, no budget);
+    ValueError for a rate limit Flask-Limiter would not understand or a budget below 1.
+    Every worker reads a key's limits on each request, so the change holds from the next.
+    None when there is no such key."""
+    check_rate_limit(rate_limit)
+    if daily_tokens is not None and daily_tokens < 1:
+        raise ValueError("a daily token budget is at least 1 token")
+    changed = session.execute(
+        update(ApiKey).where(ApiKey.id == key_id).values(rate_limit=rate_limit, daily_tokens=daily_tokens)
+    ).rowcount
+    return find_key(session, key_id) if changed else None
