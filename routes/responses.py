@@ -17,7 +17,7 @@ from extensions import limiter
 from ratelimit import completion_limit
 from routes.openapi import KEY_REQUIRED, openai_object
 from routes.sse import typed_event
-from schemas import ItemListQuery, ResponsePath, ResponseRequest
+from schemas import InputTokensRequest, ItemListQuery, ResponsePath, ResponseRequest
 from services.responses import service
 from telemetry import exchange_report
 
@@ -43,6 +43,15 @@ def _relay(events: Iterator[dict[str, Any]]) -> Iterator[str]:
     with closing(events):
         for event in events:
             yield typed_event(event)
+
+
+@responses_bp.post("/responses/input_tokens", responses=openai_object())
+def count_input_tokens(body: InputTokensRequest):
+    """Count a response's input tokens (OpenAI's `responses.input_tokens.count`): its input with
+    the state a create would load (chain, conversation, instructions, tools), by the estimate
+    budgets reserve. Nothing is stored or sent upstream."""
+    tokens = service.count_input_tokens(current_app.extensions["chat"], body, current_client_key())
+    return jsonify({"object": "response.input_tokens", "input_tokens": tokens})
 
 
 @responses_bp.get("/responses/<response_id>", responses=openai_object(read_only=True))

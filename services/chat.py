@@ -43,7 +43,13 @@ from services.history import UNLIMITED, History, HistoryLimits, chain_history, r
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
 from services.recorder import Ending, ExchangeRecorder
-from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
+from services.tokens import (
+    completion_cap,
+    estimate_message_tokens,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    text_of,
+)
 
 if TYPE_CHECKING:
     from telemetry import ExchangeReport
@@ -115,6 +121,9 @@ class ChatTurn:
     # The exchanges whose completed rows are the history, oldest first (a Responses API
     # chain), instead of the conversation's; () for none.
     history_exchanges: tuple[str, ...] | None = None
+    # Exchanges the caller holds in memory (a WebSocket connection's last response, which may
+    # not be stored), each a list of chat messages, oldest first: history after those above.
+    held_history: tuple[list[dict[str, Any]], ...] = ()
     # False: send the whole history, untrimmed (the Responses API's truncation "disabled").
     trim_history: bool = True
     # False: record the turn and reply without their content (usage and status only).
@@ -133,6 +142,8 @@ class _Exchange:
     reservation: Reservation | None = None
     # The model the client asked for (or the LLM's default): a failed exchange's rows name it.
     model: str | None = None
+    # The turn's messages that are new (recorded, sent after the history).
+    new_messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -145,6 +156,8 @@ class ChatAnswer:
     completion: Completion | None = None
     chunks: Iterator[dict[str, Any] | UpstreamError] | None = None
     stream: ChatStream | None = None
+    # The turn's messages that were new: those that do not repeat the history.
+    new_messages: list[dict[str, Any]] = field(default_factory=list)
 
     def sofar(self) -> Completion:
         """The reply as far as it has arrived (all of it, for a plain answer)."""
@@ -176,11 +189,30 @@ class ChatPipeline:
             opened = time.perf_counter()
             stream = self._call(exchange, report, lambda: self.llm.stream(exchange.context, **self._call_args(turn)))
             chunks = self._relay(exchange, stream, report, opened)
-            return ChatAnswer(exchange.conversation_id, exchange.exchange_id, chunks=chunks, stream=stream)
+            return ChatAnswer(
+                exchange.conversation_id,
+                exchange.exchange_id,
+                chunks=chunks,
+                stream=stream,
+                new_messages=exchange.new_messages,
+            )
         completion = self._call(exchange, report, lambda: self.llm.complete(exchange.context, **self._call_args(turn)))
         report.outcome, report.completion = "ok", completion
         self._finish(exchange, completion, MessageStatus.COMPLETED)
-        return ChatAnswer(exchange.conversation_id, exchange.exchange_id, completion=completion)
+        return ChatAnswer(
+            exchange.conversation_id, exchange.exchange_id, completion=completion, new_messages=exchange.new_messages
+        )
+
+    def prompt_tokens(self, turn: ChatTurn) -> int:
+        """The estimated prompt tokens of the call `turn` would make (its leading messages, its
+        history as it would be trimmed, its new messages, its tools), as a budget reserves them;
+        read only. Raises TurnRejected as `answer` does."""
+        leading = self._leading(turn)
+        self._check(turn, leading)
+        key_id = turn.client_key.id if turn.client_key else None
+        with unit_of_work(write=False) as session:
+            context, _ = self._context(session, turn, turn.conversation_id or "", key_id, leading)
+        return estimate_prompt_tokens(context, turn.options)
 
     def _leading(self, turn: ChatTurn) -> list[dict[str, Any]]:
         if turn.leading is not None:
@@ -219,20 +251,28 @@ class ChatPipeline:
         exchange_id = new_exchange_id()
         began = datetime.now(UTC)  # the rows' time, and the day whose budget is reserved
         with unit_of_work() as session:
-            history = self._history(session, turn, conversation_id, key_id, leading)
-            # A client that sends its whole conversation each turn (LangChain does) repeats
-            # what memory holds: only what is new is stored and sent after the history.
-            new = turn.messages[history.repeated :]
-            context = [*leading, *history.messages, *new]
+            context, new = self._context(session, turn, conversation_id, key_id, leading)
             reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn), began.date())
             stored = new if turn.store_content else [without_content(m) for m in new]
             held = reservation.tokens if reservation is not None and reservation.tokens else None
             record_turn(session, exchange_id, conversation_id, key_id, stored, held, began)
-        return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content, reservation, report.model)
+        return _Exchange(
+            exchange_id, conversation_id, key_id, context, turn.store_content, reservation, report.model, new
+        )
+
+    def _context(
+        self, session: Any, turn: ChatTurn, conversation_id: str, key_id: int | None, leading: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The messages the call sends (leading, history, new) and the turn's new ones among them."""
+        history = self._history(session, turn, conversation_id, key_id, leading)
+        # A client that sends its whole conversation each turn (LangChain does) repeats
+        # what memory holds: only what is new is stored and sent after the history.
+        new = turn.messages[history.repeated :]
+        return [*leading, *history.messages, *new], new
 
     def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
         """The most tokens the call may spend: the estimated prompt and the completion's cap."""
-        prompt = sum(estimate_message_tokens(m) for m in context)
+        prompt = estimate_prompt_tokens(context, turn.options)
         return prompt + completion_cap(turn.options, self.settings.default_max_tokens)
 
     def _history(
@@ -240,12 +280,13 @@ class ChatPipeline:
     ) -> History:
         """The stored messages sent before the new ones (the turn's chain, or its
         conversation's), and how many of the turn's messages repeat them."""
-        if turn.history_exchanges is None and turn.conversation_id is None:
+        if turn.history_exchanges is None and turn.conversation_id is None and not turn.held_history:
             return History([])  # a conversation just made up has none
         limits = self.settings.history if turn.trim_history else UNLIMITED
         leading_tokens = sum(estimate_message_tokens(m) for m in leading)
-        if turn.history_exchanges is not None:
-            return chain_history(session, turn.history_exchanges, key_id, limits, turn.messages, leading_tokens)
+        if turn.history_exchanges is not None or turn.held_history:
+            exchanges = turn.history_exchanges or ()
+            return chain_history(session, exchanges, key_id, limits, turn.messages, leading_tokens, turn.held_history)
         return rebuild_history(session, conversation_id, key_id, limits, turn.messages, leading_tokens)
 
     @staticmethod
