@@ -232,6 +232,13 @@ STEPS = [
     ),
     Step(
         "Read it back",
+        "POST",
+        "/v1/responses/input_tokens",
+        [status(200), equals("object", "response.input_tokens"), positive("input_tokens")],
+        json_body={"model": "gpt-4o-mini", "input": "And a fifth?", "previous_response_id": "{{response_id}}"},
+    ),
+    Step(
+        "Read it back",
         "GET",
         "/v1/conversations/{conversation_id}",
         [status(200), equals("object", "conversation"), equals("metadata", {"topic": "cheese"})],

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Response, current_app, jsonify, stream_with_context
 from flask_openapi3 import APIBlueprint, Tag
+from werkzeug.routing import BaseConverter
 
 from auth import current_client_key, current_client_key_id
 from extensions import limiter
@@ -20,6 +21,15 @@ from routes.sse import typed_event
 from schemas import InputTokensRequest, ItemListQuery, ResponsePath, ResponseRequest
 from services.responses import service
 from telemetry import exchange_report
+
+
+class ResponseIdConverter(BaseConverter):
+    """A response id in a path (`<response_id:...>`, registered as "response_id"): any one
+    segment but the names of the operations beside the responses (input_tokens), so that
+    an OPTIONS there lists only their own methods."""
+
+    regex = r"(?!input_tokens$)[^/]+"
+
 
 responses_bp = APIBlueprint(
     "responses_api", __name__, url_prefix="/v1", abp_tags=[Tag(name="responses")], abp_security=KEY_REQUIRED
@@ -54,13 +64,22 @@ def count_input_tokens(body: InputTokensRequest):
     return jsonify({"object": "response.input_tokens", "input_tokens": tokens})
 
 
-@responses_bp.get("/responses/<response_id>", responses=openai_object(read_only=True))
+# The operation ids are those the plain `<response_id>` rules made (the converter would rename them).
+@responses_bp.get(
+    "/responses/<response_id:response_id>",
+    responses=openai_object(read_only=True),
+    operation_id="responses_api_retrieve_responses__response_id__get",
+)
 def retrieve(path: ResponsePath):
     """A stored response, as it was answered."""
     return jsonify(service.retrieve_response(path.response_id, current_client_key_id()))
 
 
-@responses_bp.delete("/responses/<response_id>", responses=openai_object(read_only=True))
+@responses_bp.delete(
+    "/responses/<response_id:response_id>",
+    responses=openai_object(read_only=True),
+    operation_id="responses_api_delete_responses__response_id__delete",
+)
 def delete(path: ResponsePath):
     """Erase a stored response and its input and output, for good."""
     return jsonify(service.erase_response(path.response_id, current_client_key_id()))

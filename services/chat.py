@@ -121,8 +121,7 @@ class ChatTurn:
     # The exchanges whose completed rows are the history, oldest first (a Responses API
     # chain), instead of the conversation's; () for none.
     history_exchanges: tuple[str, ...] | None = None
-    # Exchanges the caller holds in memory (a WebSocket connection's last response, which may
-    # not be stored), each a list of chat messages, oldest first: history after those above.
+    # History the caller holds in memory (a WebSocket's last response), after history_exchanges.
     held_history: tuple[list[dict[str, Any]], ...] = ()
     # False: send the whole history, untrimmed (the Responses API's truncation "disabled").
     trim_history: bool = True
@@ -185,28 +184,21 @@ class ChatPipeline:
         report.prompt_text = "\n".join(text_of(m.get("content")) for m in turn.messages)
         report.streamed, report.model = turn.stream, turn.model or getattr(self.llm, "default_model", None)
         exchange = self._start(turn, leading, report)
+        answer = ChatAnswer(exchange.conversation_id, exchange.exchange_id, new_messages=exchange.new_messages)
         if turn.stream:
             opened = time.perf_counter()
             stream = self._call(exchange, report, lambda: self.llm.stream(exchange.context, **self._call_args(turn)))
-            chunks = self._relay(exchange, stream, report, opened)
-            return ChatAnswer(
-                exchange.conversation_id,
-                exchange.exchange_id,
-                chunks=chunks,
-                stream=stream,
-                new_messages=exchange.new_messages,
-            )
+            answer.stream, answer.chunks = stream, self._relay(exchange, stream, report, opened)
+            return answer
         completion = self._call(exchange, report, lambda: self.llm.complete(exchange.context, **self._call_args(turn)))
         report.outcome, report.completion = "ok", completion
         self._finish(exchange, completion, MessageStatus.COMPLETED)
-        return ChatAnswer(
-            exchange.conversation_id, exchange.exchange_id, completion=completion, new_messages=exchange.new_messages
-        )
+        answer.completion = completion
+        return answer
 
     def prompt_tokens(self, turn: ChatTurn) -> int:
-        """The estimated prompt tokens of the call `turn` would make (its leading messages, its
-        history as it would be trimmed, its new messages, its tools), as a budget reserves them;
-        read only. Raises TurnRejected as `answer` does."""
+        """The prompt tokens of the call `turn` would make (leading messages, trimmed history, new
+        messages, tools) as a budget estimates them; nothing written. Raises TurnRejected as answer does."""
         leading = self._leading(turn)
         self._check(turn, leading)
         key_id = turn.client_key.id if turn.client_key else None

@@ -201,8 +201,10 @@ def count_input_tokens(pipeline: ChatPipeline, request: ResponseRequest, client_
     would make, with its state loaded as create_response loads it (and its 400s), by the
     estimate budgets reserve; nothing is stored or sent."""
     state = _state(request, client_key.id if client_key else None, new_id("resp"))
-    items = input_items(request) if request.input is not None else []
-    _check_tool_pairing(state, items)
+    items = []
+    if request.input is not None:  # without input, the state alone is counted, open calls and all
+        items = input_items(request)
+        _check_tool_pairing(state, items)
     return pipeline.prompt_tokens(_turn(request, state, items, client_key))
 
 
