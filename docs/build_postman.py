@@ -118,6 +118,8 @@ STEPS = [
         "/v1/models/{model}",
         [status(200), equals("object", "model"), text("id")],
     ),
+    # The WebSocket mode's door: a plain GET is told to upgrade (Postman opens no WebSocket here).
+    Step("Check the service", "GET", "/v1/responses", [status(426), header("Upgrade", "websocket")]),
     Step(
         "Start a conversation",
         "POST",

@@ -9,6 +9,7 @@ from routes.conversations import conversations_bp
 from routes.health import health_bp
 from routes.openai_conversations import openai_conversations_bp
 from routes.responses import ResponseIdConverter, responses_bp
+from routes.responses_ws import responses_ws_bp
 
 
 def register_blueprints(app: OpenAPI) -> None:
@@ -20,5 +21,6 @@ def register_blueprints(app: OpenAPI) -> None:
     app.register_api(health_bp)
     app.register_api(openai_compat_bp)
     app.register_api(responses_bp)
+    app.register_blueprint(responses_ws_bp)  # the WebSocket beside POST /v1/responses (not in the document)
     app.register_api(openai_conversations_bp)
     register_docs_routes(app)

@@ -14,11 +14,12 @@ from flask_openapi3 import APIBlueprint, Tag
 from werkzeug.routing import BaseConverter
 
 from auth import current_client_key, current_client_key_id
+from errors import ApiError
 from extensions import limiter
 from ratelimit import completion_limit
-from routes.openapi import KEY_REQUIRED, openai_object
+from routes.openapi import KEY_REQUIRED, openai_object, responses
 from routes.sse import typed_event
-from schemas import InputTokensRequest, ItemListQuery, ResponsePath, ResponseRequest
+from schemas import InputTokensRequest, ItemListQuery, OpenAIErrorResponse, ResponsePath, ResponseRequest
 from services.responses import service
 from telemetry import exchange_report
 
@@ -53,6 +54,17 @@ def _relay(events: Iterator[dict[str, Any]]) -> Iterator[str]:
     with closing(events):
         for event in events:
             yield typed_event(event)
+
+
+@responses_bp.get(
+    "/responses",
+    responses=responses({101: {"description": "The WebSocket is open"}, 426: OpenAIErrorResponse}, openai=True),
+)
+def open_websocket():
+    """WebSocket mode: open a WebSocket here (`Upgrade: websocket`) and send `response.create`
+    messages (the README's "WebSocket mode"). Without the upgrade the answer is 426."""
+    message = "Open a WebSocket on /v1/responses (Upgrade: websocket) to send response.create messages"
+    raise ApiError(426, message, headers={"Upgrade": "websocket"}, code="upgrade_required")
 
 
 @responses_bp.post("/responses/input_tokens", responses=openai_object())
