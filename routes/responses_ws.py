@@ -84,7 +84,10 @@ def _events(session: WebSocketSession, message: str | bytes, report: ExchangeRep
         yield _error_event(exc)
         return
     with closing(events):
-        yield from events
+        try:
+            yield from events
+        except Exception as exc:  # a fault the stream did not end itself: an event, not a broken connection
+            yield _error_event(exc)
 
 
 def _parsed(message: str | bytes) -> ResponseRequest:

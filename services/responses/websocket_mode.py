@@ -57,9 +57,13 @@ class WebSocketSession:
     def _relay(self, request: ResponseRequest, answer: ResponseAnswer) -> Iterator[dict[str, Any]]:
         last: Mapping[str, Any] = {}
         with closing(answer.events):  # a connection gone mid-stream closes the service's stream at once
-            for event in answer.events:
-                last = event
-                yield event
+            try:
+                for event in answer.events:
+                    last = event
+                    yield event
+            except Exception:
+                self.forget(request)
+                raise
         response = last.get("response") or {}
         if response.get("status") not in _CONTINUABLE:
             self.forget(request)
