@@ -43,13 +43,7 @@ from services.history import UNLIMITED, History, HistoryLimits, chain_history, r
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
 from services.recorder import Ending, ExchangeRecorder
-from services.tokens import (
-    completion_cap,
-    estimate_message_tokens,
-    estimate_prompt_tokens,
-    estimate_text_tokens,
-    text_of,
-)
+from services.tokens import completion_cap, estimate_prompt_tokens, estimate_text_tokens, text_of
 
 if TYPE_CHECKING:
     from telemetry import ExchangeReport
@@ -275,7 +269,7 @@ class ChatPipeline:
         if turn.history_exchanges is None and turn.conversation_id is None and not turn.held_history:
             return History([])  # a conversation just made up has none
         limits = self.settings.history if turn.trim_history else UNLIMITED
-        leading_tokens = sum(estimate_message_tokens(m) for m in leading)
+        leading_tokens = estimate_prompt_tokens(leading, {})
         if turn.history_exchanges is not None or turn.held_history:
             exchanges = turn.history_exchanges or ()
             return chain_history(session, exchanges, key_id, limits, turn.messages, leading_tokens, turn.held_history)
@@ -394,7 +388,7 @@ class ChatPipeline:
         """The upstream's token counts, or our estimate where a cut-off stream brought none."""
         prompt = completion.prompt_tokens
         if prompt is None:
-            prompt = sum(estimate_message_tokens(m) for m in exchange.context)
+            prompt = estimate_prompt_tokens(exchange.context, {})
         answer = completion.completion_tokens
         if answer is None:
             answer = estimate_text_tokens(completion.text)
