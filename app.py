@@ -19,7 +19,7 @@ from cli import register_commands
 from config import load_settings, resolve_defaults, validate_settings
 from database import WRITER_QUEUE, configure_engine, engine_options, writer_queue_for
 from errors import register_error_handlers, reject_invalid
-from extensions import db, limiter, migrate
+from extensions import db, limiter, migrate, sock
 from logformat import JsonFormatter
 from routes import register_blueprints
 from routes.console import register_console
@@ -139,11 +139,20 @@ def configure_logging(app: Flask) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
 
 
+# A WebSocket connection pings its client this often: an idle one (a long model call) stays
+# open through proxies that close silent connections (nginx's default: after 60 s).
+WEBSOCKET_PING_SECONDS = 25
+
+
 def register_extensions(app: Flask) -> None:
-    """Bind db, migrate and limiter to `app`."""
+    """Bind db, migrate, limiter and sock to `app`."""
     db.init_app(app)
     migrate.init_app(app, db)
     limiter.init_app(app)
+    # A WebSocket message may be as large as a request body; a larger one closes the connection (1009).
+    options = {"max_message_size": app.config["MAX_CONTENT_LENGTH"], "ping_interval": WEBSOCKET_PING_SECONDS}
+    app.config.setdefault("SOCK_SERVER_OPTIONS", options)
+    sock.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
         app.extensions[WRITER_QUEUE] = writer_queue_for(db.engine)

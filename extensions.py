@@ -4,6 +4,7 @@ import os
 
 from flask_limiter import HeaderNames
 from flask_migrate import Migrate
+from flask_sock import Sock
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -43,3 +44,5 @@ limiter = GatewayLimiter(
     header_name_mapping={HeaderNames.RETRY_AFTER: LIMITER_RETRY_AFTER},
 )
 limiter.request_filter(is_preflight)
+# WebSocket routes (flask-sock on simple-websocket): served by gunicorn's own workers.
+sock = Sock()

@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, request
@@ -135,6 +136,22 @@ def exchange_report() -> ExchangeReport:
     """A new report of this request's exchange, which its log line reads when it closes."""
     g.exchange = ExchangeReport()
     return g.exchange
+
+
+def finish_message(status: int, exchange: ExchangeReport | None, started: float) -> None:
+    """Count one message of this request's WebSocket connection (a `response.create`) as a
+    request of its own: metrics and one log line, method "WEBSOCKET", with its exchange and
+    the status its answer (an error event's, else 200) has; `started` is its time.perf_counter()."""
+    fields = {
+        "event": "request",
+        "request_id": g.get("request_id") or uuid.uuid4().hex,
+        "method": "WEBSOCKET",
+        "route": _route_label(),
+        "path": request.path,
+        "status": status,
+        "log_content": current_app.config.get("LOG_CONTENT", False),
+    }
+    _finish_request(fields, SimpleNamespace(started=started, exchange=exchange, client_key=g.get("client_key")))
 
 
 def set_client_headers(response: Response) -> None:

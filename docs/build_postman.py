@@ -118,6 +118,8 @@ STEPS = [
         "/v1/models/{model}",
         [status(200), equals("object", "model"), text("id")],
     ),
+    # The WebSocket mode's door: a plain GET is told to upgrade (Postman opens no WebSocket here).
+    Step("Check the service", "GET", "/v1/responses", [status(426), header("Upgrade", "websocket")]),
     Step(
         "Start a conversation",
         "POST",
@@ -229,6 +231,13 @@ STEPS = [
         "GET",
         "/v1/responses/{response_id}/input_items",
         [status(200), equals("object", "list"), equals("data[0].type", "message"), equals("data[0].role", "user")],
+    ),
+    Step(
+        "Read it back",
+        "POST",
+        "/v1/responses/input_tokens",
+        [status(200), equals("object", "response.input_tokens"), positive("input_tokens")],
+        json_body={"model": "gpt-4o-mini", "input": "And a fifth?", "previous_response_id": "{{response_id}}"},
     ),
     Step(
         "Read it back",

@@ -11,15 +11,26 @@ from typing import Any
 
 from flask import Response, current_app, jsonify, stream_with_context
 from flask_openapi3 import APIBlueprint, Tag
+from werkzeug.routing import BaseConverter
 
 from auth import current_client_key, current_client_key_id
+from errors import ApiError
 from extensions import limiter
 from ratelimit import completion_limit
-from routes.openapi import KEY_REQUIRED, openai_object
+from routes.openapi import KEY_REQUIRED, openai_object, responses
 from routes.sse import typed_event
-from schemas import ItemListQuery, ResponsePath, ResponseRequest
+from schemas import InputTokensRequest, ItemListQuery, OpenAIErrorResponse, ResponsePath, ResponseRequest
 from services.responses import service
 from telemetry import exchange_report
+
+
+class ResponseIdConverter(BaseConverter):
+    """A response id in a path (`<response_id:...>`, registered as "response_id"): any one
+    segment but the names of the operations beside the responses (input_tokens), so that
+    an OPTIONS there lists only their own methods."""
+
+    regex = r"(?!input_tokens$)[^/]+"
+
 
 responses_bp = APIBlueprint(
     "responses_api", __name__, url_prefix="/v1", abp_tags=[Tag(name="responses")], abp_security=KEY_REQUIRED
@@ -45,13 +56,42 @@ def _relay(events: Iterator[dict[str, Any]]) -> Iterator[str]:
             yield typed_event(event)
 
 
-@responses_bp.get("/responses/<response_id>", responses=openai_object(read_only=True))
+@responses_bp.get(
+    "/responses",
+    responses=responses({101: {"description": "The WebSocket is open"}, 426: OpenAIErrorResponse}, openai=True),
+)
+def open_websocket():
+    """WebSocket mode: open a WebSocket here (`Upgrade: websocket`) and send `response.create`
+    messages (the README's "WebSocket mode"). Without the upgrade the answer is 426."""
+    message = "Open a WebSocket on /v1/responses (Upgrade: websocket) to send response.create messages"
+    raise ApiError(426, message, headers={"Upgrade": "websocket"}, code="upgrade_required")
+
+
+@responses_bp.post("/responses/input_tokens", responses=openai_object())
+def count_input_tokens(body: InputTokensRequest):
+    """Count a response's input tokens (OpenAI's `responses.input_tokens.count`): its input with
+    the state a create would load (chain, conversation, instructions, tools), by the estimate
+    budgets reserve. Nothing is stored or sent upstream."""
+    tokens = service.count_input_tokens(current_app.extensions["chat"], body, current_client_key())
+    return jsonify({"object": "response.input_tokens", "input_tokens": tokens})
+
+
+# The operation ids are those the plain `<response_id>` rules made (the converter would rename them).
+@responses_bp.get(
+    "/responses/<response_id:response_id>",
+    responses=openai_object(read_only=True),
+    operation_id="responses_api_retrieve_responses__response_id__get",
+)
 def retrieve(path: ResponsePath):
     """A stored response, as it was answered."""
     return jsonify(service.retrieve_response(path.response_id, current_client_key_id()))
 
 
-@responses_bp.delete("/responses/<response_id>", responses=openai_object(read_only=True))
+@responses_bp.delete(
+    "/responses/<response_id:response_id>",
+    responses=openai_object(read_only=True),
+    operation_id="responses_api_delete_responses__response_id__delete",
+)
 def delete(path: ResponsePath):
     """Erase a stored response and its input and output, for good."""
     return jsonify(service.erase_response(path.response_id, current_client_key_id()))

@@ -263,3 +263,12 @@ class ResponsePath(ResponsesValidated, Parameters):
     # id is answered "Request body must be a JSON object"; deleting this line would name it.
     names_in_errors: ClassVar[bool] = False
     response_id: Identifier
+
+
+class InputTokensRequest(ResponseRequest):
+    """POST /v1/responses/input_tokens: a response's request, whose input tokens are counted
+    as a create would send them. `model` and `input` may be left out (the state alone is
+    counted); fields only a create acts on (store, stream, metadata...) are not used."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    input: Input | None = None

@@ -36,23 +36,20 @@ from services.exchanges import (
     new_exchange_id,
     record_turn,
     stored_columns,
-    touch_pending,
     without_content,
 )
+from services.heartbeat import heartbeat_seconds, keep_alive
 from services.history import UNLIMITED, History, HistoryLimits, chain_history, rebuild_history
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
 from services.recorder import Ending, ExchangeRecorder
-from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
+from services.tokens import completion_cap, estimate_prompt_tokens, estimate_text_tokens, text_of
 
 if TYPE_CHECKING:
     from telemetry import ExchangeReport
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-# A stream's rows are touched at most this often (and at least every quarter cut-off).
-HEARTBEAT_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +112,8 @@ class ChatTurn:
     # The exchanges whose completed rows are the history, oldest first (a Responses API
     # chain), instead of the conversation's; () for none.
     history_exchanges: tuple[str, ...] | None = None
+    # History the caller holds in memory (a WebSocket's last response), after history_exchanges.
+    held_history: tuple[list[dict[str, Any]], ...] = ()
     # False: send the whole history, untrimmed (the Responses API's truncation "disabled").
     trim_history: bool = True
     # False: record the turn and reply without their content (usage and status only).
@@ -137,6 +136,8 @@ class _Exchange:
     # The model the client asked for (or the LLM's default): a failed exchange's rows name it.
     model: str | None = None
     max_tool_calls: int | None = None  # ChatTurn's
+    # The turn's messages that are new (recorded, sent after the history).
+    new_messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -149,6 +150,8 @@ class ChatAnswer:
     completion: Completion | None = None
     chunks: Iterator[dict[str, Any] | UpstreamError] | None = None
     stream: ChatStream | None = None
+    # The turn's messages that were new: those that do not repeat the history.
+    new_messages: list[dict[str, Any]] = field(default_factory=list)
 
     def sofar(self) -> Completion:
         """The reply as far as it has arrived (all of it, for a plain answer)."""
@@ -176,15 +179,27 @@ class ChatPipeline:
         report.prompt_text = "\n".join(text_of(m.get("content")) for m in turn.messages)
         report.streamed, report.model = turn.stream, turn.model or getattr(self.llm, "default_model", None)
         exchange = self._start(turn, leading, report)
+        answer = ChatAnswer(exchange.conversation_id, exchange.exchange_id, new_messages=exchange.new_messages)
         if turn.stream:
             opened = time.perf_counter()
             stream = self._call(exchange, report, lambda: self.llm.stream(exchange.context, **self._call_args(turn)))
-            chunks = self._relay(exchange, stream, report, opened)
-            return ChatAnswer(exchange.conversation_id, exchange.exchange_id, chunks=chunks, stream=stream)
+            answer.stream, answer.chunks = stream, self._relay(exchange, stream, report, opened)
+            return answer
         completion = self._call(exchange, report, lambda: self.llm.complete(exchange.context, **self._call_args(turn)))
         report.outcome, report.completion = "ok", completion
         self._finish(exchange, completion, MessageStatus.COMPLETED)
-        return ChatAnswer(exchange.conversation_id, exchange.exchange_id, completion=completion)
+        answer.completion = completion
+        return answer
+
+    def prompt_tokens(self, turn: ChatTurn) -> int:
+        """The prompt tokens of the call `turn` would make (leading messages, trimmed history, new
+        messages, tools) as a budget estimates them; nothing written. Raises TurnRejected as answer does."""
+        leading = self._leading(turn)
+        self._check(turn, leading)
+        key_id = turn.client_key.id if turn.client_key else None
+        with unit_of_work(write=False) as session:
+            context, _ = self._context(session, turn, turn.conversation_id or "", key_id, leading)
+        return estimate_prompt_tokens(context, turn.options)
 
     def _leading(self, turn: ChatTurn) -> list[dict[str, Any]]:
         if turn.leading is not None:
@@ -223,11 +238,7 @@ class ChatPipeline:
         exchange_id = new_exchange_id()
         began = datetime.now(UTC)  # the rows' time, and the day whose budget is reserved
         with unit_of_work() as session:
-            history = self._history(session, turn, conversation_id, key_id, leading)
-            # A client that sends its whole conversation each turn (LangChain does) repeats
-            # what memory holds: only what is new is stored and sent after the history.
-            new = turn.messages[history.repeated :]
-            context = [*leading, *history.messages, *new]
+            context, new = self._context(session, turn, conversation_id, key_id, leading)
             reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn), began.date())
             stored = new if turn.store_content else [without_content(m) for m in new]
             held = reservation.tokens if reservation is not None and reservation.tokens else None
@@ -240,12 +251,23 @@ class ChatPipeline:
             turn.store_content,
             reservation,
             report.model,
-            turn.max_tool_calls,
+            max_tool_calls=turn.max_tool_calls,
+            new_messages=new,
         )
+
+    def _context(
+        self, session: Any, turn: ChatTurn, conversation_id: str, key_id: int | None, leading: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The messages the call sends (leading, history, new) and the turn's new ones among them."""
+        history = self._history(session, turn, conversation_id, key_id, leading)
+        # A client that sends its whole conversation each turn (LangChain does) repeats
+        # what memory holds: only what is new is stored and sent after the history.
+        new = turn.messages[history.repeated :]
+        return [*leading, *history.messages, *new], new
 
     def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
         """The most tokens the call may spend: the estimated prompt and the completion's cap."""
-        prompt = sum(estimate_message_tokens(m) for m in context)
+        prompt = estimate_prompt_tokens(context, turn.options)
         return prompt + completion_cap(turn.options, self.settings.default_max_tokens)
 
     def _history(
@@ -253,12 +275,13 @@ class ChatPipeline:
     ) -> History:
         """The stored messages sent before the new ones (the turn's chain, or its
         conversation's), and how many of the turn's messages repeat them."""
-        if turn.history_exchanges is None and turn.conversation_id is None:
+        if turn.history_exchanges is None and turn.conversation_id is None and not turn.held_history:
             return History([])  # a conversation just made up has none
         limits = self.settings.history if turn.trim_history else UNLIMITED
-        leading_tokens = sum(estimate_message_tokens(m) for m in leading)
-        if turn.history_exchanges is not None:
-            return chain_history(session, turn.history_exchanges, key_id, limits, turn.messages, leading_tokens)
+        leading_tokens = estimate_prompt_tokens(leading, {})
+        if turn.history_exchanges is not None or turn.held_history:
+            exchanges = turn.history_exchanges or ()
+            return chain_history(session, exchanges, key_id, limits, turn.messages, leading_tokens, turn.held_history)
         return rebuild_history(session, conversation_id, key_id, limits, turn.messages, leading_tokens)
 
     @staticmethod
@@ -381,7 +404,7 @@ class ChatPipeline:
         """The upstream's token counts, or our estimate where a cut-off stream brought none."""
         prompt = completion.prompt_tokens
         if prompt is None:
-            prompt = sum(estimate_message_tokens(m) for m in exchange.context)
+            prompt = estimate_prompt_tokens(exchange.context, {})
         answer = completion.completion_tokens
         if answer is None:
             answer = estimate_text_tokens(completion.text)
@@ -397,41 +420,3 @@ def _worth_a_row(attempts: Sequence[Attempt]) -> Sequence[Attempt]:
     """The attempts the attempts table keeps: none for a reply its first attempt gave (the
     reply row names the deployment: the common case costs no insert), else every one."""
     return () if len(attempts) == 1 and attempts[0].outcome == "ok" else attempts
-
-
-def heartbeat_seconds(config: Mapping[str, Any]) -> float:
-    """How often a live stream touches its rows: a quarter of the cut-off, at most 30 s.
-
-    A stream is silent at most its deployment's first-token or silence timeout (the
-    router's stall detector ends it after that), so its rows are never older than
-    heartbeat + that timeout, which the derived cut-off (the call's deadline + 60 s)
-    exceeds for the defaults.
-    """
-    return min(HEARTBEAT_MAX_SECONDS, config["ABANDON_AFTER_SECONDS"] / 4)
-
-
-def keep_alive(chunks: Iterable[T], exchange_id: str, every: float, since: float) -> Iterator[T]:
-    """Yield `chunks`, touching the exchange's pending rows each time `every` seconds have
-    passed (time.perf_counter) since `since` or the last touch. A failed touch is logged
-    and the stream goes on: the reply matters more than the heartbeat."""
-    last = since
-    iterator = iter(chunks)
-    try:
-        for chunk in iterator:
-            if every > 0 and time.perf_counter() - last >= every:
-                last = time.perf_counter()
-                _touch(exchange_id)
-            yield chunk
-    finally:
-        # Closed early (the client left): close the chunks as `yield from` would have.
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
-
-
-def _touch(exchange_id: str) -> None:
-    try:
-        with unit_of_work() as session:
-            touch_pending(session, exchange_id, datetime.now(UTC))
-    except Exception as exc:  # the database is down: the stream itself may still finish
-        log.warning("Could not mark exchange %s alive: %s", exchange_id, type(exc).__name__)

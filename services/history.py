@@ -156,25 +156,28 @@ def chain_history(
     limits: HistoryLimits,
     turn: Sequence[dict[str, Any]] = (),
     always_sent_tokens: int = 0,
+    held: Sequence[list[dict[str, Any]]] = (),
 ) -> History:
     """The completed exchanges `exchange_ids` (a chain, oldest first) as history, each
-    message as it was, trimmed as rebuild_history trims a conversation."""
-    if not exchange_ids:
+    message as it was, then the exchanges the caller `held` in memory (each a list of chat
+    messages), trimmed as rebuild_history trims a conversation."""
+    if not exchange_ids and not held:
         return History([])
-    rows = session.execute(
-        select(MESSAGES.c.exchange_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.message_fields)
-        .where(
-            MESSAGES.c.exchange_id.in_(exchange_ids),
-            owned_by(client_key_id),
-            MESSAGES.c.status == MessageStatus.COMPLETED,
-        )
-        .order_by(MESSAGES.c.id)
-    ).all()
     grouped: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        grouped.setdefault(row.exchange_id, []).append(replayed(row.role, row.content, row.message_fields))
+    if exchange_ids:
+        rows = session.execute(
+            select(MESSAGES.c.exchange_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.message_fields)
+            .where(
+                MESSAGES.c.exchange_id.in_(exchange_ids),
+                owned_by(client_key_id),
+                MESSAGES.c.status == MessageStatus.COMPLETED,
+            )
+            .order_by(MESSAGES.c.id)
+        ).all()
+        for row in rows:
+            grouped.setdefault(row.exchange_id, []).append(replayed(row.role, row.content, row.message_fields))
     exchanges = [grouped[exchange_id] for exchange_id in exchange_ids if exchange_id in grouped]
-    return _fitted(exchanges, turn, limits, always_sent_tokens)
+    return _fitted([*exchanges, *(list(exchange) for exchange in held)], turn, limits, always_sent_tokens)
 
 
 def _fitted(

@@ -10,7 +10,7 @@ and gives back the worst case the exchange had reserved of the key's daily budge
 first row records it), which its dead process never settled.
 
 A stream may legitimately run longer than that: while one is relayed, the chat pipeline
-(services/chat.py, `keep_alive`) touches its pending rows (`heartbeat_at`) every
+(services/heartbeat.py, `keep_alive`) touches its pending rows (`heartbeat_at`) every
 `heartbeat_seconds`, so only a stream whose process died goes quiet.
 
 Several sweepers (every worker of every host, plus cron's `flask messages sweep`) never charge

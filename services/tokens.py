@@ -4,15 +4,19 @@ tiktoken fetches its encoding files on first use, which fails on a machine witho
 network access, so the service estimates instead: one token per 4 bytes of UTF-8 text
 (about right for English, and never far under for other scripts, whose characters take
 more bytes), plus 4 tokens of framing per message, as OpenAI's own counting guide does.
-An image part counts as 85 tokens, OpenAI's price of a low-detail image.
+An image part counts as 85 tokens, OpenAI's price of a low-detail image; the function tools
+a request defines count as their JSON text.
 
-Recorded usage always comes from the upstream's own counts; these only decide what is sent
-and what is reserved before the upstream has answered.
+Recorded usage always comes from the upstream's own counts; these only decide what is sent,
+what is reserved before the upstream has answered, and what POST /v1/responses/input_tokens
+answers.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 TOKENS_PER_MESSAGE = 4
@@ -42,6 +46,15 @@ def estimate_message_tokens(message: dict[str, Any]) -> int:
         if isinstance(call, dict)
     )
     return TOKENS_PER_MESSAGE + estimate_text_tokens(text_of(content) + calls) + images * TOKENS_PER_IMAGE
+
+
+def estimate_prompt_tokens(messages: Iterable[dict[str, Any]], options: dict[str, Any]) -> int:
+    """An estimate of a chat request's whole prompt: its messages, and the function tools its
+    `options` define (top level, or in the `extra_body` a pass-through route puts them in),
+    whose definitions the model reads as part of its prompt (their JSON text, estimated as text)."""
+    tools = {**(options.get("extra_body") or {}), **options}.get("tools")
+    defined = estimate_text_tokens(json.dumps(tools, ensure_ascii=False, separators=(",", ":"))) if tools else 0
+    return sum(estimate_message_tokens(m) for m in messages) + defined
 
 
 def estimate_text_tokens(text: str) -> int:

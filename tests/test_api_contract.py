@@ -51,8 +51,12 @@ def beyond_json_schema(case) -> list:
     """The checks a case is spared: OpenAI's own cross-field rules on the Responses and
     Conversations bodies (tool_choice naming a tool in tools, not both previous_response_id
     and conversation, a previous response that must exist, the part types each role takes)
-    are beyond JSON Schema, so a schema-valid body may rightly be refused with a 400."""
+    are beyond JSON Schema, so a schema-valid body may rightly be refused with a 400. And GET
+    /v1/responses is the WebSocket mode's door: OpenAPI cannot describe its upgrade, so every
+    plain GET it documents is rightly answered 426."""
     if case.operation.label.startswith(("POST /v1/responses", "POST /v1/conversations")):
+        return [positive_data_acceptance]
+    if case.operation.label == "GET /v1/responses":
         return [positive_data_acceptance]
     return []
 

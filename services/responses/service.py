@@ -72,10 +72,30 @@ class _State:
     user_id: str
     history_exchanges: tuple[str, ...] | None
     open_calls: list[Mapping[str, Any]]
+    # History held in memory after history_exchanges (see HeldResponse), each a list of chat messages.
+    held_exchanges: tuple[list[dict[str, Any]], ...] = ()
 
 
-def _state(request: ResponseRequest, client_key_id: int | None, response_id: str) -> _State:
-    """The conversation and history of a new response; a 400 for an unknown one."""
+@dataclass(frozen=True)
+class HeldResponse:
+    """A response its caller keeps in memory to be continued from (a WebSocket connection keeps
+    its last one, stored or not): what a response continuing it by its id is sent as history."""
+
+    response_id: str
+    user_id: str  # the conversation its rows are in
+    stored_exchanges: tuple[str, ...]  # the stored chain its history begins with, oldest first
+    held_exchanges: tuple[list[dict[str, Any]], ...]  # then these, each a list of chat messages, its own last
+    open_calls: list[Mapping[str, Any]]  # the function calls it leaves for the next input to answer
+
+
+def _state(
+    request: ResponseRequest, client_key_id: int | None, response_id: str, held: HeldResponse | None = None
+) -> _State:
+    """The conversation and history of a new response (from `held` when it continues that
+    one); a 400 for an unknown one."""
+    if held is not None and request.previous_response_id == held.response_id:
+        user_id = held.user_id if request.store else response_id
+        return _State(user_id, held.stored_exchanges, held.open_calls, held.held_exchanges)
     with unit_of_work(write=False) as session:
         user_id, exchanges = _history(session, request, client_key_id, response_id)
         ends_with = store.history_end(session, client_key_id, exchanges, user_id)
@@ -131,6 +151,7 @@ def _turn(request: ResponseRequest, state: _State, items: list[Item], client_key
         stream=request.stream,
         client_key=client_key,
         history_exchanges=state.history_exchanges,
+        held_history=state.held_exchanges,
         trim_history=request.truncation == "auto",
         store_content=request.store,
         max_tool_calls=request.max_tool_calls,
@@ -139,35 +160,58 @@ def _turn(request: ResponseRequest, state: _State, items: list[Item], client_key
 
 @dataclass
 class ResponseAnswer:
-    """A response: the whole object (`body`), or its stream of `events` (the route writes them as SSE)."""
+    """A response: the whole object (`body`), or its stream of `events` (the route writes them
+    as SSE); and what it was made of: its `state`, input `items` and the pipeline's answer."""
 
     response_id: str
     body: dict[str, Any] | None = None
     events: Iterator[dict[str, Any]] | None = None
+    state: _State | None = None
+    items: list[Item] | None = None
+    chat: ChatAnswer | None = None
 
 
 def create_response(
-    pipeline: ChatPipeline, request: ResponseRequest, client_key: ClientKey | None, report: ExchangeReport
+    pipeline: ChatPipeline,
+    request: ResponseRequest,
+    client_key: ClientKey | None,
+    report: ExchangeReport,
+    held: HeldResponse | None = None,
 ) -> ResponseAnswer:
-    """Answer POST /v1/responses. Raises a 400 ApiError for unknown state or function calls and
-    outputs that do not pair up, a 404 for an item reference to no item of this key, and
-    whatever the pipeline raises before its first byte (TurnRejected, BudgetSpent, UpstreamError)."""
+    """Answer POST /v1/responses (continuing `held` from memory when it continues that one).
+    Raises a 400 ApiError for unknown state or function calls and outputs that do not pair up,
+    a 404 for an item reference to no item of this key, and whatever the pipeline raises before
+    its first byte (TurnRejected, BudgetSpent, UpstreamError)."""
     response_id, created_at = new_id("resp"), int(time.time())
     # A request naming no model is answered by the default one, as the chat routes' are.
     model = request.model or getattr(pipeline.llm, "default_model", None)
     key_id = client_key.id if client_key else None
-    state = _state(request, key_id, response_id)
+    state = _state(request, key_id, response_id, held)
     items = resolve_references(input_items(request), key_id)
     _check_tool_pairing(state, items)
     answer = pipeline.answer(_turn(request, state, items, client_key), report)
+    made = {"state": state, "items": items, "chat": answer}
     if request.stream:
         translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at, model=model)
-        return ResponseAnswer(response_id, events=_events(pipeline, answer, translator, request, key_id))
+        return ResponseAnswer(response_id, events=_events(pipeline, answer, translator, request, key_id), **made)
     body = response_from_completion(
         request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at, model=model
     )
     _record(pipeline, request, key_id, answer, body)
-    return ResponseAnswer(response_id, body=body)
+    return ResponseAnswer(response_id, body=body, **made)
+
+
+def count_input_tokens(pipeline: ChatPipeline, request: ResponseRequest, client_key: ClientKey | None) -> int:
+    """POST /v1/responses/input_tokens: the estimated input tokens of the response `request`
+    would make, with its state loaded as create_response loads it (and its 400s), by the
+    estimate budgets reserve; nothing is stored or sent."""
+    key_id = client_key.id if client_key else None
+    state = _state(request, key_id, new_id("resp"))
+    items = []
+    if request.input is not None:  # without input, the state alone is counted, open calls and all
+        items = resolve_references(input_items(request), key_id)
+        _check_tool_pairing(state, items)
+    return pipeline.prompt_tokens(_turn(request, state, items, client_key))
 
 
 def _record(
