@@ -9,6 +9,7 @@ Every function takes the session of the caller's unit of work and never commits 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -208,11 +209,16 @@ def add_items(
     return [item for row in added.all() for item in row_items(row)]
 
 
+# A row id as item ids write it: ASCII digits only, and few enough for a BIGINT. (str.isdigit
+# takes "²" and "①", which int() refuses: an id like msg_² was a 500.)
+_ROW_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
 def _row_of(item_id: str) -> int | None:
     """The row id a derived item id (msg_<row>, fc_<row>_<n>, fco_<row>) names, or None."""
     prefix, _, rest = item_id.partition("_")
     number = rest.split("_")[0]
-    return int(number) if prefix in ("msg", "fc", "fco") and number.isdigit() and len(number) < 19 else None
+    return int(number) if prefix in ("msg", "fc", "fco") and _ROW_NUMBER.fullmatch(number) else None
 
 
 def _item_row(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> Any:
