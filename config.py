@@ -123,6 +123,9 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
         "MAX_PROMPT_CHARS": _int(env, "MAX_PROMPT_CHARS", 32000, minimum=1),
         "MAX_JSON_DEPTH": _int(env, "MAX_JSON_DEPTH", 32, minimum=2),
+        # Also refuse image URLs whose host is a private, loopback or link-local address
+        # literal (http, https and data URLs are the only ones taken either way).
+        "IMAGE_URLS_PUBLIC_ONLY": _bool(env, "IMAGE_URLS_PUBLIC_ONLY", False),
         # Completion tokens reserved from a key's daily budget for a request without max_tokens.
         "BUDGET_DEFAULT_MAX_TOKENS": _int(env, "BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1),
         "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
