@@ -152,6 +152,9 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "600 per minute"),
         # Failed API keys one address may present before it is answered 429 unlooked-up.
         "AUTH_FAILURE_LIMIT": _str(env, "AUTH_FAILURE_LIMIT", "20 per minute"),
+        # How stale each process's set of live keys may be, which decides whether a key from
+        # an address over that limit is looked up at all (auth.py, services/client_keys.py).
+        "AUTH_KEY_REFRESH_SECONDS": _float(env, "AUTH_KEY_REFRESH_SECONDS", 10.0),
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
         # Storage unreachable (Redis down): count the same limits in each process's memory
         # and go back to the storage when it answers, rather than failing every request.
