@@ -1,12 +1,14 @@
 """Client authentication: with REQUIRE_API_KEY, every API route needs `Authorization: Bearer <key>`.
 
 Health, readiness, metrics and the API documentation stay open (`public`), and so do
-CORS preflights, which browsers send without credentials. The key found is `g.client_key`:
+CORS preflights, which browsers send without credentials; METRICS_TOKEN closes /metrics
+to all but the bearer of that token (require_metrics_token). The key found is `g.client_key`:
 rate limits are counted per key, conversations belong to it, its budget is charged.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
 from collections.abc import Callable
@@ -113,6 +115,29 @@ def _client_key(presented: str) -> ClientKey:
             limiter.limiter.hit(failures, "auth-failures", get_remote_address())
         raise ApiError(401, "Invalid or revoked API key", headers=_CHALLENGE, code="invalid_api_key")
     return client_key
+
+
+def require_metrics_token() -> None:
+    """With METRICS_TOKEN set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`
+    (compared in constant time): 401 otherwise, and wrong tokens count against
+    AUTH_FAILURE_LIMIT as wrong keys do. Without it, /metrics is open."""
+    expected = current_app.config.get("METRICS_TOKEN")
+    if not expected:
+        return
+    presented = _presented_key() or ""
+    if hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8")):
+        return
+    failures = _failure_limit_item()
+    if failures is not None and presented:
+        if not limiter.limiter.test(failures, "auth-failures", get_remote_address()):
+            raise _too_many_failures(failures)
+        limiter.limiter.hit(failures, "auth-failures", get_remote_address())
+    raise ApiError(
+        401,
+        "The metrics token is required: send it as 'Authorization: Bearer <METRICS_TOKEN>'",
+        headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        code="invalid_metrics_token" if presented else "missing_metrics_token",
+    )
 
 
 def register_authentication(app: Flask) -> None:

@@ -168,6 +168,8 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "CORS_ORIGINS": [o.strip() for o in (_str(env, "CORS_ORIGINS", "") or "").split(",") if o.strip()],
         # How many proxies in front of the service may set X-Forwarded-For.
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
+        # Set: /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset: open.
+        "METRICS_TOKEN": _str(env, "METRICS_TOKEN"),
     }
 
 
@@ -198,6 +200,8 @@ def resolve_defaults(config: dict[str, Any]) -> None:
 
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+# RFC 6750's token characters, and long enough not to be guessed.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
 
 def is_rate_limit(text: str | None) -> bool:
@@ -222,6 +226,12 @@ def validate_settings(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"CORS_ORIGINS must be '*' or origins such as https://app.example.com (no path), got {origin!r}"
             )
+    token = config.get("METRICS_TOKEN")
+    if token is not None and not _BEARER_TOKEN.fullmatch(token):
+        # Never echoed: it is a secret, however weak.
+        raise ConfigError(
+            "METRICS_TOKEN must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / = - (openssl rand -hex 32)"
+        )
     storage = config.get("RATELIMIT_STORAGE_URI") or ""
     if not storage.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
         raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or redis://..., got {storage!r}")
