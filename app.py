@@ -127,7 +127,8 @@ def configure_logging(app: Flask) -> None:
     """JSON log lines on stderr at LOG_LEVEL, unless the root logger is set up already (pytest)."""
     root = logging.getLogger()
     if not root.handlers:
-        secrets = tuple(s for s in (app.config.get("OPENAI_API_KEY"), app.config.get("AZURE_OPENAI_API_KEY")) if s)
+        names = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "METRICS_TOKEN")
+        secrets = tuple(s for s in (app.config.get(name) for name in names) if s)
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter(secrets))
         root.addHandler(handler)

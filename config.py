@@ -123,6 +123,9 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
         "MAX_PROMPT_CHARS": _int(env, "MAX_PROMPT_CHARS", 32000, minimum=1),
         "MAX_JSON_DEPTH": _int(env, "MAX_JSON_DEPTH", 32, minimum=2),
+        # Also refuse image URLs whose host is a private, loopback or link-local address
+        # literal (http, https and data URLs are the only ones taken either way).
+        "IMAGE_URLS_PUBLIC_ONLY": _bool(env, "IMAGE_URLS_PUBLIC_ONLY", False),
         # Completion tokens reserved from a key's daily budget for a request without max_tokens.
         "BUDGET_DEFAULT_MAX_TOKENS": _int(env, "BUDGET_DEFAULT_MAX_TOKENS", 1024, minimum=1),
         "LOG_LEVEL": (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
@@ -149,6 +152,9 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "RATELIMIT_COMPLETION": _str(env, "RATELIMIT_COMPLETION", "600 per minute"),
         # Failed API keys one address may present before it is answered 429 unlooked-up.
         "AUTH_FAILURE_LIMIT": _str(env, "AUTH_FAILURE_LIMIT", "20 per minute"),
+        # How stale each process's set of live keys may be, which decides whether a key from
+        # an address over that limit is looked up at all (auth.py, services/client_keys.py).
+        "AUTH_KEY_REFRESH_SECONDS": _float(env, "AUTH_KEY_REFRESH_SECONDS", 10.0),
         "RATELIMIT_STORAGE_URI": _str(env, "RATELIMIT_STORAGE_URI", "memory://"),
         # Storage unreachable (Redis down): count the same limits in each process's memory
         # and go back to the storage when it answers, rather than failing every request.
@@ -162,6 +168,8 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "CORS_ORIGINS": [o.strip() for o in (_str(env, "CORS_ORIGINS", "") or "").split(",") if o.strip()],
         # How many proxies in front of the service may set X-Forwarded-For.
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
+        # Set: /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset: open.
+        "METRICS_TOKEN": _str(env, "METRICS_TOKEN"),
         # The operator's console at /console (README "Console"): off unless CONSOLE_ENABLED.
         "CONSOLE_ENABLED": _bool(env, "CONSOLE_ENABLED", False),
         # Signs the console's session cookie and CSRF tokens; required when the console is on.
@@ -200,6 +208,8 @@ def resolve_defaults(config: dict[str, Any]) -> None:
 
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+# RFC 6750's token characters, and long enough not to be guessed.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
 
 def is_rate_limit(text: str | None) -> bool:
@@ -224,6 +234,12 @@ def validate_settings(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"CORS_ORIGINS must be '*' or origins such as https://app.example.com (no path), got {origin!r}"
             )
+    token = config.get("METRICS_TOKEN")
+    if token is not None and not _BEARER_TOKEN.fullmatch(token):
+        # Never echoed: it is a secret, however weak.
+        raise ConfigError(
+            "METRICS_TOKEN must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / = - (openssl rand -hex 32)"
+        )
     storage = config.get("RATELIMIT_STORAGE_URI") or ""
     if not storage.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
         raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or redis://..., got {storage!r}")

@@ -76,7 +76,8 @@ class JsonLogger(Logger):
 
     def setup(self, cfg):
         super().setup(cfg)
-        secrets = tuple(filter(None, (os.environ.get("OPENAI_API_KEY"), os.environ.get("AZURE_OPENAI_API_KEY"))))
+        names = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "METRICS_TOKEN")
+        secrets = tuple(filter(None, (os.environ.get(name, "").strip() for name in names)))
         for handler in self.error_log.handlers:
             handler.setFormatter(JsonFormatter(secrets))
 

@@ -16,6 +16,10 @@ from typing import Any
 # (gw_...); removed from every upstream message and log line.
 # A client key's 12-character prefix is not a secret and stays readable.
 _KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}|\bgw_[A-Za-z0-9_\-]{20,}")
+# Line breaks json.dumps(ensure_ascii=False) writes as they are (it escapes only those below
+# U+0020): NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR end a line for str.splitlines, some log
+# shippers and viewers, so a client could start a forged line with one. Escaped as \n is.
+_UNESCAPED_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
@@ -44,4 +48,6 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False, default=str), self._secrets)
+        line = redact(json.dumps(entry, ensure_ascii=False, default=str), self._secrets)
+        # Only inside a JSON string can these characters be, where their escape means the same.
+        return line.translate(_UNESCAPED_BREAKS)

@@ -1,14 +1,20 @@
 """The checks of a JSON request body before its model reads it: within MAX_CONTENT_LENGTH
 (chunked too), declared JSON, shallow enough to parse, valid JSON, and an object. They run
-as a before-request hook, ahead of flask-openapi3's validation with the view's model."""
+as a before-request hook, ahead of flask-openapi3's validation with the view's model. And
+the rest of a body the app refused unread is read after the answer (LingeringClose), so
+that the client reads that answer rather than a connection reset."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, get_type_hints
 
 from flask import Flask, current_app, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import ClosingIterator
 
 from schemas import rejection_of
 
@@ -106,6 +112,61 @@ def check_json_body() -> Any:
     return None
 
 
+# Lingering close: how much of a body the app left unread is read (and dropped) after the
+# answer, and for how long at most (nginx's lingering_close does the same, 30 s by default).
+LINGER_BYTES = 16 * 1024 * 1024
+LINGER_SECONDS = 5.0
+
+
+def drain_unread_body(environ: dict[str, Any]) -> int:
+    """Read and drop what is left of the request body, up to LINGER_BYTES and LINGER_SECONDS;
+    the bytes read. Under gunicorn only, whose wsgi.input ends where the body ends (another
+    server's may be the raw socket, where a read past the body would wait for the next request).
+
+    Why: a client that writes its whole body before reading the answer (Python's urllib,
+    most plain HTTP clients) is still writing when a 413 refuses the body unread. If the
+    connection then closes (the client asked for Connection: close, or the server closes
+    it), the kernel answers the unread bytes with a reset, and the reset discards the 413
+    the client has not read yet: the client sees "connection reset" instead. Reading the
+    rest first lets the close be a clean one, so the client reads the answer.
+    """
+    sock, body = environ.get("gunicorn.socket"), environ.get("wsgi.input")
+    if sock is None or body is None:
+        return 0
+    deadline, drained = time.monotonic() + LINGER_SECONDS, 0
+    prior = sock.gettimeout()
+    try:
+        while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            data = body.read(min(65536, LINGER_BYTES - drained))
+            if not data:
+                break
+            drained += len(data)
+    except Exception:  # noqa: BLE001 - gone, silent or malformed: the close goes ahead either way
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(prior)
+    return drained
+
+
+class LingeringClose:
+    """WSGI middleware: once the answer is written (the server closes the response
+    iterable after its last byte), drain_unread_body."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        result = self.app(environ, start_response)
+        has_body = environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
+        if "gunicorn.socket" not in environ or not has_body:
+            return result  # (a file answer, then, keeps gunicorn's sendfile)
+        return ClosingIterator(result, [lambda: drain_unread_body(environ)])
+
+
 def register_body_checks(app: Flask) -> None:
-    """Check JSON bodies before flask-openapi3 validates them with the view's model."""
+    """Check JSON bodies before flask-openapi3 validates them with the view's model, and read
+    what is left of any body after the answer (LingeringClose)."""
     app.before_request(check_json_body)
+    app.wsgi_app = LingeringClose(app.wsgi_app)  # type: ignore[method-assign]

@@ -105,13 +105,14 @@ def register_request_telemetry(app: Flask) -> None:
             "status": response.status_code,
             "log_content": current_app.config.get("LOG_CONTENT", False),
         }
+        models = metric_models()
         if response.is_streamed:
             # A stream's latency, upstream time and usage are known only when it ends:
             # write its line then (the WSGI server closes the response last).
             request_globals = g._get_current_object()
-            response.call_on_close(lambda: _finish_request(request_fields, request_globals))
+            response.call_on_close(lambda: _finish_request(request_fields, request_globals, models))
         else:
-            _finish_request(request_fields, g._get_current_object())
+            _finish_request(request_fields, g._get_current_object(), models)
         return response
 
 
@@ -176,7 +177,7 @@ def set_client_headers(response: Response) -> None:
         response.headers.pop("Content-Type", None)  # no body, no type
 
 
-def _finish_request(fields: dict[str, Any], request_globals: Any) -> None:
+def _finish_request(fields: dict[str, Any], request_globals: Any, models: frozenset[str]) -> None:
     """Count the request in the metrics and write its one log line."""
     seconds = time.perf_counter() - getattr(request_globals, "started", time.perf_counter())
     route = fields["route"]
@@ -187,7 +188,7 @@ def _finish_request(fields: dict[str, Any], request_globals: Any) -> None:
     fields = {**fields, "latency_ms": round(seconds * 1000, 3)}
     exchange = getattr(request_globals, "exchange", None)
     if exchange is not None:
-        fields.update(_exchange_fields(exchange, log_content))
+        fields.update(_exchange_fields(exchange, log_content, models))
     client_key = getattr(request_globals, "client_key", None)
     if client_key is not None:
         fields["client_key"] = client_key.prefix
@@ -195,23 +196,28 @@ def _finish_request(fields: dict[str, Any], request_globals: Any) -> None:
 
 
 _STREAM_OUTCOMES = {"ok": "completed", "ClientDisconnected": "disconnected"}
-# Each label value is a time series kept forever: the first MODEL_LABELS model names a
-# process sees get their own, every later one counts as "other", so a client naming
-# endless models (or an upstream echoing them) cannot grow /metrics without bound.
-MODEL_LABELS = 32
-_models_seen: set[str] = set()
+OTHER_MODEL = "other"
 
 
-def model_label(model: str | None) -> str:
-    """The `model` label for a model name: itself while few are known, else "other"."""
-    name = model or "unknown"
-    if name not in _models_seen and len(_models_seen) >= MODEL_LABELS:
-        return "other"
-    _models_seen.add(name)
-    return name
+def metric_models() -> frozenset[str]:
+    """The model names the app is configured to serve, which alone label the metrics: the
+    routing file's groups and aliases, ALLOWED_MODELS and the default model. Each label
+    value is a time series kept forever and seen by whoever reads /metrics, so a name a
+    client made up is neither a series of its own nor shown to anyone: it counts as "other"."""
+    models = current_app.extensions.get("metric_models")
+    if models is None:
+        llm = current_app.extensions["llm"]
+        names = {*(llm.model_names() or ()), *(current_app.config.get("ALLOWED_MODELS") or ())}
+        models = current_app.extensions["metric_models"] = frozenset({*names, llm.default_model} - {None})
+    return models
 
 
-def _exchange_fields(exchange: Any, log_content: bool) -> dict[str, Any]:
+def model_label(model: str | None, models: frozenset[str]) -> str:
+    """The `model` label for the model a request named: itself when configured, else "other"."""
+    return model if model in models else OTHER_MODEL
+
+
+def _exchange_fields(exchange: Any, log_content: bool, models: frozenset[str]) -> dict[str, Any]:
     """The upstream metrics of a chat exchange (ExchangeReport), and its log fields."""
     fields: dict[str, Any] = {"user_id": exchange.conversation_id}
     completion, outcome = exchange.completion, exchange.outcome
@@ -224,7 +230,7 @@ def _exchange_fields(exchange: Any, log_content: bool) -> dict[str, Any]:
         for kind in ("prompt", "completion"):
             used = getattr(completion, f"{kind}_tokens", None)
             if used:
-                TOKENS.labels(kind=kind, model=model_label(completion.model)).inc(used)
+                TOKENS.labels(kind=kind, model=model_label(exchange.model, models)).inc(used)
     if completion is not None:
         fields["usage"] = completion.usage()
     fields.update(_routing_fields(exchange))

@@ -9,9 +9,9 @@ from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from auth import public
+from auth import public, require_metrics_token
 from extensions import db, limiter
-from schemas import HealthResponse, ReadinessResponse
+from schemas import ErrorResponse, HealthResponse, ReadinessResponse
 from telemetry import metrics_response
 
 health_bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="operations")])
@@ -89,10 +89,19 @@ def readyz():
     return response
 
 
-@health_bp.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+# 401 and 429 only with METRICS_TOKEN set (a missing or wrong token, too many wrong ones).
+_METRICS_ANSWERS = {
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+    401: ErrorResponse,
+    429: ErrorResponse,
+}
+
+
+@health_bp.get("/metrics", responses=_METRICS_ANSWERS)
 @public
 def metrics():
-    """Prometheus metrics, summed over every gunicorn process."""
+    """Prometheus metrics, summed over every gunicorn process (METRICS_TOKEN: its bearer only)."""
+    require_metrics_token()
     llm = current_app.extensions["llm"]
     if not llm.offline:
         llm.breaker_states()  # the breakers' gauge as this process sees them now

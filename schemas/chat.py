@@ -14,17 +14,22 @@ from pydantic import (
     Field,
     StringConstraints,
     Tag,
+    ValidationInfo,
     field_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from schemas.common import (
+    IMAGE_URL_PATTERN,
     MAX_MESSAGES,
     MAX_PARTS,
     USER_ID_PATTERN,
+    ImageUrlText,
     MessageText,
     Parameters,
     RequestModel,
     UserId,
+    check_image_url,
     text_or_parts,
     whole_number,
 )
@@ -41,7 +46,7 @@ class TextPart(RequestModel):
 
 
 class ImageUrl(RequestModel):
-    url: Annotated[str, StringConstraints(min_length=1)]
+    url: ImageUrlText
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -120,12 +125,77 @@ class ProcessPayloadRequest(Validated, RequestModel):
         return messages
 
 
+# OpenAI's own sentences for two faults of a chat completions request (its 400s, as its API
+# words them): a message other than an assistant's without content, and `n` out of bounds.
+OPENAI_NULL_CONTENT = "Invalid value for 'content': expected a string, got null."
+MAX_CHOICES = 128
+_OPENAI_SENTENCES = ("Invalid value for 'content'", "Invalid 'n'")
+
+
+# The two rules of OpenAIMessage's validators, for the OpenAPI document: content is required
+# but of an assistant message, and an image_url part's URL is one check_image_url takes.
+_IMAGE_URL_RULE = {"pattern": IMAGE_URL_PATTERN, "properties": {"url": {"pattern": IMAGE_URL_PATTERN}}}
+_MESSAGE_RULES = {
+    "allOf": [
+        {
+            "anyOf": [
+                {"properties": {"role": {"const": "assistant"}}},
+                {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+            ]
+        },
+        {
+            "properties": {
+                "content": {
+                    "items": {
+                        "anyOf": [
+                            {"properties": {"type": {"not": {"const": "image_url"}}}},
+                            {"properties": {"image_url": _IMAGE_URL_RULE}},
+                        ]
+                    }
+                }
+            }
+        },
+    ]
+}
+
+
 class OpenAIMessage(RequestModel):
     """A message of OpenAI's chat API; fields beyond role and content pass through."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_MESSAGE_RULES)
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: MessageText | Annotated[list[dict[str, Any]], Field(max_length=MAX_PARTS)] | None = None
+    # Validated when absent too: only an assistant message (which may be all tool calls) goes without.
+    content: MessageText | Annotated[list[dict[str, Any]], Field(max_length=MAX_PARTS)] | None = Field(
+        default=None, validate_default=True
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _content_as_openai_takes_it(cls, content: Any, info: ValidationInfo) -> Any:
+        role = info.data.get("role")
+        if content is None and role is not None and role != "assistant":
+            raise ValueError(OPENAI_NULL_CONTENT)  # absent or null alike, as OpenAI answers both
+        if isinstance(content, list):
+            _check_image_parts(content)
+        return content
+
+
+def _check_image_parts(parts: list[dict[str, Any]]) -> None:
+    """The image URLs of raw content parts (passed on as sent), checked as the typed parts'
+    are; a bad one is a ValidationError at its own path (content.<n>.image_url.url)."""
+    errors = []
+    for index, part in enumerate(parts):
+        image = part.get("image_url") if part.get("type") == "image_url" else None
+        url = image.get("url") if isinstance(image, dict) else image
+        if not isinstance(url, str):
+            continue  # no URL to fetch: the upstream answers the part's shape
+        try:
+            check_image_url(url)
+        except ValueError as exc:
+            loc = (index, "image_url", "url") if isinstance(image, dict) else (index, "image_url")
+            errors.append(InitErrorDetails(type=PydanticCustomError("image_url", str(exc)), loc=loc, input=url))
+    if errors:
+        raise ValidationError.from_exception_data("OpenAIMessage", errors)
 
 
 class OpenAIChatRequest(Validated, RequestModel):
@@ -151,6 +221,10 @@ class OpenAIChatRequest(Validated, RequestModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: TokenCount | None = None
+    # Choices to generate (the budget reserves max_tokens for each).
+    n: Annotated[int, BeforeValidator(whole_number)] | None = Field(
+        default=None, json_schema_extra={"minimum": 1, "maximum": MAX_CHOICES}
+    )
     # Opt-in server-side memory (the X-Conversation-Id header does the same).
     user_id: UserId | None = None
 
@@ -160,6 +234,24 @@ class OpenAIChatRequest(Validated, RequestModel):
         if all(m.role in ("system", "developer") for m in messages):
             raise ValueError("messages must include at least one user, assistant or tool message")
         return messages
+
+    @field_validator("n")
+    @classmethod
+    def _choices_as_openai_takes_them(cls, n: int | None) -> int | None:
+        if n is not None and n < 1:
+            raise ValueError(f"Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} instead.")
+        if n is not None and n > MAX_CHOICES:
+            raise ValueError(
+                f"Invalid 'n': integer above maximum value. Expected a value <= {MAX_CHOICES}, but got {n} instead."
+            )
+        return n
+
+    @classmethod
+    def rejection(cls, details: list[dict[str, str]]) -> tuple[str, list[dict[str, str]] | None]:
+        # A fault OpenAI words in a sentence of its own is answered in that sentence alone.
+        if len(details) == 1 and details[0]["message"].startswith(_OPENAI_SENTENCES):
+            return details[0]["message"], details
+        return super().rejection(details)
 
 
 class ConversationHeader(Validated, Parameters):

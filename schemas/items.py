@@ -12,6 +12,7 @@ from pydantic import BeforeValidator, Field, StringConstraints, ValidationInfo, 
 from schemas.common import (
     MAX_PARTS,
     FunctionName,
+    ImageUrlText,
     ItemId,
     MessageText,
     RequestModel,
@@ -33,7 +34,7 @@ class InputTextPart(RequestModel):
 
 class InputImagePart(RequestModel):
     type: Literal["input_image"]
-    image_url: Annotated[str, StringConstraints(min_length=1)]
+    image_url: ImageUrlText
     detail: Literal["low", "high", "auto", "original"] = "auto"
 
 

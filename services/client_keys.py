@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -125,16 +127,79 @@ def revoke_key(session: Session, prefix_or_key: str) -> dict[str, Any] | None:
 _FIND_ACTIVE_KEY = select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.rate_limit, ApiKey.daily_tokens).where(
     ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None)
 )
+_LIVE_KEY_HASHES = select(ApiKey.key_hash).where(ApiKey.revoked_at.is_(None))
 
 
-def find_active_key(presented: str) -> ClientKey | None:
+def _well_formed(presented: str) -> bool:
+    return presented.startswith(KEY_PREFIX) and len(presented) <= 200
+
+
+def find_active_key(presented: str, known: KnownKeys | None = None) -> ClientKey | None:
     """The live (unrevoked) key `presented` is, or None. One indexed read on a connection
-    of its own (no ORM session), handed back before the request goes on."""
-    if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
+    of its own (no ORM session), handed back before the request goes on. What it finds
+    keeps `known` (this process's set of live keys) up to date."""
+    if not _well_formed(presented):
         return None
+    key_hash = hash_key(presented)
     with db.engine.connect() as connection:
-        row = connection.execute(_FIND_ACTIVE_KEY, {"key_hash": hash_key(presented)}).first()
+        row = connection.execute(_FIND_ACTIVE_KEY, {"key_hash": key_hash}).first()
+    if known is not None and row:
+        known.learn(key_hash)
+    elif known is not None:
+        known.forget(key_hash)
     return ClientKey(*row) if row else None
+
+
+class KnownKeys:
+    """The hashes of the live keys, as this process last read them: what decides, for an
+    address over AUTH_FAILURE_LIMIT, whether a presented key is worth a database lookup.
+
+    The set is read again once it is `refresh_seconds` old, by whichever request comes
+    first (usually a served one); a lookup adds the key it finds at once, and drops one it
+    finds revoked. So a key created elsewhere (`flask keys create`, another worker, another
+    host) is known within `refresh_seconds`, and from an address under the limit at once; a
+    revoked key may stay known until then, but only ever earns a lookup, which checks
+    revocation. A guess from an address over the limit costs a set membership test: the
+    reads are bounded by time, one per `refresh_seconds`, not by the number of guesses.
+    """
+
+    def __init__(self, refresh_seconds: float) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._hashes: frozenset[str] = frozenset()
+        self._read_at: float | None = None
+        self._lock = threading.Lock()
+
+    def may_be_live(self, presented: str) -> bool:
+        """False when `presented` is no live key as far as this process knows: then it
+        needs no lookup."""
+        if not _well_formed(presented):
+            return False
+        self.refresh_if_stale()
+        return hash_key(presented) in self._hashes
+
+    def refresh_if_stale(self) -> None:
+        """Read the live keys' hashes again if the set is refresh_seconds old (or was never read)."""
+        if self._read_at is not None and monotonic() - self._read_at < self.refresh_seconds:
+            return
+        with self._lock:  # one reader at a time; the others then find it fresh
+            now = monotonic()
+            if self._read_at is not None and now - self._read_at < self.refresh_seconds:
+                return
+            with db.engine.connect() as connection:
+                self._hashes = frozenset(connection.scalars(_LIVE_KEY_HASHES))
+            self._read_at = now
+
+    def learn(self, key_hash: str) -> None:
+        """A lookup found this key live."""
+        if key_hash not in self._hashes:
+            with self._lock:
+                self._hashes = self._hashes | {key_hash}
+
+    def forget(self, key_hash: str) -> None:
+        """A lookup found this key revoked (or gone)."""
+        if key_hash in self._hashes:
+            with self._lock:
+                self._hashes = self._hashes - {key_hash}
 
 
 def utc_today() -> date:

@@ -16,6 +16,7 @@ keeps those ids.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -47,16 +48,21 @@ def response_of_item(item_id: str) -> str | None:
     """The id of the response whose output item `item_id` is (see output_item_id), or None."""
     prefix, _, rest = item_id.partition("_")
     hex_part, _, index = rest.rpartition("_")
-    if prefix not in ("msg", "fc") or not index.isdigit() or len(index) > 4 or len(hex_part) != 48:
+    if prefix not in ("msg", "fc") or not re.fullmatch(r"[0-9]{1,4}", index) or len(hex_part) != 48:
         return None
     return f"resp_{hex_part}" if all(c in "0123456789abcdef" for c in hex_part) else None
+
+
+# A row id as item ids write it: ASCII digits only, and few enough for a BIGINT. (str.isdigit
+# takes "²" and "①", which int() refuses: an id like msg_² was a 500.)
+_ROW_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 def row_of_item(item_id: str) -> int | None:
     """The id of the stored row an item id derived from it names (msg_<row>, fc_<row>_<n>, fco_<row>), or None."""
     prefix, _, rest = item_id.partition("_")
     number = rest.split("_")[0]
-    return int(number) if prefix in ("msg", "fc", "fco") and number.isdigit() and len(number) < 19 else None
+    return int(number) if prefix in ("msg", "fc", "fco") and _ROW_NUMBER.fullmatch(number) else None
 
 
 def message_item(role: str, content: str | Sequence[Mapping[str, Any]], *, item_id: str | None = None) -> Item:
