@@ -152,7 +152,8 @@ def finish_message(status: int, exchange: ExchangeReport | None, started: float)
         "status": status,
         "log_content": current_app.config.get("LOG_CONTENT", False),
     }
-    _finish_request(fields, SimpleNamespace(started=started, exchange=exchange, client_key=g.get("client_key")))
+    message_globals = SimpleNamespace(started=started, exchange=exchange, client_key=g.get("client_key"))
+    _finish_request(fields, message_globals, metric_models())
 
 
 def set_client_headers(response: Response) -> None:
