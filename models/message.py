@@ -48,9 +48,11 @@ class Message(db.Model):
 
     __tablename__ = "messages"
     __table_args__ = (
-        # History is read per user, completed exchanges only, in insertion order.
-        Index("ix_messages_user_id_status_id", "user_id", "status", "id"),
-        # A key's conversations are listed by user_id, and each is read within its key.
+        # Every read of a conversation names its key: the key first, so another key's rows
+        # under the same user_id are never visited (an unknown conversation and another
+        # key's cost the same). History and item pages read completed rows in insertion order.
+        Index("ix_messages_api_key_id_user_id_status_id", "api_key_id", "user_id", "status", "id"),
+        # A key's conversations are listed by user_id, and a conversation's rows paged by id.
         Index("ix_messages_api_key_id_user_id", "api_key_id", "user_id"),
         # The sweeper looks for old pending rows: an index of the in-flight rows alone stays
         # tiny however large the table grows (the query names 'pending' as a literal).

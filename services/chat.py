@@ -39,11 +39,19 @@ from services.exchanges import (
     touch_pending,
     without_content,
 )
-from services.history import UNLIMITED, History, HistoryLimits, chain_history, rebuild_history
+from services.history import (
+    DEFAULT_BOUND,
+    History,
+    HistoryLimits,
+    HistoryTooLong,
+    chain_history,
+    history_bound,
+    rebuild_history,
+)
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
 from services.recorder import Ending, ExchangeRecorder
-from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, text_of
+from services.tokens import completion_cap, estimate_message_tokens, estimate_text_tokens, prompt_characters, text_of
 
 if TYPE_CHECKING:
     from telemetry import ExchangeReport
@@ -67,10 +75,12 @@ class ChatSettings:
     heartbeat_seconds: float = 0.0
     # Completion tokens a request is reserved from its key's budget when it sets no max_tokens.
     default_max_tokens: int = 1024
+    # The most estimated tokens one request may send (its history read no further): see history_bound.
+    history_bound: int = DEFAULT_BOUND
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ChatSettings:
-        """The settings of a Flask configuration (see config.py)."""
+    def from_config(cls, config: Mapping[str, Any], llm: Any = None) -> ChatSettings:
+        """The settings of a Flask configuration (see config.py), for the LLM client `llm`."""
         return cls(
             system_prompt=config.get("SYSTEM_PROMPT") or "",
             history=HistoryLimits(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_TOKENS"]),
@@ -78,6 +88,7 @@ class ChatSettings:
             allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
             heartbeat_seconds=heartbeat_seconds(config),
             default_max_tokens=config.get("BUDGET_DEFAULT_MAX_TOKENS", 1024),
+            history_bound=history_bound(config, llm),
         )
 
 
@@ -115,7 +126,8 @@ class ChatTurn:
     # The exchanges whose completed rows are the history, oldest first (a Responses API
     # chain), instead of the conversation's; () for none.
     history_exchanges: tuple[str, ...] | None = None
-    # False: send the whole history, untrimmed (the Responses API's truncation "disabled").
+    # False: send the whole history, untrimmed (the Responses API's truncation "disabled"),
+    # or refuse the turn when it does not fit the history bound (ChatSettings.history_bound).
     trim_history: bool = True
     # False: record the turn and reply without their content (usage and status only).
     store_content: bool = True
@@ -205,7 +217,7 @@ class ChatPipeline:
             )
         # The client's own text counts (its system messages too); the configured prompt does not.
         counted = turn.messages if turn.leading is None else [*leading, *turn.messages]
-        characters = sum(len(text_of(m.get("content"))) for m in counted)
+        characters = prompt_characters(counted)
         if characters > self.settings.max_prompt_chars:
             raise TurnRejected(
                 f"Prompt is too long: {characters} characters, the limit is {self.settings.max_prompt_chars}"
@@ -242,11 +254,22 @@ class ChatPipeline:
         conversation's), and how many of the turn's messages repeat them."""
         if turn.history_exchanges is None and turn.conversation_id is None:
             return History([])  # a conversation just made up has none
-        limits = self.settings.history if turn.trim_history else UNLIMITED
+        limits = self.settings.history if turn.trim_history else None
         leading_tokens = sum(estimate_message_tokens(m) for m in leading)
-        if turn.history_exchanges is not None:
-            return chain_history(session, turn.history_exchanges, key_id, limits, turn.messages, leading_tokens)
-        return rebuild_history(session, conversation_id, key_id, limits, turn.messages, leading_tokens)
+        bound = self.settings.history_bound
+        try:
+            if turn.history_exchanges is not None:
+                return chain_history(
+                    session, turn.history_exchanges, key_id, limits, turn.messages, leading_tokens, bound
+                )
+            return rebuild_history(session, conversation_id, key_id, limits, turn.messages, leading_tokens, bound)
+        except HistoryTooLong:
+            # OpenAI's answer to an input that does not fit the model (the Responses API's words).
+            raise TurnRejected(
+                "Your input exceeds the context window of this model. Please adjust your input and try again.",
+                details=[{"field": "input", "message": f"history and input exceed {bound} tokens"}],
+                code="context_length_exceeded",
+            ) from None
 
     @staticmethod
     def _call_args(turn: ChatTurn) -> dict[str, Any]:
