@@ -110,10 +110,12 @@ class HistoryTooLong(Exception):
 
 @dataclass(frozen=True)
 class _Read:
-    """Whole exchanges as read, oldest first, their estimated tokens, and whether every
-    exchange in scope was read (False: reading stopped at its budget, older ones unread)."""
+    """Whole exchanges as read, oldest first, the estimated tokens of each and of all, and
+    whether every exchange in scope was read (False: reading stopped at its budget, older
+    ones unread)."""
 
     exchanges: list[list[dict[str, Any]]]
+    costs: list[int]
     tokens: int
     complete: bool
 
@@ -124,40 +126,49 @@ def _read_newest(session: Session, query: Select, values: dict[str, Any], budget
     the tool calls of the one before it), or pass `ceiling` anywhere. Rows come a few at a
     time and the result is closed once it stops: what lies past the budget is never fetched."""
     newest_first: list[list[dict[str, Any]]] = []
+    costs: list[int] = []
     tokens, current = 0, None
     result = session.execute(query, values)
     try:
-        for row in result:
-            if row.exchange_id != current:
+        for exchange_id, role, content, fields in result:
+            if exchange_id != current:
                 whole_unit = bool(newest_first) and newest_first[-1][0].get("role") != "tool"
                 if (tokens > budget and whole_unit) or tokens > ceiling:
-                    return _Read(newest_first[::-1], tokens, complete=False)
+                    return _Read(newest_first[::-1], costs[::-1], tokens, complete=False)
                 newest_first.append([])
-                current = row.exchange_id
-            message = replayed(row.role, row.content, row.message_fields)
+                costs.append(0)
+                current = exchange_id
+            message = replayed(role, content, fields)
             newest_first[-1].append(message)
-            tokens += estimate_message_tokens(message)
+            cost = estimate_message_tokens(message)
+            costs[-1] += cost
+            tokens += cost
     finally:
         result.close()
-    return _Read(newest_first[::-1], tokens, complete=True)
+    return _Read(newest_first[::-1], costs[::-1], tokens, complete=True)
 
 
-def _tool_rounds(exchanges: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-    """Exchanges glued into units that trimming keeps or drops whole: an exchange whose
-    first message is a `tool` message answers the tool calls of the exchange before it,
-    so the two (and any further such exchanges) form one unit. A unit that still starts
-    with a tool message lost its call (trimmed or failed) and is never sent."""
-    units: list[list[dict[str, Any]]] = []
-    for exchange in exchanges:
+def _tool_rounds(exchanges: list[list[dict[str, Any]]], costs: list[int]) -> list[tuple[list[dict[str, Any]], int]]:
+    """Exchanges glued into units that trimming keeps or drops whole, each with its cost (the
+    sum of its exchanges' `costs`): an exchange whose first message is a `tool` message
+    answers the tool calls of the exchange before it, so the two (and any further such
+    exchanges) form one unit. A unit that still starts with a tool message lost its call
+    (trimmed or failed) and is never sent."""
+    units: list[tuple[list[dict[str, Any]], int]] = []
+    for exchange, cost in zip(exchanges, costs, strict=True):
         if units and exchange and exchange[0].get("role") == "tool":
-            units[-1] = units[-1] + exchange
+            units[-1] = (units[-1][0] + exchange, units[-1][1] + cost)
         else:
-            units.append(list(exchange))
-    return [unit for unit in units if unit and unit[0].get("role") != "tool"]
+            units.append((list(exchange), cost))
+    return [(unit, cost) for unit, cost in units if unit and unit[0].get("role") != "tool"]
 
 
 def trim_exchanges(
-    exchanges: list[list[dict[str, Any]]], limits: HistoryLimits, always_sent_tokens: int, keep_newest: bool = False
+    exchanges: list[list[dict[str, Any]]],
+    limits: HistoryLimits,
+    always_sent_tokens: int,
+    keep_newest: bool = False,
+    costs: list[int] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """The newest whole exchanges that fit the limits, oldest first.
 
@@ -166,13 +177,15 @@ def trim_exchanges(
     oldest, the first exchange that does not fit ends the history, so no gap is left. A
     tool round (an assistant's tool calls and the tool messages answering them) is never
     split: exchanges that answer tool calls stay with the exchange that made them.
-    `keep_newest` keeps the newest unit even over the limits.
+    `keep_newest` keeps the newest unit even over the limits. `costs`: each exchange's
+    estimated tokens, when the caller has them already.
     """
+    if costs is None:
+        costs = [sum(estimate_message_tokens(m) for m in exchange) for exchange in exchanges]
     kept: list[list[dict[str, Any]]] = []
     messages = 0
     tokens = always_sent_tokens
-    for unit in reversed(_tool_rounds(exchanges)):
-        cost = sum(estimate_message_tokens(m) for m in unit)
+    for unit, cost in reversed(_tool_rounds(exchanges, costs)):
         over = messages + len(unit) > limits.max_messages or tokens + cost > limits.max_tokens
         if over and not (keep_newest and not kept):
             break
@@ -278,7 +291,7 @@ def _fitted(
         limits = UNLIMITED
     # A turn that answers the newest exchange's tool calls needs that exchange, whatever it costs.
     keep_newest = bool(new) and new[0].get("role") == "tool"
-    kept = trim_exchanges(exchanges, limits, reserved, keep_newest=keep_newest)
+    kept = trim_exchanges(exchanges, limits, reserved, keep_newest=keep_newest, costs=read.costs)
     return History([message for exchange in kept for message in exchange], repeated)
 
 
