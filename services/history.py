@@ -244,7 +244,8 @@ def chain_history(
     message as it was, read and trimmed as rebuild_history reads and trims a conversation."""
     if not exchange_ids or (limits is not None and limits.max_messages <= 0):
         return History([])
-    values = {"exchanges": list(exchange_ids), "key": client_key_id, "newest": len(exchange_ids)}
+    newest = min(len(exchange_ids), limits.max_messages) if limits is not None else len(exchange_ids)
+    values = {"exchanges": list(exchange_ids), "key": client_key_id, "newest": newest}
     read = _read(session, _NEWEST_FIRST_ROWS[True, client_key_id is None], values, limits, bound, always_sent_tokens)
     return _fitted(read, turn, limits, bound, always_sent_tokens)
 
