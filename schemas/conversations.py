@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas.common import USER_ID_PATTERN, Identifier, ItemId, Metadata, Parameters, RequestModel, UserId
-from schemas.items import InputItem
+from schemas.items import ConversationItem
 from schemas.validation import ResponsesValidated, Validated
 
 # -- our conversation routes ------------------------------------------------------------------
@@ -126,7 +126,7 @@ class ItemListQuery(ResponsesValidated, Parameters):
 class ConversationCreate(ResponsesValidated, RequestModel):
     """POST /v1/conversations: optional first items (at most 20) and metadata."""
 
-    items: Annotated[list[InputItem], Field(max_length=20)] | None = None
+    items: Annotated[list[ConversationItem], Field(max_length=20)] | None = None
     metadata: Metadata | None = None
 
 
@@ -139,4 +139,4 @@ class ConversationUpdate(ResponsesValidated, RequestModel):
 class ItemsAdd(ResponsesValidated, RequestModel):
     """POST /v1/conversations/{id}/items: 1 to 20 items to append."""
 
-    items: Annotated[list[InputItem], Field(min_length=1, max_length=20)]
+    items: Annotated[list[ConversationItem], Field(min_length=1, max_length=20)]

@@ -1,12 +1,13 @@
 """The items of the Responses and Conversations APIs as a client sends them: messages (and
-their content parts), function calls and their outputs. A request's `input` and a
-conversation's new items are lists of these."""
+their content parts), function calls and their outputs, and, in a response's input,
+references to items stored earlier. A request's `input` and a conversation's new items are
+lists of these."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from schemas.common import (
     MAX_PARTS,
@@ -36,6 +37,35 @@ class InputImagePart(RequestModel):
     detail: Literal["low", "high", "auto", "original"] = "auto"
 
 
+class InputFilePart(RequestModel):
+    """A file (a PDF, say) for the model: its bytes as `file_data` (a data URL) with a
+    `filename`, or the `file_id` of a file the upstream's own Files API holds. Sent on as
+    chat completions' `file` part; `file_url` has no chat form and is refused."""
+
+    type: Literal["input_file"]
+    # Bounded, as an image's data URL is, by the request body's limit (MAX_CONTENT_LENGTH).
+    file_data: Annotated[str, StringConstraints(min_length=1)] | None = None
+    file_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    file_url: str | None = None
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+
+    @field_validator("file_url")
+    @classmethod
+    def _no_file_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "input_file with a file_url is not supported (chat completions takes a file only as "
+                "file_data or file_id); send the file's contents as file_data, a data URL"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _names_a_file(self) -> InputFilePart:
+        if self.file_data is None and self.file_id is None:
+            raise ValueError("input_file needs file_data (a data URL, with a filename) or a file_id")
+        return self
+
+
 class OutputTextPart(RequestModel):
     type: Literal["output_text"]
     text: MessageText
@@ -52,8 +82,6 @@ def _image_needs_url(value: Any) -> Any:
     image = isinstance(value, dict) and value.get("type") == "input_image"
     if image and value.get("image_url") is None and value.get("file_id") is not None:
         raise ValueError("input_image with a file_id is not supported (there is no Files API here); send image_url")
-    if isinstance(value, dict) and value.get("type") == "input_file":
-        raise ValueError("Content part type 'input_file' is not supported; send the text, or an image as input_image")
     return value
 
 
@@ -62,19 +90,20 @@ MessagePart = Annotated[
         {
             "input_text": InputTextPart,
             "input_image": InputImagePart,
+            "input_file": InputFilePart,
             "output_text": OutputTextPart,
             "refusal": RefusalPart,
         },
         "content_part_type",
-        "Content part type must be 'input_text', 'input_image', 'output_text' or 'refusal'",
+        "Content part type must be 'input_text', 'input_image', 'input_file', 'output_text' or 'refusal'",
     ),
     BeforeValidator(_image_needs_url),
 ]
 # Which parts each role may carry (as OpenAI: assistant turns are what a model wrote).
 PARTS_BY_ROLE = {
-    "user": ("input_text", "input_image"),
-    "system": ("input_text", "input_image"),
-    "developer": ("input_text", "input_image"),
+    "user": ("input_text", "input_image", "input_file"),
+    "system": ("input_text", "input_image", "input_file"),
+    "developer": ("input_text", "input_image", "input_file"),
     "assistant": ("output_text", "refusal"),
 }
 
@@ -133,29 +162,65 @@ class FunctionCallOutputItem(RequestModel):
     status: ItemStatus | None = None
 
 
+class ItemReference(RequestModel):
+    """An item this service stored, named by its id instead of sent whole; "type" may be left
+    out (the specification's ItemReferenceParam). Resolved before the model is called
+    (services/responses/references.py)."""
+
+    type: Literal["item_reference"] | None = None
+    id: ItemId
+
+
 _UNSUPPORTED_ITEM_HINTS = {
-    "item_reference": "send the items themselves, or use previous_response_id or conversation",
+    "item_reference": "send the items themselves",
     "reasoning": "this service produces no reasoning items; leave them out",
 }
 
 
-def _supported_item(value: Any) -> Any:
-    if not isinstance(value, dict):
+def _item_kinds(*kinds: str) -> Any:
+    """A BeforeValidator for items of these types: a message may leave out its "type" (it has a
+    role), and so may an item reference (an id and no role); any other type is refused by name."""
+    names = ", ".join(f"'{kind}'" for kind in kinds[:-1]) + f" or '{kinds[-1]}'"
+
+    def supported(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        kind = value.get("type")
+        if kind is None and "role" in value:
+            return {**value, "type": "message"}
+        if kind is None and "id" in value and "item_reference" in kinds:
+            return {**value, "type": "item_reference"}
+        if isinstance(kind, str) and kind not in kinds:
+            hint = _UNSUPPORTED_ITEM_HINTS.get(kind, f"use {names}")
+            raise ValueError(f"Input item type '{kind}' is not supported; {hint}")
         return value
-    kind = value.get("type")
-    if kind is None and "role" in value:
-        return {**value, "type": "message"}
-    if isinstance(kind, str) and kind not in ("message", "function_call", "function_call_output"):
-        hint = _UNSUPPORTED_ITEM_HINTS.get(kind, "use 'message', 'function_call' or 'function_call_output'")
-        raise ValueError(f"Input item type '{kind}' is not supported; {hint}")
-    return value
+
+    return BeforeValidator(supported)
 
 
-InputItem = Annotated[
+_ITEM_TYPES = ("message", "function_call", "function_call_output")
+_ITEM_MODELS = {
+    "message": MessageItem,
+    "function_call": FunctionCallItem,
+    "function_call_output": FunctionCallOutputItem,
+}
+
+# A conversation's new items: what is added is stored whole.
+ConversationItem = Annotated[
     tagged_union(
-        {"message": MessageItem, "function_call": FunctionCallItem, "function_call_output": FunctionCallOutputItem},
+        _ITEM_MODELS,
         "input_item_type",
         "Input item must be an object: a message (with a role), a function_call or a function_call_output",
     ),
-    BeforeValidator(_supported_item),
+    _item_kinds(*_ITEM_TYPES),
+]
+# A response's input: the items, or references to items stored earlier.
+InputItem = Annotated[
+    tagged_union(
+        {**_ITEM_MODELS, "item_reference": ItemReference},
+        "input_item_type",
+        "Input item must be an object: a message (with a role), a function_call, a function_call_output "
+        "or an item_reference",
+    ),
+    _item_kinds(*_ITEM_TYPES, "item_reference"),
 ]

@@ -2,16 +2,16 @@
 can honour it, and the paths of its stored responses.
 
 What the service cannot do (built-in tools, background mode, prompt templates, file inputs,
-item references, logprobs) is refused with a sentence that says so, rather than silently
-ignored. Fields OpenAI has and we do not act on are ignored, as the chat route does, so that
-clients sending newer fields keep working.
+item references) is refused with a sentence that says so, rather than silently ignored.
+Fields OpenAI has and we do not act on are ignored, as the chat route does, so that clients
+sending newer fields keep working.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Le
 from pydantic import (
     BeforeValidator,
     Discriminator,
@@ -39,12 +39,20 @@ from schemas.common import (
 from schemas.items import InputItem
 from schemas.validation import ResponsesValidated
 
-# OpenAI's own limits (128 functions per request; max_output_tokens at least 16).
+# OpenAI's own limits (128 functions per request; max_output_tokens at least 16; 0 to 20 top
+# logprobs) and the Open Responses specification's (a prompt_cache_key of 64 characters at most).
 MAX_TOOLS = 128
 MIN_OUTPUT_TOKENS = 16
+MAX_TOP_LOGPROBS = 20
+MAX_PROMPT_CACHE_KEY = 64
 # `include` values we honour: image URLs are always kept; we never produce reasoning items, so
-# asking for their encrypted content is trivially satisfied (stateless agent clients always ask).
-SUPPORTED_INCLUDES = frozenset({"message.input_image.image_url", "reasoning.encrypted_content"})
+# asking for their encrypted content is trivially satisfied (stateless agent clients always ask);
+# output text logprobs are asked of the upstream (chat's `logprobs`) and put in the output.
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+SUPPORTED_INCLUDES = frozenset({"message.input_image.image_url", "reasoning.encrypted_content", LOGPROBS_INCLUDE})
+# The service tiers OpenAI's SDK knows (openai.types.responses.ServiceTier); the upstream
+# decides which it serves, and the response names the one it says it used.
+ServiceTier = Literal["auto", "default", "flex", "scale", "priority", "fast", "ultrafast"]
 
 
 Input = Annotated[
@@ -165,7 +173,8 @@ ConversationParam = Annotated[
 class ResponseRequest(ResponsesValidated, RequestModel):
     """POST /v1/responses. Field order matters: later validators read earlier fields."""
 
-    model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    # Optional, as the specification has it: the configured default model (OPENAI_MODEL) answers.
+    model: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     input: Input
     instructions: MessageText | None = None
     previous_response_id: Identifier | None = None
@@ -179,6 +188,13 @@ class ResponseRequest(ResponsesValidated, RequestModel):
     max_output_tokens: Annotated[int, Ge(MIN_OUTPUT_TOKENS), BeforeValidator(whole_number)] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    top_logprobs: Annotated[int, Ge(0), Le(MAX_TOP_LOGPROBS), BeforeValidator(whole_number)] | None = None
+    prompt_cache_key: Annotated[str, StringConstraints(max_length=MAX_PROMPT_CACHE_KEY)] | None = None
+    service_tier: ServiceTier | None = None
+    # Enforced here, not upstream (chat completions has no such limit): see services/responses/objects.py.
+    max_tool_calls: Annotated[int, Ge(1), BeforeValidator(whole_number)] | None = None
     metadata: Metadata = Field(default_factory=dict)
     truncation: Literal["auto", "disabled"] = "disabled"
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
@@ -192,7 +208,6 @@ class ResponseRequest(ResponsesValidated, RequestModel):
         WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": sorted(SUPPORTED_INCLUDES)}}, {"type": "null"}]}),
     ] = None
     prompt: Annotated[Any, WithJsonSchema({"type": "null"})] = None
-    top_logprobs: Annotated[int | None, WithJsonSchema({"enum": [0, None]})] = None
 
     @property
     def conversation_id(self) -> str | None:
@@ -240,13 +255,6 @@ class ResponseRequest(ResponsesValidated, RequestModel):
     def _no_prompt_templates(cls, value: Any) -> Any:
         if value is not None:
             raise ValueError("Prompt templates are not supported; send instructions and input instead")
-        return value
-
-    @field_validator("top_logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise ValueError("Log probabilities are not supported; omit top_logprobs or set it to 0")
         return value
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,15 +39,7 @@ from services.exchanges import (
     touch_pending,
     without_content,
 )
-from services.history import (
-    DEFAULT_BOUND,
-    History,
-    HistoryLimits,
-    HistoryTooLong,
-    chain_history,
-    history_bound,
-    rebuild_history,
-)
+from services.history import DEFAULT_BOUND, History, HistoryLimits, HistoryTooLong, history_bound, turn_history
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
 from services.recorder import Ending, ExchangeRecorder
@@ -131,6 +123,9 @@ class ChatTurn:
     trim_history: bool = True
     # False: record the turn and reply without their content (usage and status only).
     store_content: bool = True
+    # The reply keeps (is recorded with) its first this many tool calls; the rest are dropped
+    # (the Responses API's max_tool_calls). None: all of them.
+    max_tool_calls: int | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +140,7 @@ class _Exchange:
     reservation: Reservation | None = None
     # The model the client asked for (or the LLM's default): a failed exchange's rows name it.
     model: str | None = None
+    max_tool_calls: int | None = None  # ChatTurn's
 
 
 @dataclass
@@ -240,7 +236,16 @@ class ChatPipeline:
             stored = new if turn.store_content else [without_content(m) for m in new]
             held = reservation.tokens if reservation is not None and reservation.tokens else None
             record_turn(session, exchange_id, conversation_id, key_id, stored, held, began)
-        return _Exchange(exchange_id, conversation_id, key_id, context, turn.store_content, reservation, report.model)
+        return _Exchange(
+            exchange_id,
+            conversation_id,
+            key_id,
+            context,
+            turn.store_content,
+            reservation,
+            report.model,
+            turn.max_tool_calls,
+        )
 
     def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
         """The most tokens the call may spend: the estimated prompt and the completion's cap."""
@@ -257,19 +262,12 @@ class ChatPipeline:
         limits = self.settings.history if turn.trim_history else None
         leading_tokens = sum(estimate_message_tokens(m) for m in leading)
         bound = self.settings.history_bound
+        chain = turn.history_exchanges
         try:
-            if turn.history_exchanges is not None:
-                return chain_history(
-                    session, turn.history_exchanges, key_id, limits, turn.messages, leading_tokens, bound
-                )
-            return rebuild_history(session, conversation_id, key_id, limits, turn.messages, leading_tokens, bound)
-        except HistoryTooLong:
-            # OpenAI's answer to an input that does not fit the model (the Responses API's words).
-            raise TurnRejected(
-                "Your input exceeds the context window of this model. Please adjust your input and try again.",
-                details=[{"field": "input", "message": f"history and input exceed {bound} tokens"}],
-                code="context_length_exceeded",
-            ) from None
+            return turn_history(session, conversation_id, chain, key_id, limits, turn.messages, leading_tokens, bound)
+        except HistoryTooLong as exc:  # OpenAI's answer to an input that does not fit the model
+            details = [{"field": "input", "message": f"history and input exceed {bound} tokens"}]
+            raise TurnRejected(exc.message, details=details, code="context_length_exceeded") from None
 
     @staticmethod
     def _call_args(turn: ChatTurn) -> dict[str, Any]:
@@ -353,16 +351,6 @@ class ChatPipeline:
         The key is charged even when the conversation was erased meanwhile (the reply is
         then not stored): the upstream spent the tokens either way.
         """
-        message = completion.message() if exchange.store_content else without_content(completion.message())
-        reply = {
-            **stored_columns(message),
-            "completion_id": completion.completion_id,
-            "model": completion.model,
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "total_tokens": completion.total_tokens,
-            "deployment": completion.deployment,
-        }
         attempts = _worth_a_row(completion.attempts if attempts is None else attempts)
         self.recorder.record(
             Ending(
@@ -371,13 +359,30 @@ class ChatPipeline:
                 exchange.client_key_id,
                 status,
                 error,
-                reply=reply,
+                reply=self._reply_row(exchange, completion),
                 reservation=exchange.reservation,
                 spent=self._tokens_spent(exchange, completion) if exchange.reservation is not None else None,
                 attempts=attempt_rows(attempts),
                 model=exchange.model,
             )
         )
+
+    @staticmethod
+    def _reply_row(exchange: _Exchange, completion: Completion) -> dict[str, Any]:
+        """The reply's row: the message as stored (only the first `max_tool_calls` calls, so a
+        continuation answers just the calls the client was shown), its completion and usage."""
+        if exchange.max_tool_calls is not None and completion.tool_calls:
+            completion = replace(completion, tool_calls=completion.tool_calls[: exchange.max_tool_calls])
+        message = completion.message() if exchange.store_content else without_content(completion.message())
+        return {
+            **stored_columns(message),
+            "completion_id": completion.completion_id,
+            "model": completion.model,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.total_tokens,
+            "deployment": completion.deployment,
+        }
 
     @staticmethod
     def _tokens_spent(exchange: _Exchange, completion: Completion) -> tuple[int, int]:

@@ -103,6 +103,9 @@ class HistoryTooLong(Exception):
     """The stored history and the turn need more than `bound` estimated tokens, and the
     history may not be trimmed (the Responses API's truncation "disabled")."""
 
+    # What OpenAI's Responses API answers an input that does not fit the model's window.
+    message = "Your input exceeds the context window of this model. Please adjust your input and try again."
+
     def __init__(self, bound: int) -> None:
         super().__init__(f"the history and the turn exceed {bound} tokens")
         self.bound = bound
@@ -248,6 +251,23 @@ def chain_history(
     values = {"exchanges": list(exchange_ids), "key": client_key_id, "newest": newest}
     read = _read(session, _NEWEST_FIRST_ROWS[True, client_key_id is None], values, limits, bound, always_sent_tokens)
     return _fitted(read, turn, limits, bound, always_sent_tokens)
+
+
+def turn_history(
+    session: Session,
+    conversation_id: str,
+    exchange_ids: tuple[str, ...] | None,
+    client_key_id: int | None,
+    limits: HistoryLimits | None,
+    turn: Sequence[dict[str, Any]],
+    always_sent_tokens: int,
+    bound: int | None,
+) -> History:
+    """The history of a turn: the chain `exchange_ids` (chain_history), or when that is None
+    the conversation's (rebuild_history), read and trimmed (or bounded) as they do."""
+    if exchange_ids is not None:
+        return chain_history(session, exchange_ids, client_key_id, limits, turn, always_sent_tokens, bound)
+    return rebuild_history(session, conversation_id, client_key_id, limits, turn, always_sent_tokens, bound)
 
 
 # More exchanges than any conversation has: the untrimmed read's limit (its bound is in tokens).

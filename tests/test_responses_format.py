@@ -233,9 +233,9 @@ def test_the_sdk_input_shapes_validate():
             "include",
             "include value 'file_search_call.results' is not supported",
         ),
-        ({"include": ["message.output_text.logprobs"]}, "include", "is not supported"),
+        ({"service_tier": "cheapest"}, "service_tier", "'auto', 'default', 'flex'"),
         ({"prompt": {"id": "pmpt_1"}}, "prompt", "Prompt templates are not supported"),
-        ({"top_logprobs": 5}, "top_logprobs", "not supported"),
+        ({"top_logprobs": 21}, "top_logprobs", "less than or equal to 20"),
         ({"previous_response_id": "resp_1", "conversation": "conv_1"}, "conversation", "not both"),
         (
             {"tool_choice": {"type": "web_search_preview"}},
@@ -244,12 +244,17 @@ def test_the_sdk_input_shapes_validate():
         ),
         ({"tool_choice": "required"}, "tool_choice", "needs at least one tool"),
         ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice", "'nope'"),
-        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0", "Input item type 'item_reference' is not"),
+        ({"input": [{"type": "item_reference"}]}, "input.0.id", "Field required"),
         ({"input": [{"type": "reasoning", "summary": []}]}, "input.0", "Input item type 'reasoning' is not supported"),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x.test/a.pdf"}]}]},
+            "input.0.content.0.file_url",
+            "input_file with a file_url is not supported",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.pdf"}]}]},
             "input.0.content.0",
-            "'input_file' is not",
+            "input_file needs file_data",
         ),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},

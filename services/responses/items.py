@@ -4,9 +4,14 @@ projection between items and chat messages, both ways.
 Input items become chat messages (`items_to_chat_messages`); a chat reply becomes output
 items (`output_items`), and a stored row the items it is (`row_items`), through the same
 `reply_items`. Items are plain dicts in OpenAI's JSON shape; the tests validate each
-against the openai SDK's own types. A stored row is one or more items, with ids derived
+against the openai SDK's own types.
+
+Every id names where its item is kept, so that one can be found by its id alone
+(services/responses/references.py). A stored row is one or more items, with ids derived
 from the row's id: `msg_<row>` (its message), `fc_<row>_<n>` (its n-th tool call) and
-`fco_<row>` (a tool message: a function_call_output).
+`fco_<row>` (a tool message: a function_call_output). A response's output item n is
+`msg_<hex>_<n>` or `fc_<hex>_<n>`, <hex> being its response's (`resp_<hex>`); its reply row
+keeps those ids.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from schemas import FunctionCallItem, MessageItem, ResponseRequest
+from schemas import FunctionCallItem, FunctionCallOutputItem, MessageItem, ResponseRequest
 from services.exchanges import ITEM_IDS, replayed
 from services.tokens import text_of
 
@@ -30,6 +35,28 @@ _CHAT_IMAGE_DETAIL = {"auto": "auto", "low": "low", "high": "high", "original": 
 def new_id(prefix: str) -> str:
     """A fresh id in OpenAI's style: the prefix ("resp", "msg", "fc", "fco", "call"), "_", 48 hex digits."""
     return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def output_item_id(response_id: str, kind: str, index: int) -> str:
+    """The id of a response's output item: "msg" or "fc", the response id's hex, its index in the output."""
+    prefix = "fc" if kind == "function_call" else "msg"
+    return f"{prefix}_{response_id.partition('_')[2]}_{index}"
+
+
+def response_of_item(item_id: str) -> str | None:
+    """The id of the response whose output item `item_id` is (see output_item_id), or None."""
+    prefix, _, rest = item_id.partition("_")
+    hex_part, _, index = rest.rpartition("_")
+    if prefix not in ("msg", "fc") or not index.isdigit() or len(index) > 4 or len(hex_part) != 48:
+        return None
+    return f"resp_{hex_part}" if all(c in "0123456789abcdef" for c in hex_part) else None
+
+
+def row_of_item(item_id: str) -> int | None:
+    """The id of the stored row an item id derived from it names (msg_<row>, fc_<row>_<n>, fco_<row>), or None."""
+    prefix, _, rest = item_id.partition("_")
+    number = rest.split("_")[0]
+    return int(number) if prefix in ("msg", "fc", "fco") and number.isdigit() and len(number) < 19 else None
 
 
 def message_item(role: str, content: str | Sequence[Mapping[str, Any]], *, item_id: str | None = None) -> Item:
@@ -52,7 +79,14 @@ def _item_part(role: str, part: Mapping[str, Any]) -> dict[str, Any]:
         return output_text_part(part["text"], logprobs=False)
     if kind == "input_image":
         return {"type": "input_image", "image_url": part["image_url"], "detail": part.get("detail") or "auto"}
+    if kind == "input_file":
+        return {"type": "input_file", **_file_fields(part)}
     return {"type": "input_text", "text": part["text"]}
+
+
+def _file_fields(file: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields an input_file part and a chat `file` part share, those given only."""
+    return {name: file[name] for name in ("file_data", "file_id", "filename") if file.get(name) is not None}
 
 
 def function_call_item(
@@ -88,7 +122,7 @@ def function_call_output_item(
 
 
 def chat_content(content: str | Sequence[Mapping[str, Any]]) -> str | list[dict[str, Any]]:
-    """Input parts (input_text, input_image) as chat content; one text part is a plain string."""
+    """Input parts (input_text, input_image, input_file) as chat content; one text part is a plain string."""
     if isinstance(content, str):
         return content
     parts = [_chat_part(part) for part in content]
@@ -101,11 +135,14 @@ def _chat_part(part: Mapping[str, Any]) -> dict[str, Any]:
     if part["type"] == "input_image":
         detail = _CHAT_IMAGE_DETAIL.get(part.get("detail") or "auto", "auto")
         return {"type": "image_url", "image_url": {"url": part["image_url"], "detail": detail}}
+    if part["type"] == "input_file":
+        # chat completions' file part (OpenAI's and Azure OpenAI's): file_data a data URL, or a file_id
+        return {"type": "file", "file": _file_fields(part)}
     return {"type": "text", "text": part.get("text") or ""}
 
 
 def item_content(content: Any) -> Any:
-    """Chat content as input parts (input_text, input_image); a string stays one."""
+    """Chat content as input parts (input_text, input_image, input_file); a string stays one."""
     if isinstance(content, str):
         return content
     parts = []
@@ -113,6 +150,8 @@ def item_content(content: Any) -> Any:
         if part.get("type") == "image_url":
             image = part.get("image_url") or {}
             parts.append({"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail")})
+        elif part.get("type") == "file":
+            parts.append({"type": "input_file", **_file_fields(part.get("file") or {})})
         else:
             parts.append({"type": "input_text", "text": part.get("text", "")})
     return parts
@@ -135,12 +174,13 @@ def input_items(request: ResponseRequest) -> list[Item]:
 
 
 def validated_items(items: Iterable[Any]) -> list[Item]:
-    """Validated input items (schemas' MessageItem, FunctionCallItem, FunctionCallOutputItem)
-    as items, each with an id.
+    """Validated input items (schemas' MessageItem, FunctionCallItem, FunctionCallOutputItem,
+    ItemReference) as items, each with an id.
 
-    Message items come out as OpenAI lists them: user/system/developer content as input_text and
-    input_image parts, assistant content as output_text/refusal parts; every item has "status":
-    "completed". Ids the client sent are kept; the others are generated (msg_, fc_, fco_).
+    Message items come out as OpenAI lists them: user/system/developer content as input_text,
+    input_image and input_file parts, assistant content as output_text/refusal parts; every item
+    has "status": "completed". Ids the client sent are kept; the others are generated (msg_, fc_,
+    fco_). A reference stays {"type": "item_reference", "id"}: references.py resolves it.
     """
     made: list[Item] = []
     for item in items:
@@ -149,9 +189,11 @@ def validated_items(items: Iterable[Any]) -> list[Item]:
             made.append(message_item(item.role, parts, item_id=item.id))
         elif isinstance(item, FunctionCallItem):
             made.append(function_call_item(item.call_id, item.name, item.arguments, item_id=item.id))
-        else:
+        elif isinstance(item, FunctionCallOutputItem):
             output = item.output if isinstance(item.output, str) else [p.model_dump() for p in item.output]
             made.append(function_call_output_item(item.call_id, output, item_id=item.id))
+        else:
+            made.append({"type": "item_reference", "id": item.id})
     return made
 
 
@@ -283,9 +325,12 @@ def output_items(
     refusal: str | None = None,
     tool_calls: Sequence[Mapping[str, Any]] = (),
     status: str = "completed",
+    *,
+    response_id: str | None = None,
 ) -> list[Item]:
-    """A chat assistant message as a response's output items, with fresh ids: a message
-    (output_text and/or refusal part), then function calls."""
+    """A chat assistant message as a response's output items: a message (output_text and/or
+    refusal part), then function calls; ids those of `response_id`'s output (output_item_id),
+    or fresh ones without it."""
     calls = []
     for call in tool_calls:
         function = call.get("function") or {}
@@ -293,7 +338,11 @@ def output_items(
         calls.append(
             function_call_item(call_id, function.get("name") or "", function.get("arguments") or "", status=status)
         )
-    return reply_items(text, refusal, calls, status=status)
+    items = reply_items(text, refusal, calls, status=status)
+    if response_id is not None:
+        for index, item in enumerate(items):
+            item["id"] = output_item_id(response_id, item["type"], index)
+    return items
 
 
 def row_items(row: Any) -> list[Item]:

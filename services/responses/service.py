@@ -43,6 +43,7 @@ from services.responses.items import (
     validated_items,
 )
 from services.responses.objects import chat_params, instructions_message, item_list, response_from_completion
+from services.responses.references import resolve_references
 from services.responses.stream import ResponseStreamTranslator
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ def _turn(request: ResponseRequest, state: _State, items: list[Item], client_key
         history_exchanges=state.history_exchanges,
         trim_history=request.truncation == "auto",
         store_content=request.store,
+        max_tool_calls=request.max_tool_calls,
     )
 
 
@@ -149,19 +151,21 @@ def create_response(
     pipeline: ChatPipeline, request: ResponseRequest, client_key: ClientKey | None, report: ExchangeReport
 ) -> ResponseAnswer:
     """Answer POST /v1/responses. Raises a 400 ApiError for unknown state or function calls and
-    outputs that do not pair up, and whatever the pipeline raises before its first byte
-    (TurnRejected, BudgetSpent, UpstreamError)."""
+    outputs that do not pair up, a 404 for an item reference to no item of this key, and
+    whatever the pipeline raises before its first byte (TurnRejected, BudgetSpent, UpstreamError)."""
     response_id, created_at = new_id("resp"), int(time.time())
+    # A request naming no model is answered by the default one, as the chat routes' are.
+    model = request.model or getattr(pipeline.llm, "default_model", None)
     key_id = client_key.id if client_key else None
     state = _state(request, key_id, response_id)
-    items = input_items(request)
+    items = resolve_references(input_items(request), key_id)
     _check_tool_pairing(state, items)
     answer = pipeline.answer(_turn(request, state, items, client_key), report)
     if request.stream:
-        translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at)
+        translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at, model=model)
         return ResponseAnswer(response_id, events=_events(pipeline, answer, translator, request, key_id))
     body = response_from_completion(
-        request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at
+        request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at, model=model
     )
     _record(pipeline, request, key_id, answer, body)
     return ResponseAnswer(response_id, body=body)

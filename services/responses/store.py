@@ -21,7 +21,7 @@ from services.exchanges import ITEM_IDS, new_exchange_id, replayed, stored_colum
 from services.history import completed_exchanges
 from services.ownership import owned_by
 from services.pages import PageFill
-from services.responses.items import row_items
+from services.responses.items import row_items, row_of_item
 
 MESSAGES = Message.__table__
 RESPONSES = StoredResponse.__table__
@@ -246,18 +246,11 @@ def add_items(
     return [item for row in added.all() for item in row_items(row)]
 
 
-def _row_of(item_id: str) -> int | None:
-    """The row id a derived item id (msg_<row>, fc_<row>_<n>, fco_<row>) names, or None."""
-    prefix, _, rest = item_id.partition("_")
-    number = rest.split("_")[0]
-    return int(number) if prefix in ("msg", "fc", "fco") and number.isdigit() and len(number) < 19 else None
-
-
 def _item_row(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> Any:
     """The completed row of the conversation that holds the item `item_id`, or None."""
     mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
     completed = MESSAGES.c.status == MessageStatus.COMPLETED
-    row_id = _row_of(item_id)
+    row_id = row_of_item(item_id)
     if row_id is not None:
         rows = session.execute(select(MESSAGES).where(MESSAGES.c.id == row_id, *mine, completed)).all()
     else:  # an id a response gave its output: on a reply row that recorded it

@@ -10,8 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas import ResponseRequest
-from services.responses.items import Item, function_call_item, new_id, output_text_part
-from services.responses.objects import finish_status, response_object, usage_object
+from services.responses.items import Item, function_call_item, new_id, output_item_id, output_text_part
+from services.responses.objects import (
+    finish_status,
+    output_logprobs,
+    response_object,
+    usage_object,
+    wants_logprobs,
+)
 
 
 class ResponseStreamTranslator:
@@ -24,16 +30,30 @@ class ResponseStreamTranslator:
     `fail(message)` ends with response.failed instead. Each event is a dict with "type" and a
     "sequence_number" counting from 0; the route renders it (routes/sse.py). feed/finish/fail start the stream
     themselves when start() was not called. `output` holds the items as they stand.
+
+    `model` names the model until a chunk names the one answering (the default model, for a
+    request that named none). Function calls beyond the request's max_tool_calls are left out
+    (the first ones to arrive are kept), and text deltas carry their logprobs when the request
+    includes them.
     """
 
-    def __init__(self, request: ResponseRequest, *, response_id: str | None = None, created_at: int | None = None):
+    def __init__(
+        self,
+        request: ResponseRequest,
+        *,
+        response_id: str | None = None,
+        created_at: int | None = None,
+        model: str | None = None,
+    ):
         self.request = request
         self.response_id = response_id or new_id("resp")
         self.created_at = created_at if created_at is not None else int(time.time())
-        self.model = request.model
+        self.model = request.model or model
         self.output: list[Item] = []
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
+        self.service_tier: str | None = None  # the one the upstream says it used
+        self._logprobs = wants_logprobs(request)
         self._sequence = 0
         self._started = False
         self._ended = False
@@ -52,6 +72,7 @@ class ResponseStreamTranslator:
             output=self.output if ended else [],
             usage=self.usage if ended else None,
             status=status,
+            service_tier=self.service_tier,
             **details,
         )
 
@@ -68,6 +89,7 @@ class ResponseStreamTranslator:
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The events one chat.completion.chunk makes (text, refusal and tool-call deltas; usage kept)."""
         self.model = chunk.get("model") or self.model
+        self.service_tier = chunk.get("service_tier") or self.service_tier
         events = self.start()
         if chunk.get("usage"):
             self.usage = usage_object(chunk["usage"])
@@ -76,7 +98,8 @@ class ResponseStreamTranslator:
                 continue  # one choice is all a response has
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                events += self._text("output_text", delta["content"])
+                logprobs = output_logprobs(choice.get("logprobs")) if self._logprobs else []
+                events += self._text("output_text", delta["content"], logprobs)
             if delta.get("refusal"):
                 events += self._text("refusal", delta["refusal"])
             for fragment in delta.get("tool_calls") or []:
@@ -139,6 +162,7 @@ class ResponseStreamTranslator:
 
     def _add_item(self, item: Item) -> list[dict[str, Any]]:
         events = self._close_item()
+        item["id"] = output_item_id(self.response_id, item["type"], len(self.output))  # findable by its id
         self.output.append(item)
         self._open = item
         return events + [self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)]
@@ -181,10 +205,10 @@ class ResponseStreamTranslator:
         if part["type"] == "refusal":
             done = self._event("response.refusal.done", **where, refusal=part["refusal"])
         else:
-            done = self._event("response.output_text.done", **where, text=part["text"], logprobs=[])
+            done = self._event("response.output_text.done", **where, text=part["text"], logprobs=part["logprobs"])
         return [done, self._event("response.content_part.done", **where, part=part)]
 
-    def _text(self, kind: str, delta: str) -> list[dict[str, Any]]:
+    def _text(self, kind: str, delta: str, logprobs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         events = [] if self._open is not None and self._open["type"] == "message" else self._open_message()
         if self._part is None or self._part["type"] != kind:
             events += self._open_part(kind)
@@ -194,13 +218,16 @@ class ResponseStreamTranslator:
             self._part["refusal"] += delta
             return events + [self._event("response.refusal.delta", **where, delta=delta)]
         self._part["text"] += delta
-        return events + [self._event("response.output_text.delta", **where, delta=delta, logprobs=[])]
+        self._part["logprobs"] += logprobs or []
+        return events + [self._event("response.output_text.delta", **where, delta=delta, logprobs=logprobs or [])]
 
     def _tool_call(self, fragment: Mapping[str, Any]) -> list[dict[str, Any]]:
         function = fragment.get("function") or {}
         index = fragment.get("index", 0)
         item, events = self._calls.get(index), []
         if item is None:
+            if len(self._calls) == self.request.max_tool_calls:
+                return []  # beyond max_tool_calls: ignored, as OpenAI ignores further calls
             call_id = fragment.get("id") or new_id("call")
             item = function_call_item(call_id, function.get("name") or "", "", status="in_progress")
             self._calls[index] = item
