@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -15,6 +16,11 @@ from extensions import db
 def utc_now() -> datetime:
     """The current time, timezone-aware in UTC (evaluated per row, not at import)."""
     return datetime.now(UTC)
+
+
+def new_public_id() -> str:
+    """A row's public id: 32 random hex digits (128 bits), which say nothing of the row."""
+    return secrets.token_hex(16)
 
 
 def as_utc(stamp: datetime) -> datetime:
@@ -62,13 +68,18 @@ class Message(db.Model):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
-        # A row's id names its items (msg_<id>, ...) and pages (cursors): never handed out
-        # twice. SQLite would reuse the id of a deleted last row without AUTOINCREMENT;
-        # PostgreSQL's sequence never does.
+        # A row is found by its public id: its items' ids and its page cursor (migration 0013).
+        Index("ix_messages_public_id", "public_id", unique=True),
+        # Row ids are never handed out twice (they order rows and pages). SQLite would reuse
+        # the id of a deleted last row without AUTOINCREMENT; PostgreSQL's sequence never does.
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    # What clients see of the row: its items are msg_<public_id>, fc_<public_id>_<n> and
+    # fco_<public_id>, and `GET /conversations/<user_id>` names it (and pages after it) by it.
+    # Random, so that no id tells how many rows anyone else wrote (the row id would).
+    public_id: Mapped[str] = mapped_column(String(32), default=new_public_id)
     user_id: Mapped[str] = mapped_column(String(128), index=True)
     exchange_id: Mapped[str] = mapped_column(String(36), index=True)
     # The client key the conversation belongs to; NULL when keys are off. A user_id is
@@ -98,9 +109,9 @@ class Message(db.Model):
     total_tokens: Mapped[int | None] = mapped_column(Integer)
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as JSON-ready data, timestamp in ISO 8601 UTC."""
+        """The row as JSON-ready data, timestamp in ISO 8601 UTC; its id is its public id."""
         return {
-            "id": self.id,
+            "id": self.public_id,
             "user_id": self.user_id,
             "exchange_id": self.exchange_id,
             "timestamp": iso_utc(self.timestamp),

@@ -54,7 +54,7 @@ def get_conversation(path: UserIdPath, query: ConversationPageQuery):
     with unit_of_work(write=False) as session:
         # Fewer than `limit` when they pass PAGE_MAX_BYTES: next_cursor then names the next page.
         page = conversation_page(
-            session, path.user_id, key_id, query.limit, int(query.cursor or 0), current_app.config["PAGE_MAX_BYTES"]
+            session, path.user_id, key_id, query.limit, query.cursor, current_app.config["PAGE_MAX_BYTES"]
         )
         # An empty page past the end of a conversation is a 200; of none (erased, never
         # started, or another key's), whatever the cursor, a 404.

@@ -124,27 +124,27 @@ def conversation_page(
     conversation_id: str,
     client_key_id: KeyScope,
     limit: int,
-    after_id: int = 0,
+    after: str | None = None,
     max_bytes: int | None = None,
 ) -> Page:
-    """Rows of a conversation with id > `after_id`, oldest first, at most `limit` of them
-    and `max_bytes` of JSON (the first row whatever its size); the next page's cursor when
-    more follow. Rows are fetched a few at a time, none past the first that does not fit."""
+    """Rows of a conversation after the row whose public id is `after` (none when it is not
+    one of them), oldest first, at most `limit` of them and `max_bytes` of JSON (the first
+    row whatever its size); the next page's cursor (the last row's public id) when more
+    follow. Rows are fetched a few at a time, none past the first that does not fit."""
     page = PageFill(limit, max_bytes if max_bytes is not None else 2**62)
-    rows = session.scalars(
-        select(Message)
-        .where(Message.user_id == conversation_id, owned_by(client_key_id), Message.id > after_id)
-        .order_by(Message.id)
-        .limit(limit + 1)
-        .execution_options(yield_per=16)
-    )
+    mine = (Message.user_id == conversation_id, owned_by(client_key_id))
+    query = select(Message).where(*mine)
+    if after is not None:
+        start = select(Message.id).where(Message.public_id == after, *mine).scalar_subquery()
+        query = query.where(Message.id > start)
+    rows = session.scalars(query.order_by(Message.id).limit(limit + 1).execution_options(yield_per=16))
     try:
         for row in rows:
             if not page.add(row.to_dict()):
                 break
     finally:
         rows.close()
-    return Page(rows=page.entries, next_cursor=str(page.entries[-1]["id"]) if page.more else None)
+    return Page(rows=page.entries, next_cursor=page.entries[-1]["id"] if page.more else None)
 
 
 def list_conversations(
@@ -222,13 +222,14 @@ def rows_batch(
     session: Session, after: tuple[str, int], conversation_id: str | None, client_key_id: KeyScope, size: int
 ) -> list[dict[str, Any]]:
     """Up to `size` rows after `after` (conversation id, row id), in export order, as dicts
-    with their api_key_id (an export of every key's rows must say whose each one is)."""
+    with their api_key_id (an export of every key's rows must say whose each one is) and
+    their row id (the export's order, and where the next batch starts)."""
     query = select(Message).where(owned_by(client_key_id)).order_by(Message.user_id, Message.id).limit(size)
     if conversation_id is not None:
         query = query.where(Message.user_id == conversation_id, Message.id > after[1])
     else:
         query = query.where((Message.user_id > after[0]) | ((Message.user_id == after[0]) & (Message.id > after[1])))
-    return [{**row.to_dict(), "api_key_id": row.api_key_id} for row in session.scalars(query)]
+    return [{**row.to_dict(), "api_key_id": row.api_key_id, "row_id": row.id} for row in session.scalars(query)]
 
 
 def prune_batch(session: Session, older_than: datetime, batch_size: int) -> int | None:

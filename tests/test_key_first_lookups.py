@@ -27,7 +27,8 @@ from models import ApiKey
 from services.exchanges import record_reply, record_turn
 
 ROWS_OF_THEIRS = 600  # the other key's conversation: 300 exchanges, a prompt and a reply each
-UNKNOWN_ITEM = "msg_" + "0" * 48  # the shape of an id a response gave its output
+# The shapes of the ids responses give their output: now (of response resp_<hex>), and before.
+UNKNOWN_OUTPUT_ITEMS = ("msg_" + "0" * 48 + "_0", "msg_" + "0" * 48)
 
 
 @contextmanager
@@ -48,8 +49,8 @@ def _reads(app) -> Iterator[list[tuple[str, object]]]:
         event.remove(engine, "before_cursor_execute", keep)
 
 
-def _owned_by_the_other_key(app, key_name: str, conversation_id: str) -> int:
-    """The id of a row of a conversation of `key_name` of ROWS_OF_THEIRS rows."""
+def _owned_by_the_other_key(app, key_name: str, conversation_id: str) -> str:
+    """The public id of a row of a conversation of `key_name` of ROWS_OF_THEIRS rows."""
     with app.app_context(), unit_of_work() as session:
         key_id = session.scalar(select(ApiKey.id).where(ApiKey.name == key_name))
         for number in range(ROWS_OF_THEIRS // 2):
@@ -57,18 +58,18 @@ def _owned_by_the_other_key(app, key_name: str, conversation_id: str) -> int:
             record_turn(session, exchange, conversation_id, key_id, [{"role": "user", "content": f"q{number}"}])
             reply = {"role": "assistant", "content": "a", "model": "m"}
             record_reply(session, exchange, conversation_id, key_id, reply)
-        row_id = session.scalar(text("SELECT min(id) FROM messages"))
+        row_id = session.scalar(text("SELECT public_id FROM messages ORDER BY id LIMIT 1"))
         if db.engine.dialect.name == "postgresql":
             session.execute(text("ANALYZE messages"))
     return row_id
 
 
-def _lookups(conversation_id: str, row_id: int) -> list[tuple[str, str]]:
+def _lookups(conversation_id: str, row_id: str) -> list[tuple[str, str]]:
     """Every route that reads one conversation of the caller's, by id or by one of its items."""
     return [
-        ("GET", f"/v1/conversations/{conversation_id}/items/{UNKNOWN_ITEM}"),
+        *(("GET", f"/v1/conversations/{conversation_id}/items/{item}") for item in UNKNOWN_OUTPUT_ITEMS),
         ("GET", f"/v1/conversations/{conversation_id}/items/msg_{row_id}"),
-        ("DELETE", f"/v1/conversations/{conversation_id}/items/{UNKNOWN_ITEM}"),
+        ("DELETE", f"/v1/conversations/{conversation_id}/items/{UNKNOWN_OUTPUT_ITEMS[0]}"),
         ("GET", f"/v1/conversations/{conversation_id}/items"),
         ("GET", f"/v1/conversations/{conversation_id}"),
         ("GET", f"/conversations/{conversation_id}/usage"),
@@ -101,12 +102,15 @@ def _postgres_rows_examined(app, statement: str, parameters) -> int:
     return examined(plan[0]["Plan"])
 
 
-# A search of `messages` through an index that begins with the key, or of one row by its id.
+# A search of `messages` through an index that begins with the key, or of one row by a unique
+# key (its id, its public id): at most one row whatever the size of anyone's conversation.
 _BY_KEY = re.compile(r"^SEARCH messages USING (COVERING )?INDEX \S+ \(api_key_id(=\?| IS NULL)")
-_BY_ROW_ID = re.compile(r"^SEARCH messages USING INTEGER PRIMARY KEY \(rowid=\?\)$")
+_BY_ROW_ID = re.compile(
+    r"^SEARCH messages USING (INTEGER PRIMARY KEY \(rowid=\?\)|INDEX ix_messages_public_id \(public_id=\?\))$"
+)
 
 
-def _costs(app, client, headers: dict, conversation_id: str, row_id: int) -> dict[str, list]:
+def _costs(app, client, headers: dict, conversation_id: str, row_id: str) -> dict[str, list]:
     """For each lookup of `conversation_id`: its statements' SQLite searches of `messages`,
     or the rows PostgreSQL examined for them."""
     sqlite = app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")

@@ -9,11 +9,12 @@ Every function takes the session of the caller's unit of work and never commits 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import Integer, Select, Text, bindparam, cast, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, as_utc
@@ -21,7 +22,7 @@ from services.exchanges import ITEM_IDS, new_exchange_id, replayed, stored_colum
 from services.history import completed_exchanges
 from services.ownership import owned_by
 from services.pages import PageFill
-from services.responses.items import row_items, row_of_item
+from services.responses.items import response_of_item, row_items, row_of_item
 
 MESSAGES = Message.__table__
 RESPONSES = StoredResponse.__table__
@@ -247,18 +248,30 @@ def add_items(
 
 
 def _item_row(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> Any:
-    """The completed row of the conversation that holds the item `item_id`, or None."""
-    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
+    """The completed row of the conversation that holds the item `item_id`, or None. Found by
+    the row's public id, or by the response whose output the item is: never by reading the
+    conversation's rows one by one."""
     completed = MESSAGES.c.status == MessageStatus.COMPLETED
-    row_id = row_of_item(item_id)
-    if row_id is not None:
-        rows = session.execute(select(MESSAGES).where(MESSAGES.c.id == row_id, *mine, completed)).all()
-    else:  # an id a response gave its output: on a reply row that recorded it
-        replies = select(MESSAGES).where(
-            *mine, completed, MESSAGES.c.role == "assistant", MESSAGES.c.model.is_not(None)
-        )
-        rows = session.execute(replies).all()
+    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id), completed)
+    public_id = row_of_item(item_id)
+    response_id = response_of_item(item_id)
+    if public_id is not None:
+        candidates = select(MESSAGES).where(MESSAGES.c.public_id == public_id, *mine)
+    elif response_id is not None:  # an output item: on the reply row of its response's exchange
+        responses = (RESPONSES.c.id == response_id, owned_by(client_key_id, RESPONSES))
+        made_by = select(RESPONSES.c.exchange_id).where(*responses)
+        candidates = select(MESSAGES).where(MESSAGES.c.exchange_id.in_(made_by), MESSAGES.c.model.is_not(None), *mine)
+    elif _EARLIER_OUTPUT_ID.fullmatch(item_id):  # the output ids responses gave before they said whose they are
+        named = cast(MESSAGES.c.message_fields, Text).like(f'%"{item_id}"%')
+        candidates = select(MESSAGES).where(named, MESSAGES.c.role == "assistant", MESSAGES.c.model.is_not(None), *mine)
+    else:
+        return None
+    rows = session.execute(candidates).all()
     return next((row for row in rows if any(item["id"] == item_id for item in row_items(row))), None)
+
+
+# msg_<48 hex> or fc_<48 hex>: what a response named its output items before they carried its id.
+_EARLIER_OUTPUT_ID = re.compile(r"(?:msg|fc)_[0-9a-f]{48}", re.ASCII)
 
 
 def find_item(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> dict | None:
