@@ -150,7 +150,7 @@ def iter_rows(
         if not batch:
             return
         yield from batch
-        after = (batch[-1]["user_id"], batch[-1]["id"])
+        after = (batch[-1]["user_id"], batch[-1]["row_id"])
 
 
 @conversation_cli.command("export")

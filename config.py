@@ -120,6 +120,16 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "SYSTEM_PROMPT": _str(env, "SYSTEM_PROMPT", ""),
         "HISTORY_MAX_MESSAGES": _int(env, "HISTORY_MAX_MESSAGES", 50),
         "HISTORY_MAX_TOKENS": _int(env, "HISTORY_MAX_TOKENS", 3000),
+        # The most estimated tokens one request may send, its history read no further (less
+        # when every routed deployment declares a smaller context_window): one million, the
+        # largest window of OpenAI's models, about 4 MB of text.
+        "HISTORY_LOAD_MAX_TOKENS": _int(env, "HISTORY_LOAD_MAX_TOKENS", 1_048_576, minimum=1),
+        # What one conversation may store (its messages' content and fields, as stored JSON):
+        # the Conversations API adds no items past it.
+        "CONVERSATION_MAX_BYTES": _int(env, "CONVERSATION_MAX_BYTES", 8 * 1024 * 1024, minimum=1),
+        # What one page of a listing may hold (a conversation's rows or items, a response's
+        # input items): a page that is full ends early, with the cursor of the next.
+        "PAGE_MAX_BYTES": _int(env, "PAGE_MAX_BYTES", 4 * 1024 * 1024, minimum=1),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
         "MAX_PROMPT_CHARS": _int(env, "MAX_PROMPT_CHARS", 32000, minimum=1),
         "MAX_JSON_DEPTH": _int(env, "MAX_JSON_DEPTH", 32, minimum=2),

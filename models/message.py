@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -15,6 +17,11 @@ from extensions import db
 def utc_now() -> datetime:
     """The current time, timezone-aware in UTC (evaluated per row, not at import)."""
     return datetime.now(UTC)
+
+
+# A row's public id: 32 random hex digits (128 bits), which say nothing of the row. The
+# standard library's own function, so that writing a row runs no code of this folder.
+new_public_id = functools.partial(secrets.token_hex, 16)
 
 
 def as_utc(stamp: datetime) -> datetime:
@@ -48,9 +55,11 @@ class Message(db.Model):
 
     __tablename__ = "messages"
     __table_args__ = (
-        # History is read per user, completed exchanges only, in insertion order.
-        Index("ix_messages_user_id_status_id", "user_id", "status", "id"),
-        # A key's conversations are listed by user_id, and each is read within its key.
+        # Every read of a conversation names its key: the key first, so another key's rows
+        # under the same user_id are never visited (an unknown conversation and another
+        # key's cost the same). History and item pages read completed rows in insertion order.
+        Index("ix_messages_api_key_id_user_id_status_id", "api_key_id", "user_id", "status", "id"),
+        # A key's conversations are listed by user_id, and a conversation's rows paged by id.
         Index("ix_messages_api_key_id_user_id", "api_key_id", "user_id"),
         # The sweeper looks for old pending rows: an index of the in-flight rows alone stays
         # tiny however large the table grows (the query names 'pending' as a literal).
@@ -60,13 +69,18 @@ class Message(db.Model):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
-        # A row's id names its items (msg_<id>, ...) and pages (cursors): never handed out
-        # twice. SQLite would reuse the id of a deleted last row without AUTOINCREMENT;
-        # PostgreSQL's sequence never does.
+        # A row is found by its public id: its items' ids and its page cursor (migration 0013).
+        Index("ix_messages_public_id", "public_id", unique=True),
+        # Row ids are never handed out twice (they order rows and pages). SQLite would reuse
+        # the id of a deleted last row without AUTOINCREMENT; PostgreSQL's sequence never does.
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    # What clients see of the row: its items are msg_<public_id>, fc_<public_id>_<n> and
+    # fco_<public_id>, and `GET /conversations/<user_id>` names it (and pages after it) by it.
+    # Random, so that no id tells how many rows anyone else wrote (the row id would).
+    public_id: Mapped[str] = mapped_column(String(32), default=new_public_id)
     user_id: Mapped[str] = mapped_column(String(128), index=True)
     exchange_id: Mapped[str] = mapped_column(String(36), index=True)
     # The client key the conversation belongs to; NULL when keys are off. A user_id is
@@ -96,9 +110,9 @@ class Message(db.Model):
     total_tokens: Mapped[int | None] = mapped_column(Integer)
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as JSON-ready data, timestamp in ISO 8601 UTC."""
+        """The row as JSON-ready data, timestamp in ISO 8601 UTC; its id is its public id."""
         return {
-            "id": self.id,
+            "id": self.public_id,
             "user_id": self.user_id,
             "exchange_id": self.exchange_id,
             "timestamp": iso_utc(self.timestamp),

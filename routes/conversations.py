@@ -9,7 +9,7 @@ another key's get the same 404 as an unknown id.
 
 from __future__ import annotations
 
-from flask import jsonify
+from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from auth import current_client_key_id
@@ -52,7 +52,10 @@ def get_conversation(path: UserIdPath, query: ConversationPageQuery):
     """The stored rows of one conversation, oldest first, `limit` at a time after `cursor`."""
     key_id = current_client_key_id()
     with unit_of_work(write=False) as session:
-        page = conversation_page(session, path.user_id, key_id, query.limit, int(query.cursor or 0))
+        # Fewer than `limit` when they pass PAGE_MAX_BYTES: next_cursor then names the next page.
+        page = conversation_page(
+            session, path.user_id, key_id, query.limit, query.cursor, current_app.config["PAGE_MAX_BYTES"]
+        )
         # An empty page past the end of a conversation is a 200; of none (erased, never
         # started, or another key's), whatever the cursor, a 404.
         if not page.rows and not conversation_exists(session, path.user_id, key_id):

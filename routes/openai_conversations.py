@@ -9,13 +9,14 @@ shapes the answer; another key's conversations get the same 404 as an unknown id
 
 from __future__ import annotations
 
-from flask import jsonify
+from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from flask_openapi3.utils import get_operation_id_for_path
 
 from auth import current_client_key_id
 from routes.openapi import KEY_REQUIRED, openai_object
 from schemas import ConversationCreate, ConversationPath, ConversationUpdate, ItemListQuery, ItemPath, ItemsAdd
+from services.conversations import ConversationLimits
 from services.responses import service
 
 # The Conversations API's operationIds, as they were when these routes shared the Responses
@@ -42,7 +43,8 @@ openai_conversations_bp = APIBlueprint(
 @openai_conversations_bp.post("/conversations", responses=openai_object())
 def create_conversation(body: ConversationCreate):
     """A new conversation, with its first items and metadata."""
-    created = service.create_conversation(current_client_key_id(), body.items, dict(body.metadata or {}))
+    limits = ConversationLimits.from_config(current_app.config)
+    created = service.create_conversation(current_client_key_id(), body.items, dict(body.metadata or {}), limits)
     return jsonify(created)
 
 
@@ -68,13 +70,15 @@ def remove_conversation(path: ConversationPath):
 @openai_conversations_bp.get("/conversations/<conversation_id>/items", responses=openai_object(read_only=True))
 def list_items(path: ConversationPath, query: ItemListQuery):
     """A conversation's items, newest first unless `order=asc`."""
-    return jsonify(service.conversation_item_page(path.conversation_id, current_client_key_id(), query))
+    page_bytes = current_app.config["PAGE_MAX_BYTES"]
+    return jsonify(service.conversation_item_page(path.conversation_id, current_client_key_id(), query, page_bytes))
 
 
 @openai_conversations_bp.post("/conversations/<conversation_id>/items", responses=openai_object())
 def append_items(path: ConversationPath, body: ItemsAdd):
     """Append up to 20 items to a conversation."""
-    return jsonify(service.append_items(path.conversation_id, current_client_key_id(), body.items))
+    limits = ConversationLimits.from_config(current_app.config)
+    return jsonify(service.append_items(path.conversation_id, current_client_key_id(), body.items, limits))
 
 
 @openai_conversations_bp.get(

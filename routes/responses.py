@@ -100,4 +100,5 @@ def delete(path: ResponsePath):
 @responses_bp.get("/responses/<response_id>/input_items", responses=openai_object(read_only=True))
 def list_input_items(path: ResponsePath, query: ItemListQuery):
     """The input items a stored response was given."""
-    return jsonify(service.input_item_page(path.response_id, current_client_key_id(), query))
+    page_bytes = current_app.config["PAGE_MAX_BYTES"]
+    return jsonify(service.input_item_page(path.response_id, current_client_key_id(), query, page_bytes))

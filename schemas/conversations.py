@@ -29,8 +29,8 @@ class ConversationPageQuery(Validated, Parameters):
     invalid_message: ClassVar[str] = "Invalid query"
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=200)
-    # Row ids are 64-bit: 18 digits always fit.
-    cursor: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
+    # A row's public id: 32 hex digits (models/message.py).
+    cursor: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
 
 
 class ConversationListQuery(Validated, Parameters):
@@ -43,7 +43,7 @@ class ConversationListQuery(Validated, Parameters):
 
 
 class StoredMessage(BaseModel):
-    id: int
+    id: str
     user_id: str
     exchange_id: str
     timestamp: str

@@ -39,11 +39,18 @@ from services.exchanges import (
     without_content,
 )
 from services.heartbeat import heartbeat_seconds, keep_alive
-from services.history import UNLIMITED, History, HistoryLimits, chain_history, rebuild_history
+from services.history import DEFAULT_BOUND, History, HistoryLimits, HistoryTooLong, history_bound, turn_history
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
 from services.recorder import Ending, ExchangeRecorder
-from services.tokens import completion_cap, estimate_prompt_tokens, estimate_text_tokens, text_of
+from services.tokens import (
+    completion_cap,
+    estimate_message_tokens,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    prompt_characters,
+    text_of,
+)
 
 if TYPE_CHECKING:
     from telemetry import ExchangeReport
@@ -64,10 +71,12 @@ class ChatSettings:
     heartbeat_seconds: float = 0.0
     # Completion tokens a request is reserved from its key's budget when it sets no max_tokens.
     default_max_tokens: int = 1024
+    # The most estimated tokens one request may send (its history read no further): see history_bound.
+    history_bound: int = DEFAULT_BOUND
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ChatSettings:
-        """The settings of a Flask configuration (see config.py)."""
+    def from_config(cls, config: Mapping[str, Any], llm: Any = None) -> ChatSettings:
+        """The settings of a Flask configuration (see config.py), for the LLM client `llm`."""
         return cls(
             system_prompt=config.get("SYSTEM_PROMPT") or "",
             history=HistoryLimits(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_TOKENS"]),
@@ -75,6 +84,7 @@ class ChatSettings:
             allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
             heartbeat_seconds=heartbeat_seconds(config),
             default_max_tokens=config.get("BUDGET_DEFAULT_MAX_TOKENS", 1024),
+            history_bound=history_bound(config, llm),
         )
 
 
@@ -114,7 +124,8 @@ class ChatTurn:
     history_exchanges: tuple[str, ...] | None = None
     # History the caller holds in memory (a WebSocket's last response), after history_exchanges.
     held_history: tuple[list[dict[str, Any]], ...] = ()
-    # False: send the whole history, untrimmed (the Responses API's truncation "disabled").
+    # False: send the whole history, untrimmed (the Responses API's truncation "disabled"),
+    # or refuse the turn when it does not fit the history bound (ChatSettings.history_bound).
     trim_history: bool = True
     # False: record the turn and reply without their content (usage and status only).
     store_content: bool = True
@@ -224,7 +235,7 @@ class ChatPipeline:
             )
         # The client's own text counts (its system messages too); the configured prompt does not.
         counted = turn.messages if turn.leading is None else [*leading, *turn.messages]
-        characters = sum(len(text_of(m.get("content"))) for m in counted)
+        characters = prompt_characters(counted)
         if characters > self.settings.max_prompt_chars:
             raise TurnRejected(
                 f"Prompt is too long: {characters} characters, the limit is {self.settings.max_prompt_chars}"
@@ -277,12 +288,17 @@ class ChatPipeline:
         conversation's), and how many of the turn's messages repeat them."""
         if turn.history_exchanges is None and turn.conversation_id is None and not turn.held_history:
             return History([])  # a conversation just made up has none
-        limits = self.settings.history if turn.trim_history else UNLIMITED
-        leading_tokens = estimate_prompt_tokens(leading, {})
-        if turn.history_exchanges is not None or turn.held_history:
-            exchanges = turn.history_exchanges or ()
-            return chain_history(session, exchanges, key_id, limits, turn.messages, leading_tokens, turn.held_history)
-        return rebuild_history(session, conversation_id, key_id, limits, turn.messages, leading_tokens)
+        limits = self.settings.history if turn.trim_history else None
+        leading_tokens = sum(estimate_message_tokens(m) for m in leading)
+        bound = self.settings.history_bound
+        chain = turn.history_exchanges
+        try:
+            return turn_history(
+                session, conversation_id, chain, key_id, limits, turn.messages, leading_tokens, bound, turn.held_history
+            )
+        except HistoryTooLong as exc:  # OpenAI's answer to an input that does not fit the model
+            details = [{"field": "input", "message": f"history and input exceed {bound} tokens"}]
+            raise TurnRejected(exc.message, details=details, code="context_length_exceeded") from None
 
     @staticmethod
     def _call_args(turn: ChatTurn) -> dict[str, Any]:

@@ -8,15 +8,21 @@ session of the caller's unit of work and never commits it.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.orm import Session
 
+from errors import ApiError
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, UpstreamAttempt, iso_utc
+from services.exchanges import stored_columns
 from services.ownership import ANY_KEY, KeyScope, owned_by
+from services.pages import PageFill
+from services.tokens import prompt_characters
 
 MESSAGES = Message.__table__
 RESPONSES = StoredResponse.__table__
@@ -49,18 +55,96 @@ class ConversationList:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class ConversationLimits:
+    """What the Conversations API lets a client store and read at once: the characters of
+    one add (MAX_PROMPT_CHARS, as a chat turn), a conversation's stored bytes
+    (CONVERSATION_MAX_BYTES), and the bytes of one page of a listing (PAGE_MAX_BYTES)."""
+
+    max_prompt_chars: int
+    max_bytes: int
+    page_bytes: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ConversationLimits:
+        """The limits of a Flask configuration (see config.py)."""
+        return cls(config["MAX_PROMPT_CHARS"], config["CONVERSATION_MAX_BYTES"], config["PAGE_MAX_BYTES"])
+
+
+def stored_size(messages: Sequence[dict[str, Any]]) -> int:
+    """The bytes chat messages take once stored: their content and fields as JSON text, as
+    stored_bytes measures stored rows."""
+    size = 0
+    for message in messages:
+        columns = stored_columns(message)
+        size += len(json.dumps(columns["content"])) + len(json.dumps(columns["message_fields"]))
+    return size
+
+
+def stored_bytes(session: Session, conversation_id: str, client_key_id: KeyScope) -> int:
+    """The bytes a conversation's rows take: their content and fields as stored JSON text."""
+    fields = func.coalesce(func.length(cast(Message.message_fields, Text)), 0)
+    length = func.length(cast(Message.content, Text)) + fields
+    total = session.scalar(
+        select(func.coalesce(func.sum(length), 0)).where(Message.user_id == conversation_id, owned_by(client_key_id))
+    )
+    return int(total or 0)
+
+
+def check_new_items(
+    session: Session,
+    conversation_id: str,
+    client_key_id: KeyScope,
+    messages: Sequence[dict[str, Any]],
+    limits: ConversationLimits,
+) -> None:
+    """The 400 for items a conversation may not take: more characters than one chat turn may
+    have, or more bytes than the conversation has room left for. Nothing is stored then."""
+    characters = prompt_characters(messages)
+    if characters > limits.max_prompt_chars:
+        raise ApiError(
+            400,
+            f"Items are too long: {characters} characters, the limit is {limits.max_prompt_chars}",
+            details=[{"field": "items", "message": "too long"}],
+        )
+    adding = stored_size(messages)
+    stored = stored_bytes(session, conversation_id, client_key_id) if adding else 0
+    if stored + adding > limits.max_bytes:
+        raise ApiError(
+            400,
+            f"Conversation is full: it stores {stored} bytes and these items would add {adding}, "
+            f"the limit is {limits.max_bytes}; delete items or start a new conversation",
+            details=[{"field": "items", "message": "the conversation has no room for them"}],
+            code="conversation_too_large",
+        )
+
+
 def conversation_page(
-    session: Session, conversation_id: str, client_key_id: KeyScope, limit: int, after_id: int = 0
+    session: Session,
+    conversation_id: str,
+    client_key_id: KeyScope,
+    limit: int,
+    after: str | None = None,
+    max_bytes: int | None = None,
 ) -> Page:
-    """Rows of a conversation with id > `after_id`, oldest first, at most `limit` of them."""
-    rows = session.scalars(
-        select(Message)
-        .where(Message.user_id == conversation_id, owned_by(client_key_id), Message.id > after_id)
-        .order_by(Message.id)
-        .limit(limit + 1)
-    ).all()
-    page = [row.to_dict() for row in rows[:limit]]
-    return Page(rows=page, next_cursor=str(page[-1]["id"]) if len(rows) > limit else None)
+    """Rows of a conversation after the row whose public id is `after` (none when it is not
+    one of them), oldest first, at most `limit` of them and `max_bytes` of JSON (the first
+    row whatever its size); the next page's cursor (the last row's public id) when more
+    follow. Rows are fetched a few at a time, none past the first that does not fit."""
+    page = PageFill(limit, max_bytes if max_bytes is not None else 2**62)
+    mine = (Message.user_id == conversation_id, owned_by(client_key_id))
+    query = select(Message).where(*mine)
+    if after is not None:
+        start = select(Message.id).where(Message.public_id == after, *mine).scalar_subquery()
+        query = query.where(Message.id > start)
+    rows = session.scalars(query.order_by(Message.id).limit(limit + 1).execution_options(yield_per=16))
+    try:
+        for row in rows:
+            if not page.add(row.to_dict()):
+                break
+    finally:
+        rows.close()
+    return Page(rows=page.entries, next_cursor=page.entries[-1]["id"] if page.more else None)
 
 
 def list_conversations(
@@ -138,13 +222,14 @@ def rows_batch(
     session: Session, after: tuple[str, int], conversation_id: str | None, client_key_id: KeyScope, size: int
 ) -> list[dict[str, Any]]:
     """Up to `size` rows after `after` (conversation id, row id), in export order, as dicts
-    with their api_key_id (an export of every key's rows must say whose each one is)."""
+    with their api_key_id (an export of every key's rows must say whose each one is) and
+    their row id (the export's order, and where the next batch starts)."""
     query = select(Message).where(owned_by(client_key_id)).order_by(Message.user_id, Message.id).limit(size)
     if conversation_id is not None:
         query = query.where(Message.user_id == conversation_id, Message.id > after[1])
     else:
         query = query.where((Message.user_id > after[0]) | ((Message.user_id == after[0]) & (Message.id > after[1])))
-    return [{**row.to_dict(), "api_key_id": row.api_key_id} for row in session.scalars(query)]
+    return [{**row.to_dict(), "api_key_id": row.api_key_id, "row_id": row.id} for row in session.scalars(query)]
 
 
 def prune_batch(session: Session, older_than: datetime, batch_size: int) -> int | None:

@@ -34,18 +34,28 @@ def text_of(content: Any) -> str:
     return ""
 
 
+def prompt_characters(messages: Iterable[dict[str, Any]]) -> int:
+    """The characters a client wrote in `messages`, as MAX_PROMPT_CHARS counts them: each
+    one's text, and the names and arguments of the tool calls it carries."""
+    return sum(len(text_of(m.get("content"))) + len(_calls_text(m)) for m in messages)
+
+
+def _calls_text(message: dict[str, Any]) -> str:
+    return "".join(
+        str((call.get("function") or {}).get("name", "")) + str((call.get("function") or {}).get("arguments", ""))
+        for call in message.get("tool_calls") or []
+        if isinstance(call, dict)
+    )
+
+
 def estimate_message_tokens(message: dict[str, Any]) -> int:
     """An estimate of the tokens `message` costs in a chat request."""
     content = message.get("content")
     images = 0
     if isinstance(content, list):
         images = sum(1 for part in content if isinstance(part, dict) and part.get("type") != "text")
-    calls = "".join(
-        str((call.get("function") or {}).get("name", "")) + str((call.get("function") or {}).get("arguments", ""))
-        for call in message.get("tool_calls") or []
-        if isinstance(call, dict)
-    )
-    return TOKENS_PER_MESSAGE + estimate_text_tokens(text_of(content) + calls) + images * TOKENS_PER_IMAGE
+    text = text_of(content) + _calls_text(message)
+    return TOKENS_PER_MESSAGE + estimate_text_tokens(text) + images * TOKENS_PER_IMAGE
 
 
 def estimate_prompt_tokens(messages: Iterable[dict[str, Any]], options: dict[str, Any]) -> int:

@@ -146,7 +146,7 @@ def test_a_conversations_recent_exchanges_are_its_keys_completed_ones_in_the_ord
     from database import unit_of_work
     from services.client_keys import create_key
     from services.exchanges import record_failure, record_reply, record_turn
-    from services.history import _load_exchanges
+    from services.history import HistoryLimits, rebuild_history
 
     def turn(exchange: str, key: int | None, text: str) -> None:
         with unit_of_work() as session:
@@ -175,14 +175,14 @@ def test_a_conversations_recent_exchanges_are_its_keys_completed_ones_in_the_ord
         turn("keyless", None, "k?")
         reply("keyless", None, "k!")
 
-        def read(key: int | None, newest: int) -> list[list[tuple[str, str]]]:
+        def read(key: int | None, newest: int) -> list[tuple[str, str]]:
             with unit_of_work(write=False) as session:
-                exchanges = _load_exchanges(session, "shared", key, newest)
-            return [[(row.role, row.content) for row in exchange] for exchange in exchanges]
+                history = rebuild_history(session, "shared", key, HistoryLimits(2 * newest, 10**6))
+            return [(message["role"], message["content"]) for message in history.messages]
 
         a, c, d = ([("user", f"{x}?"), ("assistant", f"{x}!")] for x in "acd")
-        assert read(mine, 10) == [a, c, d]
-        assert read(mine, 2) == [c, d]
-        assert read(mine, 1) == [d]
-        assert read(theirs, 10) == [[("user", "o?"), ("assistant", "o!")]]
-        assert read(None, 10) == [[("user", "k?"), ("assistant", "k!")]]
+        assert read(mine, 10) == [*a, *c, *d]
+        assert read(mine, 2) == [*c, *d]
+        assert read(mine, 1) == d
+        assert read(theirs, 10) == [("user", "o?"), ("assistant", "o!")]
+        assert read(None, 10) == [("user", "k?"), ("assistant", "k!")]

@@ -36,7 +36,8 @@ def test_upgrade_from_nothing_matches_the_models_and_downgrades(empty_database_u
             inspector = sa.inspect(db.engine)
             assert "messages" in inspector.get_table_names()
             indexes = {ix["name"] for ix in inspector.get_indexes("messages")}
-            assert {"ix_messages_user_id", "ix_messages_exchange_id", "ix_messages_user_id_status_id"} <= indexes
+            by_key = "ix_messages_api_key_id_user_id_status_id"
+            assert {"ix_messages_user_id", "ix_messages_exchange_id", by_key} <= indexes
 
             with db.engine.connect() as conn:
                 differences = compare_metadata(MigrationContext.configure(conn), db.metadata)

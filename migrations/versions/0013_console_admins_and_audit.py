@@ -5,7 +5,7 @@ create`; only a slow hash of the password is kept. Every action they take is wri
 `audit_log` (who, when, what), read newest first.
 
 Revision ID: 0013
-Revises: 0011 (0012_messages_by_key_first on another branch: re-pointed at 0012 when both land)
+Revises: 0012
 Create Date: 2026-12-03 08:00:00
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0013'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -8,8 +8,9 @@ against the openai SDK's own types.
 
 Every id names where its item is kept, so that one can be found by its id alone
 (services/responses/references.py). A stored row is one or more items, with ids derived
-from the row's id: `msg_<row>` (its message), `fc_<row>_<n>` (its n-th tool call) and
-`fco_<row>` (a tool message: a function_call_output). A response's output item n is
+from the row's public id, random and kept for the row's life (models/message.py): `msg_<public>`
+(its message), `fc_<public>_<n>` (its n-th tool call) and `fco_<public>` (a tool message: a
+function_call_output); no id says anything of how many rows there are. A response's output item n is
 `msg_<hex>_<n>` or `fc_<hex>_<n>`, <hex> being its response's (`resp_<hex>`); its reply row
 keeps those ids.
 """
@@ -53,16 +54,15 @@ def response_of_item(item_id: str) -> str | None:
     return f"resp_{hex_part}" if all(c in "0123456789abcdef" for c in hex_part) else None
 
 
-# A row id as item ids write it: ASCII digits only, and few enough for a BIGINT. (str.isdigit
-# takes "²" and "①", which int() refuses: an id like msg_² was a 500.)
-_ROW_NUMBER = re.compile(r"[0-9]{1,18}")
+# A row's item ids: msg_<public>, fco_<public>, fc_<public>_<n>, <public> 32 hex digits (ASCII only).
+_ROW_ITEM_ID = re.compile(r"(?:msg|fco)_([0-9a-f]{32})|fc_([0-9a-f]{32})_[0-9]{1,4}", re.ASCII)
 
 
-def row_of_item(item_id: str) -> int | None:
-    """The id of the stored row an item id derived from it names (msg_<row>, fc_<row>_<n>, fco_<row>), or None."""
-    prefix, _, rest = item_id.partition("_")
-    number = rest.split("_")[0]
-    return int(number) if prefix in ("msg", "fc", "fco") and _ROW_NUMBER.fullmatch(number) else None
+def row_of_item(item_id: str) -> str | None:
+    """The public id of the stored row an item id derived from it names (msg_<public>,
+    fc_<public>_<n>, fco_<public>), or None for any other string."""
+    match = _ROW_ITEM_ID.fullmatch(item_id)
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def message_item(role: str, content: str | Sequence[Mapping[str, Any]], *, item_id: str | None = None) -> Item:
@@ -352,21 +352,21 @@ def output_items(
 
 
 def row_items(row: Any) -> list[Item]:
-    """The items one stored message row is, with ids derived from the row's id (or those the
-    response that made the reply gave them)."""
+    """The items one stored message row is, with ids derived from the row's public id (or
+    those the response that made the reply gave them)."""
     message = replayed(row.role, row.content, row.message_fields)
     if row.role == "tool":
         call_id = message.get("tool_call_id") or ""
-        return [function_call_output_item(call_id, text_of(row.content), item_id=f"fco_{row.id}")]
+        return [function_call_output_item(call_id, text_of(row.content), item_id=f"fco_{row.public_id}")]
     if row.role != "assistant":
-        return [message_item(row.role, item_content(row.content), item_id=f"msg_{row.id}")]
+        return [message_item(row.role, item_content(row.content), item_id=f"msg_{row.public_id}")]
     calls = []
     for index, call in enumerate(message.get("tool_calls") or []):
         function = call.get("function") or {}
         name, arguments = function.get("name", ""), function.get("arguments", "")
-        calls.append(function_call_item(call.get("id"), name, arguments, item_id=f"fc_{row.id}_{index}"))
+        calls.append(function_call_item(call.get("id"), name, arguments, item_id=f"fc_{row.public_id}_{index}"))
     text, refusal = text_of(row.content), message.get("refusal")
-    items = reply_items(text, refusal, calls, message_id=f"msg_{row.id}", logprobs=False)
+    items = reply_items(text, refusal, calls, message_id=f"msg_{row.public_id}", logprobs=False)
     named = (row.message_fields or {}).get(ITEM_IDS) or []
     if len(named) == len(items):  # the ids the response that made this reply gave its items
         for item, item_id in zip(items, named, strict=True):

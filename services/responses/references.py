@@ -4,9 +4,9 @@ function_call_output), and the item is sent on as if the client had sent it whol
 
 Clients that keep their own history send earlier output this way to save bandwidth (the
 Vercel AI SDK does, with `store` at its default). Every id says where its item is kept
-(services/responses/items.py): a row's own (`msg_<row>`, `fc_<row>_<n>`, `fco_<row>`) or a
+(services/responses/items.py): a row's own (`msg_<public>`, `fc_<public>_<n>`, `fco_<public>`) or a
 response's output (`msg_<hex>_<n>`, `fc_<hex>_<n>`), so all the references of a request are
-found in one read by primary keys, before the model is called and with no connection held
+found in one read by unique keys, before the model is called and with no connection held
 across the call. Only completed exchanges count (a failed one is never sent as history), and
 nothing of a `store: false` response: its content was never kept.
 """
@@ -67,7 +67,7 @@ def stored_items(session: Session, item_ids: Collection[str], client_key_id: int
     not_stored = select(RESPONSES.c.id).where(RESPONSES.c.exchange_id == MESSAGES.c.exchange_id, ~RESPONSES.c.store)
     query = select(MESSAGES).where(
         or_(
-            MESSAGES.c.id.in_(rows) if rows else false(),
+            MESSAGES.c.public_id.in_(rows) if rows else false(),
             MESSAGES.c.exchange_id.in_(of_responses) if responses else false(),
         ),
         owned_by(client_key_id),

@@ -28,8 +28,9 @@ from errors import ApiError
 from schemas import ItemListQuery, ResponseRequest
 from services.chat import ChatAnswer, ChatPipeline, ChatTurn
 from services.client_keys import ClientKey
-from services.conversations import delete_conversation
+from services.conversations import ConversationLimits, check_new_items, delete_conversation
 from services.llm import UpstreamError
+from services.pages import PageFill
 from services.recorder import ResponseRecord
 from services.responses import store
 from services.responses.items import (
@@ -293,23 +294,28 @@ def erase_response(response_id: str, client_key_id: int | None) -> dict[str, Any
     return {"id": response_id, "object": "response", "deleted": True}
 
 
-def input_item_page(response_id: str, client_key_id: int | None, query: ItemListQuery) -> dict[str, Any]:
-    """The page `query` asks for of the input items a stored response was given."""
+def input_item_page(
+    response_id: str, client_key_id: int | None, query: ItemListQuery, page_bytes: int
+) -> dict[str, Any]:
+    """The page `query` asks for of the input items a stored response was given, at most `page_bytes` of JSON."""
     with unit_of_work(write=False) as session:
         row = store.stored_response(session, response_id, client_key_id)
         items = store.response_input_items(session, row) if row is not None else None
     if items is None:
         raise not_found("Response", response_id)
-    return item_page(items, query)
+    return item_page(items, query, page_bytes)
 
 
-def item_page(items: list[dict], query: ItemListQuery) -> dict:
-    """The page `query` asks for of `items` (all of them, oldest first), in OpenAI's list shape."""
+def item_page(items: list[dict], query: ItemListQuery, page_bytes: int) -> dict:
+    """The page `query` asks for of `items` (all of them, oldest first), in OpenAI's list
+    shape: fewer than its limit when they pass `page_bytes` of JSON (has_more then says so)."""
     ordered = items if query.order == "asc" else list(reversed(items))
     if query.after is not None:
         ids = [item["id"] for item in ordered]
         ordered = ordered[ids.index(query.after) + 1 :] if query.after in ids else []
-    return item_list(ordered[: query.limit], len(ordered) > query.limit)
+    page = PageFill(query.limit, page_bytes)
+    page.add_all(ordered)
+    return item_list(page.entries, page.more)
 
 
 # -- the Conversations API ------------------------------------------------------------------------
@@ -328,13 +334,17 @@ def _chat_messages(items: Sequence[Any]) -> list[dict[str, Any]]:
     return items_to_chat_messages(validated_items(items))
 
 
-def create_conversation(client_key_id: int | None, items: Sequence[Any] | None, metadata: dict) -> dict[str, Any]:
-    """A new conversation of this key, with its first items and metadata."""
+def create_conversation(
+    client_key_id: int | None, items: Sequence[Any] | None, metadata: dict, limits: ConversationLimits
+) -> dict[str, Any]:
+    """A new conversation of this key, with its first items (within `limits`) and metadata."""
     conversation_id = new_id("conv")
     with unit_of_work() as session:
         store.save_conversation(session, conversation_id, client_key_id, metadata)
         if items:
-            store.add_items(session, conversation_id, client_key_id, _chat_messages(items))
+            messages = _chat_messages(items)
+            check_new_items(session, conversation_id, client_key_id, messages, limits)
+            store.add_items(session, conversation_id, client_key_id, messages)
         return store.conversation_object(session, conversation_id, client_key_id)
 
 
@@ -360,21 +370,28 @@ def erase_conversation(conversation_id: str, client_key_id: int | None) -> dict[
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
-def conversation_item_page(conversation_id: str, client_key_id: int | None, query: ItemListQuery) -> dict[str, Any]:
-    """The page `query` asks for of a conversation's items, newest first unless `order=asc`."""
+def conversation_item_page(
+    conversation_id: str, client_key_id: int | None, query: ItemListQuery, page_bytes: int
+) -> dict[str, Any]:
+    """The page `query` asks for of a conversation's items, newest first unless `order=asc`,
+    at most `page_bytes` of JSON."""
     with unit_of_work(write=False) as session:
         _conversation(session, conversation_id, client_key_id)
         page, has_more = store.conversation_items(
-            session, conversation_id, client_key_id, query.limit, query.order == "desc", query.after
+            session, conversation_id, client_key_id, query.limit, query.order == "desc", query.after, page_bytes
         )
     return item_list(page, has_more)
 
 
-def append_items(conversation_id: str, client_key_id: int | None, items: Sequence[Any]) -> dict[str, Any]:
-    """Append items to a conversation; every item added, oldest first, as one list page."""
+def append_items(
+    conversation_id: str, client_key_id: int | None, items: Sequence[Any], limits: ConversationLimits
+) -> dict[str, Any]:
+    """Append items (within `limits`) to a conversation; every item added, oldest first, as one list page."""
     with unit_of_work() as session:
         _conversation(session, conversation_id, client_key_id)
-        added = store.add_items(session, conversation_id, client_key_id, _chat_messages(items))
+        messages = _chat_messages(items)
+        check_new_items(session, conversation_id, client_key_id, messages, limits)
+        added = store.add_items(session, conversation_id, client_key_id, messages)
     return item_list(added, has_more=False)
 
 

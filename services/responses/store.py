@@ -9,18 +9,20 @@ Every function takes the session of the caller's unit of work and never commits 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Integer, Select, Text, bindparam, cast, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from models import ConversationRecord, Message, MessageStatus, StoredResponse, as_utc
 from services.exchanges import ITEM_IDS, new_exchange_id, replayed, stored_columns
 from services.history import completed_exchanges
 from services.ownership import owned_by
-from services.responses.items import row_items, row_of_item
+from services.pages import PageFill
+from services.responses.items import response_of_item, row_items, row_of_item
 
 MESSAGES = Message.__table__
 RESPONSES = StoredResponse.__table__
@@ -37,20 +39,43 @@ def stored_response(session: Session, response_id: str, client_key_id: int | Non
     ).first()
 
 
+def _chain_links(keyless: bool) -> Select:
+    """The chain ending at `:response` of one key (`:key`, or of no key), newest link first:
+    each stored response's exchange, conversation and the link before it, with its depth
+    (1 for `:response`), at most MAX_CHAIN deep. One statement (a recursive query), built
+    once per kind of owner and only bound after that."""
+    owner = None if keyless else bindparam("key")
+    columns = (RESPONSES.c.id, RESPONSES.c.exchange_id, RESPONSES.c.user_id, RESPONSES.c.previous_response_id)
+    links = (
+        select(*columns, literal(1, Integer).label("depth"))
+        .where(RESPONSES.c.id == bindparam("response"), owned_by(owner, RESPONSES), RESPONSES.c.store)
+        .cte("chain", recursive=True)
+    )
+    earlier = RESPONSES.alias("earlier")
+    links = links.union_all(
+        select(*(earlier.c[column.name] for column in columns), (links.c.depth + 1).label("depth"))
+        .join(links, earlier.c.id == links.c.previous_response_id)
+        .where(owned_by(owner, earlier), earlier.c.store, links.c.depth < MAX_CHAIN)
+    )
+    return select(links).order_by(links.c.depth)
+
+
+_CHAIN_LINKS = {keyless: _chain_links(keyless) for keyless in (True, False)}
+
+
 def response_chain(session: Session, response_id: str, client_key_id: int | None) -> tuple[str, tuple[str, ...]] | None:
     """The conversation of the chain ending at `response_id` and its exchanges, oldest first;
-    None when the response, or one before it, is unknown, deleted, not stored or another key's."""
-    exchanges: list[str] = []
-    current: str | None = response_id
-    user_id = None
-    while current is not None and len(exchanges) < MAX_CHAIN:
-        row = stored_response(session, current, client_key_id)
-        if row is None:
-            return None
-        user_id = user_id or row.user_id
-        exchanges.append(row.exchange_id)
-        current = row.previous_response_id
-    return user_id, tuple(reversed(exchanges))
+    None when the response, or one before it, is unknown, deleted, not stored or another key's.
+    One statement however long the chain (up to MAX_CHAIN links)."""
+    values = {"response": response_id, "key": client_key_id}
+    links = session.execute(_CHAIN_LINKS[client_key_id is None], values).all()
+    if not links:
+        return None
+    oldest = links[-1]
+    if oldest.previous_response_id is not None and len(links) < MAX_CHAIN:
+        return None  # the link before it is not this key's stored response
+    user_id = next((link.user_id for link in links if link.user_id), links[0].user_id)
+    return user_id, tuple(link.exchange_id for link in reversed(links))
 
 
 def conversation_exchanges(session: Session, conversation_id: str, client_key_id: int | None) -> tuple[str, ...]:
@@ -168,12 +193,19 @@ def name_reply_items(session: Session, exchange_id: str, item_ids: list[str]) ->
 
 
 def conversation_items(
-    session: Session, conversation_id: str, client_key_id: int | None, limit: int, newest_first: bool, after: str | None
+    session: Session,
+    conversation_id: str,
+    client_key_id: int | None,
+    limit: int,
+    newest_first: bool,
+    after: str | None,
+    max_bytes: int | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """One page of the conversation's items (its completed exchanges' rows): up to `limit`,
-    oldest or newest first, those after the item `after` (none when it is not one of them);
-    and whether more follow. Reads at most `limit` + 1 rows past `after`'s: a row is at
-    least one item."""
+    """One page of the conversation's items (its completed exchanges' rows): up to `limit`
+    and `max_bytes` of JSON (the first item whatever its size), oldest or newest first,
+    those after the item `after` (none when it is not one of them); and whether more
+    follow. Reads at most `limit` + 1 rows past `after`'s (a row is at least one item), a
+    few at a time, none past the first that does not fit."""
 
     def in_order(row: Any) -> list[dict[str, Any]]:
         items = row_items(row)
@@ -182,17 +214,24 @@ def conversation_items(
     rows = select(MESSAGES).where(
         MESSAGES.c.user_id == conversation_id, owned_by(client_key_id), MESSAGES.c.status == MessageStatus.COMPLETED
     )
-    items: list[dict[str, Any]] = []
+    page = PageFill(limit, max_bytes if max_bytes is not None else 2**62)
     if after is not None:
         start = _item_row(session, conversation_id, client_key_id, after)
         if start is None:
             return [], False
         mine = in_order(start)
-        items = mine[[item["id"] for item in mine].index(after) + 1 :]  # the rest of its own row
+        if not page.add_all(mine[[item["id"] for item in mine].index(after) + 1 :]):  # the rest of its own row
+            return page.entries, True
         rows = rows.where(MESSAGES.c.id < start.id if newest_first else MESSAGES.c.id > start.id)
     ordered = rows.order_by(MESSAGES.c.id.desc() if newest_first else MESSAGES.c.id).limit(limit + 1)
-    items += [item for row in session.execute(ordered).all() for item in in_order(row)]
-    return items[:limit], len(items) > limit
+    result = session.execute(ordered.execution_options(yield_per=16))
+    try:
+        for row in result:
+            if not page.add_all(in_order(row)):
+                break
+    finally:
+        result.close()
+    return page.entries, page.more
 
 
 def add_items(
@@ -209,18 +248,30 @@ def add_items(
 
 
 def _item_row(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> Any:
-    """The completed row of the conversation that holds the item `item_id`, or None."""
-    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
+    """The completed row of the conversation that holds the item `item_id`, or None. Found by
+    the row's public id, or by the response whose output the item is: never by reading the
+    conversation's rows one by one."""
     completed = MESSAGES.c.status == MessageStatus.COMPLETED
-    row_id = row_of_item(item_id)
-    if row_id is not None:
-        rows = session.execute(select(MESSAGES).where(MESSAGES.c.id == row_id, *mine, completed)).all()
-    else:  # an id a response gave its output: on a reply row that recorded it
-        replies = select(MESSAGES).where(
-            *mine, completed, MESSAGES.c.role == "assistant", MESSAGES.c.model.is_not(None)
-        )
-        rows = session.execute(replies).all()
+    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id), completed)
+    public_id = row_of_item(item_id)
+    response_id = response_of_item(item_id)
+    if public_id is not None:
+        candidates = select(MESSAGES).where(MESSAGES.c.public_id == public_id, *mine)
+    elif response_id is not None:  # an output item: on the reply row of its response's exchange
+        responses = (RESPONSES.c.id == response_id, owned_by(client_key_id, RESPONSES))
+        made_by = select(RESPONSES.c.exchange_id).where(*responses)
+        candidates = select(MESSAGES).where(MESSAGES.c.exchange_id.in_(made_by), MESSAGES.c.model.is_not(None), *mine)
+    elif _EARLIER_OUTPUT_ID.fullmatch(item_id):  # the output ids responses gave before they said whose they are
+        named = cast(MESSAGES.c.message_fields, Text).like(f'%"{item_id}"%')
+        candidates = select(MESSAGES).where(named, MESSAGES.c.role == "assistant", MESSAGES.c.model.is_not(None), *mine)
+    else:
+        return None
+    rows = session.execute(candidates).all()
     return next((row for row in rows if any(item["id"] == item_id for item in row_items(row))), None)
+
+
+# msg_<48 hex> or fc_<48 hex>: what a response named its output items before they carried its id.
+_EARLIER_OUTPUT_ID = re.compile(r"(?:msg|fc)_[0-9a-f]{48}", re.ASCII)
 
 
 def find_item(session: Session, conversation_id: str, client_key_id: int | None, item_id: str) -> dict | None:
