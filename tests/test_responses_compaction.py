@@ -160,8 +160,9 @@ def test_a_bad_summary_is_a_clear_error_and_nothing_is_stored(sdk, upstream, app
     assert len(upstream.chat_requests()) == 1  # the turn itself was never sent
     assert _stored_responses(app) == []
     upstream.enqueue(answer)
-    with pytest.raises(openai.APIStatusError):
+    with pytest.raises(openai.APIStatusError) as refused:
         sdk.responses.compact(model="fake-model", input=HISTORY)
+    assert refused.value.status_code == 502 and (says is None or says in refused.value.message)
 
 
 def test_context_management_compacts_past_its_threshold(sdk, upstream, app):
