@@ -80,7 +80,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     app_env = (_str(env, "APP_ENV", "development") or "development").lower()
     if app_env not in {"development", "production", "testing"}:
         raise ConfigError(f"APP_ENV must be development, production or testing, got {app_env!r}")
-    return {"APP_ENV": app_env, **_upstream_settings(env), **_service_settings(env), **_access_settings(env)}
+    return {
+        "APP_ENV": app_env,
+        **_upstream_settings(env),
+        **_service_settings(env),
+        **_access_settings(env),
+        **_compaction_settings(env),
+    }
 
 
 def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -191,6 +197,42 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+# -- compaction (README "Compaction"; services/responses/compaction.py) -------------------------
+
+MAKE_A_FERNET_KEY = "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+
+
+def _compaction_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The Responses API's compaction: on or off, the keys its items are sealed with, how long
+    an item stays readable, and the summary's cap."""
+    return {
+        # off: /v1/responses/compact, context_management and compaction items are refused.
+        "COMPACTION": _bool(env, "COMPACTION", True),
+        # Comma-separated Fernet keys: the first seals, every one opens (rotation).
+        "COMPACTION_KEY": _str(env, "COMPACTION_KEY"),
+        # A compaction item older than this is refused (0: never).
+        "COMPACTION_MAX_AGE_DAYS": _int(env, "COMPACTION_MAX_AGE_DAYS", 30),
+        "COMPACTION_SUMMARY_MAX_TOKENS": _int(env, "COMPACTION_SUMMARY_MAX_TOKENS", 2048, minimum=16),
+    }
+
+
+def validate_compaction_settings(config: Mapping[str, Any]) -> None:
+    """COMPACTION_KEY must be Fernet keys (never echoed); production needs one unless COMPACTION=off."""
+    from cryptography.fernet import Fernet  # only where compaction is configured
+
+    keys = [key.strip() for key in (config.get("COMPACTION_KEY") or "").split(",") if key.strip()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ConfigError(
+                f"COMPACTION_KEY's key {position} is not a Fernet key (32 url-safe base64-encoded bytes; "
+                f"make one: {MAKE_A_FERNET_KEY})"
+            ) from None
+    if config.get("APP_ENV") == "production" and config.get("COMPACTION", True) and not keys:
+        raise ConfigError(f"APP_ENV=production needs COMPACTION_KEY (make one: {MAKE_A_FERNET_KEY}) or COMPACTION=off")
+
+
 # On top of the longest call: clock skew between hosts, recording the reply, a slow pool.
 ABANDON_MARGIN_SECONDS = 60.0
 
@@ -261,6 +303,7 @@ def validate_settings(config: Mapping[str, Any]) -> None:
             "set LLM_OFFLINE=true to serve the built-in offline model on purpose"
         )
     validate_console_settings(config)
+    validate_compaction_settings(config)
 
 
 # A production SECRET_KEY this short could be guessed offline from one signed cookie.

@@ -19,17 +19,26 @@ from extensions import limiter
 from ratelimit import completion_limit
 from routes.openapi import KEY_REQUIRED, openai_object, responses
 from routes.sse import typed_event
-from schemas import InputTokensRequest, ItemListQuery, OpenAIErrorResponse, ResponsePath, ResponseRequest
+from schemas import (
+    CompactRequest,
+    InputTokensRequest,
+    ItemListQuery,
+    OpenAIErrorResponse,
+    ResponsePath,
+    ResponseRequest,
+)
 from services.responses import service
+from services.responses.compact import compact_response
+from services.responses.compaction import app_sealer
 from telemetry import exchange_report
 
 
 class ResponseIdConverter(BaseConverter):
     """A response id in a path (`<response_id:...>`, registered as "response_id"): any one
-    segment but the names of the operations beside the responses (input_tokens), so that
+    segment but the names of the operations beside the responses (input_tokens, compact), so that
     an OPTIONS there lists only their own methods."""
 
-    regex = r"(?!input_tokens$)[^/]+"
+    regex = r"(?!(?:input_tokens|compact)$)[^/]+"
 
 
 responses_bp = APIBlueprint(
@@ -41,7 +50,9 @@ responses_bp = APIBlueprint(
 @limiter.limit(completion_limit)
 def create(body: ResponseRequest):
     """Create a model response (OpenAI's `responses.create`), plain or streamed."""
-    answer = service.create_response(current_app.extensions["chat"], body, current_client_key(), exchange_report())
+    answer = service.create_response(
+        current_app.extensions["chat"], body, current_client_key(), exchange_report(), sealer=app_sealer(current_app)
+    )
     if answer.events is None:
         return jsonify(answer.body)
     # Relayed from here: the server resumes this route's stream, which resumes the service's.
@@ -72,8 +83,19 @@ def count_input_tokens(body: InputTokensRequest):
     """Count a response's input tokens (OpenAI's `responses.input_tokens.count`): its input with
     the state a create would load (chain, conversation, instructions, tools), by the estimate
     budgets reserve. Nothing is stored or sent upstream."""
-    tokens = service.count_input_tokens(current_app.extensions["chat"], body, current_client_key())
+    pipeline, sealer = current_app.extensions["chat"], app_sealer(current_app)
+    tokens = service.count_input_tokens(pipeline, body, current_client_key(), sealer)
     return jsonify({"object": "response.input_tokens", "input_tokens": tokens})
+
+
+@responses_bp.post("/responses/compact", responses=openai_object())
+@limiter.limit(completion_limit)
+def compact(body: CompactRequest):
+    """Compact a conversation (OpenAI's `responses.compact`): its user messages, then one
+    `compaction` item standing for the rest, summarised by the model and sealed with the
+    server's COMPACTION_KEY; send the output back as input to go on from it."""
+    pipeline, sealer = current_app.extensions["chat"], app_sealer(current_app)
+    return jsonify(compact_response(pipeline, sealer, body, current_client_key(), exchange_report()))
 
 
 # The operation ids are those the plain `<response_id>` rules made (the converter would rename them).

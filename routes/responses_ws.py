@@ -36,6 +36,7 @@ from ratelimit import completion_limit
 from request_body import nesting_deeper_than
 from routes.sse import COMPACT
 from schemas import ResponseRequest
+from services.responses.compaction import app_sealer
 from services.responses.websocket_mode import WebSocketSession
 from telemetry import ExchangeReport, finish_message
 
@@ -55,7 +56,7 @@ def responses_socket(ws: Any) -> None:
     """Answer a WebSocket connection's `response.create` messages, one after another, until
     it closes (flask-sock ends the route when the client has gone)."""
     ws.sock = _WholeFrames(ws.sock)
-    session = WebSocketSession(current_app.extensions["chat"], current_client_key())
+    session = WebSocketSession(current_app.extensions["chat"], current_client_key(), app_sealer(current_app))
     while True:
         _answer(ws, session, ws.receive())
 

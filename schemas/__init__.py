@@ -49,6 +49,7 @@ from schemas.conversations import (
 from schemas.errors import ErrorDetail, ErrorResponse, OpenAIErrorBody, OpenAIErrorResponse, TokenBudget
 from schemas.health import HealthResponse, ReadinessResponse
 from schemas.items import (
+    CompactionItem,
     FunctionCallItem,
     FunctionCallOutputItem,
     InputImagePart,
@@ -58,6 +59,8 @@ from schemas.items import (
     RefusalPart,
 )
 from schemas.responses import (
+    CompactRequest,
+    ContextManagement,
     ConversationRef,
     FunctionTool,
     FunctionToolChoice,
@@ -104,6 +107,9 @@ __all__ = [
     "ImageUrl",
     "ImageUrlPart",
     "InputTokensRequest",
+    "CompactRequest",
+    "CompactionItem",
+    "ContextManagement",
     "InputImagePart",
     "InputTextPart",
     "ItemListQuery",

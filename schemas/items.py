@@ -172,6 +172,18 @@ class ItemReference(RequestModel):
     id: ItemId
 
 
+class CompactionItem(RequestModel):
+    """A `compaction` item this service made (POST /v1/responses/compact, or a response's
+    `context_management`), sent back as input: its `encrypted_content` is opened with the
+    server's COMPACTION_KEY and stands for everything before it (services/responses/compaction.py)."""
+
+    type: Literal["compaction"]
+    # The specification's bound (CompactionSummaryItemParam); the request body's limit is lower.
+    encrypted_content: Annotated[str, StringConstraints(min_length=1, max_length=10485760)]
+    id: ItemId | None = None
+    created_by: Annotated[str, StringConstraints(max_length=255)] | None = None
+
+
 _UNSUPPORTED_ITEM_HINTS = {
     "item_reference": "send the items themselves",
     "reasoning": "this service produces no reasoning items; leave them out",
@@ -215,13 +227,13 @@ ConversationItem = Annotated[
     ),
     _item_kinds(*_ITEM_TYPES),
 ]
-# A response's input: the items, or references to items stored earlier.
+# A response's input: the items, references to items stored earlier, or compaction items.
 InputItem = Annotated[
     tagged_union(
-        {**_ITEM_MODELS, "item_reference": ItemReference},
+        {**_ITEM_MODELS, "compaction": CompactionItem, "item_reference": ItemReference},
         "input_item_type",
-        "Input item must be an object: a message (with a role), a function_call, a function_call_output "
-        "or an item_reference",
+        "Input item must be an object: a message (with a role), a function_call, a function_call_output, "
+        "a compaction or an item_reference",
     ),
-    _item_kinds(*_ITEM_TYPES, "item_reference"),
+    _item_kinds(*_ITEM_TYPES, "compaction", "item_reference"),
 ]

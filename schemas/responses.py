@@ -167,6 +167,14 @@ ConversationParam = Annotated[
 ]
 
 
+class ContextManagement(RequestModel):
+    """One `context_management` entry: compact the input first when it passes
+    `compact_threshold` tokens (services/responses/compaction.py)."""
+
+    type: Literal["compaction"]
+    compact_threshold: Annotated[int, Ge(1), BeforeValidator(whole_number)] | None = None
+
+
 # -- the request ----------------------------------------------------------------------------
 
 
@@ -200,6 +208,7 @@ class ResponseRequest(ResponsesValidated, RequestModel):
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     safety_identifier: Annotated[str, StringConstraints(max_length=128)] | None = None
     reasoning: ReasoningConfig | None = None
+    context_management: Annotated[list[ContextManagement], Field(max_length=1)] | None = None
     # Refused when asked for (each says why); present so that false / null / [] still pass.
     # The document says what is accepted; the validators below say why anything else is not.
     background: Annotated[bool | None, WithJsonSchema({"enum": [False, None]})] = None
@@ -272,3 +281,9 @@ class InputTokensRequest(ResponseRequest):
 
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     input: Input | None = None
+
+
+class CompactRequest(InputTokensRequest):
+    """POST /v1/responses/compact (OpenAI's `responses.compact`): the input (and the state
+    behind `previous_response_id`) to compact, with its `instructions`; `model` makes the
+    summary (the configured default when left out). Fields only a create acts on are not used."""

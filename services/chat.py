@@ -205,12 +205,17 @@ class ChatPipeline:
     def prompt_tokens(self, turn: ChatTurn) -> int:
         """The prompt tokens of the call `turn` would make (leading messages, trimmed history, new
         messages, tools) as a budget estimates them; nothing written. Raises TurnRejected as answer does."""
+        return estimate_prompt_tokens(self.context(turn)[0], turn.options)
+
+    def context(self, turn: ChatTurn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The messages the call `turn` would make sends (leading, trimmed history, new) and the
+        new ones among them, read in one read-only unit of work; nothing written. Raises
+        TurnRejected as answer does."""
         leading = self._leading(turn)
         self._check(turn, leading)
         key_id = turn.client_key.id if turn.client_key else None
         with unit_of_work(write=False) as session:
-            context, _ = self._context(session, turn, turn.conversation_id or "", key_id, leading)
-        return estimate_prompt_tokens(context, turn.options)
+            return self._context(session, turn, turn.conversation_id or "", key_id, leading)
 
     def _leading(self, turn: ChatTurn) -> list[dict[str, Any]]:
         if turn.leading is not None:

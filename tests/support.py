@@ -48,6 +48,8 @@ CASES_RUN: collections.Counter[str] = collections.Counter()
 # Built at run time so no key-shaped literal sits in the repository; tests search
 # responses, rows and logs for it.
 UPSTREAM_KEY = "sk-" + "testonly" * 4
+# The Fernet key test apps seal compaction items with (production requires one).
+COMPACTION_KEY = "dGVzdG9ubHktY29tcGFjdGlvbi1rZXktMzItYnl0ZXM="
 
 
 def sse_events(lines) -> list[tuple[str | None, str]]:
@@ -339,6 +341,7 @@ def app_settings(database_url: str, upstream: FakeUpstream | None = None, **over
         "RATELIMIT_ENABLED": False,
         "RATELIMIT_STORAGE_URI": "memory://",
         "SWEEP_INTERVAL_SECONDS": 0,
+        "COMPACTION_KEY": COMPACTION_KEY,
     }
     if upstream is not None:
         config.update({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": upstream.base_url})

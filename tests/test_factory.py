@@ -6,7 +6,7 @@ import logging
 
 import openai
 import pytest
-from support import UPSTREAM_KEY, rows_of
+from support import COMPACTION_KEY, UPSTREAM_KEY, rows_of
 
 from app import create_app
 from config import ConfigError, load_settings, validate_settings
@@ -85,6 +85,7 @@ def test_production_may_run_offline_when_asked_explicitly(tmp_path):
             "APP_ENV": "production",
             "OPENAI_API_KEY": None,
             "LLM_OFFLINE": True,
+            "COMPACTION_KEY": COMPACTION_KEY,
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'x.db'}",
         }
     )

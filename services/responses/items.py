@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from schemas import FunctionCallItem, FunctionCallOutputItem, MessageItem, ResponseRequest
+from schemas import CompactionItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, ResponseRequest
 from services.exchanges import ITEM_IDS, replayed
 from services.tokens import text_of
 
@@ -198,6 +198,8 @@ def validated_items(items: Iterable[Any]) -> list[Item]:
         elif isinstance(item, FunctionCallOutputItem):
             output = item.output if isinstance(item.output, str) else [p.model_dump() for p in item.output]
             made.append(function_call_output_item(item.call_id, output, item_id=item.id))
+        elif isinstance(item, CompactionItem):  # opened by services/responses/compaction.py
+            made.append({"type": "compaction", "id": item.id, "encrypted_content": item.encrypted_content})
         else:
             made.append({"type": "item_reference", "id": item.id})
     return made

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +32,7 @@ from services.conversations import ConversationLimits, check_new_items, delete_c
 from services.llm import UpstreamError
 from services.pages import PageFill
 from services.recorder import ResponseRecord
-from services.responses import store
+from services.responses import compaction, store
 from services.responses.items import (
     Item,
     input_items,
@@ -42,7 +42,12 @@ from services.responses.items import (
     tool_pairing_error,
     validated_items,
 )
-from services.responses.objects import chat_params, instructions_message, item_list, response_from_completion
+from services.responses.objects import (
+    chat_params,
+    instructions_message,
+    item_list,
+    response_from_completion,
+)
 from services.responses.references import resolve_references
 from services.responses.stream import ResponseStreamTranslator
 
@@ -141,7 +146,26 @@ def _check_tool_pairing(state: _State, items: list[Item]) -> None:
         raise ApiError(400, error, details=[{"field": "input", "message": "function calls and outputs must pair up"}])
 
 
-def _turn(request: ResponseRequest, state: _State, items: list[Item], client_key: ClientKey | None) -> ChatTurn:
+def prepared(
+    request: ResponseRequest,
+    key_id: int | None,
+    response_id: str,
+    sealer: compaction.Sealer | None,
+    held: HeldResponse | None = None,
+) -> tuple[_State, list[Item]]:
+    """A new response's state and input items: references resolved, compaction items opened (the
+    newest stands for everything before it, the state's history too), calls and outputs paired."""
+    state = _state(request, key_id, response_id, held)
+    if request.input is None:  # the state alone (input_tokens, compact)
+        return state, []
+    expanded, items = compaction.expand(resolve_references(input_items(request), key_id), sealer, key_id)
+    if expanded is not None:
+        state = replace(state, history_exchanges=(), held_exchanges=(expanded,), open_calls=[])
+    _check_tool_pairing(state, items)
+    return state, items
+
+
+def chat_turn(request: ResponseRequest, state: _State, items: list[Item], client_key: ClientKey | None) -> ChatTurn:
     instructions = instructions_message(request.instructions)
     return ChatTurn(
         conversation_id=state.user_id,
@@ -178,6 +202,7 @@ def create_response(
     client_key: ClientKey | None,
     report: ExchangeReport,
     held: HeldResponse | None = None,
+    sealer: compaction.Sealer | None = None,
 ) -> ResponseAnswer:
     """Answer POST /v1/responses (continuing `held` from memory when it continues that one).
     Raises a 400 ApiError for unknown state or function calls and outputs that do not pair up,
@@ -187,32 +212,42 @@ def create_response(
     # A request naming no model is answered by the default one, as the chat routes' are.
     model = request.model or getattr(pipeline.llm, "default_model", None)
     key_id = client_key.id if client_key else None
-    state = _state(request, key_id, response_id, held)
-    items = resolve_references(input_items(request), key_id)
-    _check_tool_pairing(state, items)
-    answer = pipeline.answer(_turn(request, state, items, client_key), report)
+    state, items = prepared(request, key_id, response_id, sealer, held)
+    turn = chat_turn(request, state, items, client_key)
+    compacted = None
+    if compaction.threshold(request) is not None:
+        made = compaction.over_threshold(pipeline, sealer, request, turn, items, report)
+        if made is not None:
+            kept, items_after = made[0].compaction.messages(), made[1]
+            compacted_state = replace(state, history_exchanges=(), held_exchanges=(kept,), open_calls=[])
+            turn, compacted = chat_turn(request, compacted_state, items_after, client_key), made[0].item
+    answer = pipeline.answer(turn, report)
     made = {"state": state, "items": items, "chat": answer}
     if request.stream:
         translator = ResponseStreamTranslator(request, response_id=response_id, created_at=created_at, model=model)
-        return ResponseAnswer(response_id, events=_events(pipeline, answer, translator, request, key_id), **made)
+        events = _events(pipeline, answer, translator, request, key_id, compacted)
+        return ResponseAnswer(response_id, events=events, **made)
     body = response_from_completion(
         request, answer.completion.as_chat_completion(), response_id=response_id, created_at=created_at, model=model
     )
+    if compacted is not None:
+        body["output"].insert(0, compacted)
     _record(pipeline, request, key_id, answer, body)
     return ResponseAnswer(response_id, body=body, **made)
 
 
-def count_input_tokens(pipeline: ChatPipeline, request: ResponseRequest, client_key: ClientKey | None) -> int:
+def count_input_tokens(
+    pipeline: ChatPipeline,
+    request: ResponseRequest,
+    client_key: ClientKey | None,
+    sealer: compaction.Sealer | None = None,
+) -> int:
     """POST /v1/responses/input_tokens: the estimated input tokens of the response `request`
     would make, with its state loaded as create_response loads it (and its 400s), by the
     estimate budgets reserve; nothing is stored or sent."""
     key_id = client_key.id if client_key else None
-    state = _state(request, key_id, new_id("resp"))
-    items = []
-    if request.input is not None:  # without input, the state alone is counted, open calls and all
-        items = resolve_references(input_items(request), key_id)
-        _check_tool_pairing(state, items)
-    return pipeline.prompt_tokens(_turn(request, state, items, client_key))
+    state, items = prepared(request, key_id, new_id("resp"), sealer)
+    return pipeline.prompt_tokens(chat_turn(request, state, items, client_key))
 
 
 def _record(
@@ -236,7 +271,8 @@ def _record(
         "body": body if request.store else None,
     }
     # A stored response's conversation lists its output under the ids the response gave it.
-    item_ids = [item["id"] for item in body["output"]] if request.store else None
+    reply = [item for item in body["output"] if item["type"] != "compaction"]  # a compaction is no row's
+    item_ids = [item["id"] for item in reply] if request.store else None
     try:
         pipeline.recorder.record(ResponseRecord(columns, item_ids))
     except SQLAlchemyError as exc:
@@ -249,13 +285,16 @@ def _events(
     translator: ResponseStreamTranslator,
     request: ResponseRequest,
     key_id: int | None,
+    compacted: Item | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The Responses API event stream of a streamed answer; the response is recorded before
-    response.completed (or response.failed) is sent, or, when the client leaves mid-stream,
-    as "cancelled" with what had arrived."""
+    """The Responses API event stream of a streamed answer (its compaction item first); the
+    response is recorded before response.completed (or response.failed) is sent, or, when the
+    client leaves mid-stream, as "cancelled" with what had arrived."""
     chunks = iter(answer.chunks)
     ending: list[dict[str, Any]] = []
     try:
+        if compacted is not None:
+            yield from translator.compaction(compacted)
         # response.created goes with the first chunk's events (feed starts the stream), so
         # the relay is under way before the first byte: a client gone at once is seen by it
         # too, and what the translator holds is all that was sent.

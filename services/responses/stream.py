@@ -86,6 +86,18 @@ class ResponseStreamTranslator:
             self._event("response.in_progress", response=self.response()),
         ]
 
+    def compaction(self, item: Item) -> list[dict[str, Any]]:
+        """A compaction made before the model was called, as the output's first item:
+        output_item.added, response.compaction.compacting, output_item.done."""
+        events = self.start()
+        self.output.append(item)
+        where = {"item_id": item["id"], "output_index": len(self.output) - 1}
+        return events + [
+            self._event("response.output_item.added", output_index=where["output_index"], item=item),
+            self._event("response.compaction.compacting", **where),
+            self._event("response.output_item.done", output_index=where["output_index"], item=item),
+        ]
+
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The events one chat.completion.chunk makes (text, refusal and tool-call deltas; usage kept)."""
         self.model = chunk.get("model") or self.model
@@ -115,7 +127,8 @@ class ResponseStreamTranslator:
         if self._ended:
             return []
         events, self._ended = self.start(), True
-        if not self.output:  # an empty reply is still one (empty) message, as when not streamed
+        # An empty reply is still one (empty) message, as when not streamed.
+        if all(item["type"] == "compaction" for item in self.output):
             events += self._open_message() + self._open_part("output_text")
         events += self._close_item()
         status, reason = finish_status(self.finish_reason)
@@ -144,7 +157,7 @@ class ResponseStreamTranslator:
     def _cut_short(self) -> None:
         self._ended = True
         for item in self.output:
-            if item["status"] == "in_progress":
+            if item.get("status") == "in_progress":
                 item["status"] = "incomplete"
         self._open = self._part = None
 

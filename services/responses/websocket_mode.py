@@ -33,8 +33,9 @@ _CONTINUABLE = frozenset({"completed", "incomplete"})
 class WebSocketSession:
     """The responses of one WebSocket connection, made in turn by one client key."""
 
-    def __init__(self, pipeline: ChatPipeline, client_key: ClientKey | None) -> None:
+    def __init__(self, pipeline: ChatPipeline, client_key: ClientKey | None, sealer: Any = None) -> None:
         self.pipeline = pipeline
+        self.sealer = sealer  # compaction items' (services/responses/compaction.py)
         self.client_key = client_key
         self.held: HeldResponse | None = None
 
@@ -43,7 +44,7 @@ class WebSocketSession:
         create_response raises before the first event, having forgotten the response it
         continued; closing the events early records the response cancelled, as over SSE."""
         try:
-            answer = create_response(self.pipeline, request, self.client_key, report, self.held)
+            answer = create_response(self.pipeline, request, self.client_key, report, self.held, self.sealer)
         except Exception:
             self.forget(request)
             raise
