@@ -241,6 +241,23 @@ STEPS = [
     ),
     Step(
         "Read it back",
+        "POST",
+        "/v1/responses/compact",
+        [
+            # A model writes a summary shorter than the chain (200, the user messages then one
+            # compaction item); the offline model only echoes, which is refused as no shorter.
+            check(
+                "a compaction, or the offline model's echo refused",
+                "const json = pm.response.json();"
+                " if (pm.response.code === 200) { pm.expect(json.object).to.eql('response.compaction');"
+                " pm.expect(json.output[json.output.length - 1].type).to.eql('compaction'); }"
+                " else { pm.response.to.have.status(502); pm.expect(json.error.code).to.eql('compaction_failed'); }",
+            )
+        ],
+        json_body={"model": "gpt-4o-mini", "previous_response_id": "{{response_id}}"},
+    ),
+    Step(
+        "Read it back",
         "GET",
         "/v1/conversations/{conversation_id}",
         [status(200), equals("object", "conversation"), equals("metadata", {"topic": "cheese"})],

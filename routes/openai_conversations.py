@@ -3,7 +3,7 @@
 These are the conversations routes/conversations.py lists and erases, seen as OpenAI shows
 them: a conversation continued with /openai-completion can be continued with
 `responses.create(conversation=...)` and read as items, and the other way round. Each route
-parses its request (schemas), calls one function of services/responses/service.py, and
+parses its request (schemas), calls one function of services/responses/conversations_api.py, and
 shapes the answer; another key's conversations get the same 404 as an unknown id.
 """
 
@@ -17,7 +17,7 @@ from auth import current_client_key_id
 from routes.openapi import KEY_REQUIRED, openai_object
 from schemas import ConversationCreate, ConversationPath, ConversationUpdate, ItemListQuery, ItemPath, ItemsAdd
 from services.conversations import ConversationLimits
-from services.responses import service
+from services.responses import conversations_api
 
 # The Conversations API's operationIds, as they were when these routes shared the Responses
 # API's blueprint: kept, so that clients generated from the document keep working.
@@ -44,41 +44,45 @@ openai_conversations_bp = APIBlueprint(
 def create_conversation(body: ConversationCreate):
     """A new conversation, with its first items and metadata."""
     limits = ConversationLimits.from_config(current_app.config)
-    created = service.create_conversation(current_client_key_id(), body.items, dict(body.metadata or {}), limits)
+    created = conversations_api.create_conversation(
+        current_client_key_id(), body.items, dict(body.metadata or {}), limits
+    )
     return jsonify(created)
 
 
 @openai_conversations_bp.get("/conversations/<conversation_id>", responses=openai_object(read_only=True))
 def retrieve_conversation(path: ConversationPath):
     """A conversation: its id, when it began, its metadata."""
-    return jsonify(service.retrieve_conversation(path.conversation_id, current_client_key_id()))
+    return jsonify(conversations_api.retrieve_conversation(path.conversation_id, current_client_key_id()))
 
 
 @openai_conversations_bp.post("/conversations/<conversation_id>", responses=openai_object())
 def update_conversation(path: ConversationPath, body: ConversationUpdate):
     """Replace a conversation's metadata."""
-    updated = service.update_conversation(path.conversation_id, current_client_key_id(), dict(body.metadata))
+    updated = conversations_api.update_conversation(path.conversation_id, current_client_key_id(), dict(body.metadata))
     return jsonify(updated)
 
 
 @openai_conversations_bp.delete("/conversations/<conversation_id>", responses=openai_object(read_only=True))
 def remove_conversation(path: ConversationPath):
     """Erase a conversation, its items and the responses made in it, for good."""
-    return jsonify(service.erase_conversation(path.conversation_id, current_client_key_id()))
+    return jsonify(conversations_api.erase_conversation(path.conversation_id, current_client_key_id()))
 
 
 @openai_conversations_bp.get("/conversations/<conversation_id>/items", responses=openai_object(read_only=True))
 def list_items(path: ConversationPath, query: ItemListQuery):
     """A conversation's items, newest first unless `order=asc`."""
     page_bytes = current_app.config["PAGE_MAX_BYTES"]
-    return jsonify(service.conversation_item_page(path.conversation_id, current_client_key_id(), query, page_bytes))
+    return jsonify(
+        conversations_api.conversation_item_page(path.conversation_id, current_client_key_id(), query, page_bytes)
+    )
 
 
 @openai_conversations_bp.post("/conversations/<conversation_id>/items", responses=openai_object())
 def append_items(path: ConversationPath, body: ItemsAdd):
     """Append up to 20 items to a conversation."""
     limits = ConversationLimits.from_config(current_app.config)
-    return jsonify(service.append_items(path.conversation_id, current_client_key_id(), body.items, limits))
+    return jsonify(conversations_api.append_items(path.conversation_id, current_client_key_id(), body.items, limits))
 
 
 @openai_conversations_bp.get(
@@ -86,7 +90,7 @@ def append_items(path: ConversationPath, body: ItemsAdd):
 )
 def get_item(path: ItemPath):
     """One item of a conversation."""
-    return jsonify(service.conversation_item(path.conversation_id, current_client_key_id(), path.item_id))
+    return jsonify(conversations_api.conversation_item(path.conversation_id, current_client_key_id(), path.item_id))
 
 
 @openai_conversations_bp.delete(
@@ -94,4 +98,4 @@ def get_item(path: ItemPath):
 )
 def remove_item(path: ItemPath):
     """Erase one item of a conversation for good; answers the conversation."""
-    return jsonify(service.erase_item(path.conversation_id, current_client_key_id(), path.item_id))
+    return jsonify(conversations_api.erase_item(path.conversation_id, current_client_key_id(), path.item_id))

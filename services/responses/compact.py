@@ -49,16 +49,20 @@ def compact_response(
         report=report,
     )
     output = [message_item("user", item_content(message["content"])) for message in made.compaction.kept]
-    usage = usage_object(made.completion.as_chat_completion().get("usage")) or usage_object(
-        {
-            "prompt_tokens": estimate_prompt_tokens(messages, {}),
-            "completion_tokens": estimate_text_tokens(made.completion.text),
-        }
-    )
     return {
         "id": new_id("resp"),
         "object": "response.compaction",
         "created_at": int(time.time()),
         "output": [*output, made.item],
-        "usage": usage,
+        "usage": _usage(made, messages),
     }
+
+
+def _usage(made: Any, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The summarising call's usage, or its estimate when the upstream reported none."""
+    reported = usage_object(made.completion.as_chat_completion().get("usage"))
+    estimated = {
+        "prompt_tokens": estimate_prompt_tokens(messages, {}),
+        "completion_tokens": estimate_text_tokens(made.completion.text),
+    }
+    return reported or usage_object(estimated)

@@ -229,6 +229,15 @@ def compact(
         store_content=False,
     )
     completion = pipeline.answer(turn, report).completion
+    compaction = _accepted(completion, kept, replaced, summary_max_tokens)
+    log.info("compacted %d messages: %d tokens into a summary", len(messages), replaced)
+    key_id = client_key.id if client_key else None
+    return Compacted(compaction, compaction_item(sealer.seal(compaction, key_id)), completion)
+
+
+def _accepted(completion: Any, kept: list[dict[str, Any]], replaced: int, summary_max_tokens: int) -> Compaction:
+    """The compaction the summarising call's `completion` makes; 502 compaction_failed for a
+    summary that is empty, cut off, or not shorter than the `replaced` tokens."""
     summary = (completion.text or "").strip()
     if not summary:
         raise _compaction_failed("the model wrote an empty summary")
@@ -240,9 +249,7 @@ def compact(
         raise _compaction_failed(
             f"the summary ({written} tokens) is not shorter than what it replaces ({replaced} tokens)"
         )
-    log.info("compacted %d messages: %d tokens into %d", len(messages), replaced, written)
-    key_id = client_key.id if client_key else None
-    return Compacted(compaction, compaction_item(sealer.seal(compaction, key_id)), completion)
+    return compaction
 
 
 def over_threshold(
