@@ -166,7 +166,8 @@ def register_chat(app: Flask) -> None:
     app.extensions["llm"] = llm
     recorder = ExchangeRecorder(app, Journal(app.config["JOURNAL_PATH"]))
     app.extensions["exchange_recorder"] = recorder
-    app.extensions["chat"] = ChatPipeline(llm, ChatSettings.from_config(app.config), recorder)
+    settings = ChatSettings.from_config(app.config, getattr(llm, "routing", None))
+    app.extensions["chat"] = ChatPipeline(llm, settings, recorder)
     if recorder.journal.pending():
         app.logger.warning("The journal %s holds exchanges to record; replaying it", recorder.journal.path)
         recorder.start_replayer()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from database import unit_of_work
 from models import MessageStatus
-from services.client_keys import ClientKey, Reservation, reserve_budget
+from services.client_keys import ClientKey, Reservation, has_money_budget, reserve_budget
 from services.exchanges import (
     new_conversation_id,
     new_exchange_id,
@@ -42,6 +42,7 @@ from services.heartbeat import heartbeat_seconds, keep_alive
 from services.history import UNLIMITED, History, HistoryLimits, chain_history, rebuild_history
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
+from services.prices import PriceBook, reply_cost
 from services.recorder import Ending, ExchangeRecorder
 from services.tokens import completion_cap, estimate_prompt_tokens, estimate_text_tokens, text_of
 
@@ -64,10 +65,13 @@ class ChatSettings:
     heartbeat_seconds: float = 0.0
     # Completion tokens a request is reserved from its key's budget when it sets no max_tokens.
     default_max_tokens: int = 1024
+    # What tokens cost (services/prices.py): each reply's cost, and money budgets' reservations.
+    prices: PriceBook = field(default_factory=lambda: PriceBook({}))
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ChatSettings:
-        """The settings of a Flask configuration (see config.py)."""
+    def from_config(cls, config: Mapping[str, Any], routing: Any = None) -> ChatSettings:
+        """The settings of a Flask configuration (see config.py), the prices with the
+        routing file's overrides (`routing`, when there is one)."""
         return cls(
             system_prompt=config.get("SYSTEM_PROMPT") or "",
             history=HistoryLimits(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_TOKENS"]),
@@ -75,6 +79,7 @@ class ChatSettings:
             allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
             heartbeat_seconds=heartbeat_seconds(config),
             default_max_tokens=config.get("BUDGET_DEFAULT_MAX_TOKENS", 1024),
+            prices=PriceBook.from_config(config, routing),
         )
 
 
@@ -239,10 +244,13 @@ class ChatPipeline:
         began = datetime.now(UTC)  # the rows' time, and the day whose budget is reserved
         with unit_of_work() as session:
             context, new = self._context(session, turn, conversation_id, key_id, leading)
-            reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn), began.date())
+            prompt, cap = self._worst_case(context, turn)
+            micros = self._worst_case_micros(turn, report.model, prompt, cap)
+            reservation = reserve_budget(session, turn.client_key, prompt + cap, began.date(), micros)
             stored = new if turn.store_content else [without_content(m) for m in new]
             held = reservation.tokens if reservation is not None and reservation.tokens else None
-            record_turn(session, exchange_id, conversation_id, key_id, stored, held, began)
+            held_micros = reservation.micros if reservation is not None and reservation.micros else None
+            record_turn(session, exchange_id, conversation_id, key_id, stored, held, began, held_micros)
         return _Exchange(
             exchange_id,
             conversation_id,
@@ -265,10 +273,19 @@ class ChatPipeline:
         new = turn.messages[history.repeated :]
         return [*leading, *history.messages, *new], new
 
-    def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
+    def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> tuple[int, int]:
         """The most tokens the call may spend: the estimated prompt and the completion's cap."""
         prompt = estimate_prompt_tokens(context, turn.options)
-        return prompt + completion_cap(turn.options, self.settings.default_max_tokens)
+        return prompt, completion_cap(turn.options, self.settings.default_max_tokens)
+
+    def _worst_case_micros(self, turn: ChatTurn, model: str | None, prompt: int, cap: int) -> int:
+        """What the call may cost at most (for a key with a money budget): its worst-case
+        tokens at the dearest prices of the deployments that may answer; 0 when unpriced."""
+        if not has_money_budget(turn.client_key):
+            return 0
+        group_of = getattr(self.llm, "group_of", None)
+        price = self.settings.prices.of_request(group_of(turn.model) if group_of else None, model)
+        return price.cost_micros(prompt, cap) if price is not None else 0
 
     def _history(
         self, session: Any, turn: ChatTurn, conversation_id: str, key_id: int | None, leading: list[dict[str, Any]]
@@ -367,6 +384,9 @@ class ChatPipeline:
         then not stored): the upstream spent the tokens either way.
         """
         attempts = _worth_a_row(completion.attempts if attempts is None else attempts)
+        spent = self._tokens_spent(exchange, completion)
+        tokens = (*spent, completion.cached_tokens or 0)
+        cost = reply_cost(self.settings.prices, completion.deployment, completion.model, exchange.model, tokens)
         self.recorder.record(
             Ending(
                 exchange.exchange_id,
@@ -374,11 +394,12 @@ class ChatPipeline:
                 exchange.client_key_id,
                 status,
                 error,
-                reply=self._reply_row(exchange, completion),
+                reply={**self._reply_row(exchange, completion), "cost_micros": cost.micros},
                 reservation=exchange.reservation,
-                spent=self._tokens_spent(exchange, completion) if exchange.reservation is not None else None,
+                spent=spent if exchange.reservation is not None else None,
                 attempts=attempt_rows(attempts),
                 model=exchange.model,
+                spent_micros=cost.charged,
             )
         )
 
