@@ -189,3 +189,17 @@ def reply_cost(
         return ExchangeCost(None)
     prompt, completion, cached = tokens
     return ExchangeCost(price.cost_micros(prompt, completion, cached))
+
+
+def parse_usd(text: str | None) -> int | None:
+    """An amount of USD ("5", "0.25") as micro-dollars; ValueError unless it is a positive
+    number with at most 6 decimals (a budget is kept to the micro-dollar)."""
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        amount = Decimal(str(text).strip())
+    except ArithmeticError:
+        raise ValueError(f"{text!r} is not an amount of USD such as 5 or 0.25") from None
+    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.000001")) or amount > 10**9:
+        raise ValueError(f"{text!r} is not an amount of USD above 0 with at most 6 decimals")
+    return int(amount * 1_000_000)

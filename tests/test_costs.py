@@ -8,11 +8,16 @@ per token, so the expected costs below are plain integer arithmetic.
 
 from __future__ import annotations
 
+import json
+import threading
+from concurrent import futures as concurrent_futures
+
 import openai
 import pytest
+import requests
 import sqlalchemy as sa
-from fake_upstream import Reply, StreamReply
-from support import deployment
+from fake_upstream import Hang, Reply, StreamReply
+from support import bearer, deployment
 
 from config import ConfigError
 from extensions import db
@@ -142,3 +147,129 @@ def test_a_bad_price_file_stops_start_up_naming_the_field(make_app, tmp_path, te
     prices.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"PRICES_FILE {prices} is invalid: .*{named}"):
         make_app(PRICES_FILE=str(prices))
+
+
+# -- budgets in USD ------------------------------------------------------------------------
+
+# "hi" is estimated at 5 prompt tokens; with max_tokens 1000 a gpt-4o-mini request's worst
+# case is 5 x 0.15 + 1000 x 0.60 = 600.75 micro-dollars, reserved as 601.
+MAX_TOKENS = 1000
+WORST_CASE_MICROS = 601
+HI = [{"role": "user", "content": "hi"}]
+
+
+def _usd_key(app, *options: str) -> str:
+    result = app.test_cli_runner().invoke(args=["keys", "create", "--name", "metered", *options])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def _listed(app) -> dict:
+    (line,) = app.test_cli_runner().invoke(args=["keys", "list", "--json"]).stdout.splitlines()
+    return json.loads(line)
+
+
+def test_concurrent_requests_cannot_overspend_a_daily_usd_budget(make_app, upstream, serve):
+    app = make_app(REQUIRE_API_KEY=True)
+    key = _usd_key(app, "--daily-usd", "0.0025")  # 2500 micro-dollars: 4 worst cases of 601
+    concurrent, admitted = 12, 2500 // WORST_CASE_MICROS
+    release, progress = threading.Event(), threading.Condition()
+    arrived, refused = [], []
+    spent = Reply(text="ok", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=MAX_TOKENS)
+    upstream.enqueue(*[Hang(release, spent)] * concurrent)
+
+    def at_upstream(received) -> None:
+        with progress:
+            arrived.append(received)
+            progress.notify_all()
+
+    def ask() -> int:
+        try:
+            with _sdk(server.url, key) as sdk:
+                sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=MAX_TOKENS)
+            return 200
+        except openai.RateLimitError as exc:
+            with progress:
+                refused.append(exc.body)
+                progress.notify_all()
+            return 429
+
+    upstream.on_request = at_upstream
+    server = serve(app)
+    with concurrent_futures.ThreadPoolExecutor(concurrent) as pool:
+        futures = [pool.submit(ask) for _ in range(concurrent)]
+        with progress:  # each request reached the upstream (held there) or was refused
+            assert progress.wait_for(lambda: len(arrived) + len(refused) == concurrent, timeout=60)
+        release.set()
+        statuses = sorted(future.result() for future in futures)
+    assert server.wait_idle()
+
+    assert statuses == [200] * admitted + [429] * (concurrent - admitted)
+    assert len(upstream.chat_requests()) == admitted
+    assert {body["code"] for body in refused} == {"daily_usd_budget_exceeded"}
+    listed = _listed(app)
+    assert (listed["usd_today"], listed["usd_reserved_today"]) == (admitted * WORST_CASE_MICROS / 1e6, 0)
+    assert listed["usd_today"] <= listed["daily_usd"] == 0.0025
+    assert listed["usd_this_month"] == listed["usd_today"]
+
+
+def test_a_spent_usd_budget_answers_429_naming_the_currency(make_app, upstream, serve):
+    app = make_app(REQUIRE_API_KEY=True)
+    daily = _usd_key(app, "--daily-usd", "0.0006")  # below one worst case
+    server = serve(app)
+    with _sdk(server.url, daily) as sdk, pytest.raises(openai.RateLimitError) as raised:
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=MAX_TOKENS)
+    body, headers = raised.value.body, raised.value.response.headers
+    assert (body["code"], body["type"]) == ("daily_usd_budget_exceeded", "rate_limit_error")
+    assert int(headers["Retry-After"]) >= 1
+    assert "Daily budget of 0.0006 USD" in body["message"] and "up to 0.000601 USD" in body["message"]
+
+    # The service's own routes answer with the token budget's shape: the figures, in USD.
+    payload = {"model": "gpt-4o-mini", "messages": HI, "max_tokens": MAX_TOKENS}
+    own = requests.post(f"{server.url}/process-payload/", json=payload, headers=bearer(daily), timeout=30)
+    assert own.status_code == 429 and int(own.headers["Retry-After"]) >= 1
+    answer = own.json()
+    assert answer["code"] == "daily_usd_budget_exceeded"
+    assert answer["budget"] == {
+        "daily_usd": 0.0006,
+        "currency": "USD",
+        "used_today": 0.0,
+        "reserved_today": 0.0,
+        "request_worst_case": WORST_CASE_MICROS / 1e6,
+        "resets_at": answer["budget"]["resets_at"],
+    }
+    assert upstream.chat_requests() == []
+
+
+def test_a_monthly_usd_budget_counts_what_the_replies_cost(make_app, upstream, serve):
+    app = make_app(REQUIRE_API_KEY=True)
+    key = _usd_key(app, "--monthly-usd", "0.001")  # one worst case fits, two do not
+    upstream.enqueue(Reply(text="ok", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=MAX_TOKENS))
+    server = serve(app)
+    with _sdk(server.url, key) as sdk:
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=MAX_TOKENS)
+        with pytest.raises(openai.RateLimitError) as raised:
+            sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=MAX_TOKENS)
+    body = raised.value.body
+    assert body["code"] == "monthly_usd_budget_exceeded"
+    assert "Monthly budget of 0.001 USD" in body["message"] and "0.000601 USD used" in body["message"]
+    assert len(upstream.chat_requests()) == 1
+    assert _listed(app)["usd_this_month"] == 0.000601
+
+
+def test_an_unpriced_model_is_never_refused_for_money(make_app, upstream, serve):
+    """It costs 0: a USD budget reserves and charges nothing for it (its tokens still count)."""
+    app = make_app(REQUIRE_API_KEY=True)
+    key = _usd_key(app, "--daily-usd", "0.000001")
+    server = serve(app)
+    with _sdk(server.url, key) as sdk:
+        for _ in range(2):
+            sdk.chat.completions.create(model="fake-model", messages=HI, max_tokens=MAX_TOKENS)
+    listed = _listed(app)
+    assert (listed["usd_today"], listed["requests_today"]) == (0, 2)
+
+
+@pytest.mark.parametrize("amount", ["0", "-1", "abc", "0.0000001"])
+def test_keys_create_refuses_an_amount_that_is_no_budget(make_app, amount):
+    result = make_app().test_cli_runner().invoke(args=["keys", "create", "--name", "x", "--daily-usd", amount])
+    assert result.exit_code == 2 and "--daily-usd" in result.output
