@@ -21,6 +21,7 @@ from services.client_keys import check_rate_limit, create_key, key_id_for, list_
 from services.console.audit import record_action
 from services.conversations import conversation_rows, delete_conversation, prune_batch, rows_batch
 from services.ownership import ANY_KEY, KeyScope
+from services.prices import parse_usd
 from services.sweeper import cutoff, sweep
 
 conversation_cli = AppGroup("conversation", help="Inspect stored conversations.")
@@ -178,6 +179,13 @@ def _rate_limit_option(ctx, param, value: str | None) -> str | None:
         raise click.BadParameter(str(exc)) from None
 
 
+def _usd_option(ctx, param, value: str | None) -> int | None:
+    try:
+        return parse_usd(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @keys_cli.command("create")
 @click.option("--name", required=True, help="Who the key is for (shown in `flask keys list`).")
 @click.option(
@@ -188,16 +196,25 @@ def _rate_limit_option(ctx, param, value: str | None) -> str | None:
 @click.option(
     "--daily-tokens", type=click.IntRange(min=1), help="Tokens it may spend per UTC day (default: no budget)."
 )
-def create_key_command(name: str, rate: str | None, daily_tokens: int | None) -> None:
+@click.option("--daily-usd", callback=_usd_option, help="USD it may spend per UTC day, e.g. 5 (default: no budget).")
+@click.option("--monthly-usd", callback=_usd_option, help="USD it may spend per UTC month (default: no budget).")
+def create_key_command(
+    name: str, rate: str | None, daily_tokens: int | None, daily_usd: int | None, monthly_usd: int | None
+) -> None:
     """Create a key and print it. It is shown this once: only its hash is stored."""
     if not name.strip() or len(name) > 100:
         raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
     with unit_of_work() as session:
-        record, key = create_key(session, name.strip(), rate, daily_tokens)
+        record, key = create_key(session, name.strip(), rate, daily_tokens, daily_usd, monthly_usd)
     click.echo(key)
+    money = "".join(
+        f", {label} USD {record[field]}"
+        for label, field in (("daily", "daily_usd"), ("monthly", "monthly_usd"))
+        if record[field] is not None
+    )
     click.echo(
         f"Created key {record['prefix']} for {record['name']!r} "
-        f"(rate {record['rate_limit'] or 'default'}, daily tokens {record['daily_tokens'] or 'unlimited'}). "
+        f"(rate {record['rate_limit'] or 'default'}, daily tokens {record['daily_tokens'] or 'unlimited'}{money}). "
         "Store it now: it cannot be shown again.",
         err=True,
     )
@@ -206,21 +223,30 @@ def create_key_command(name: str, rate: str | None, daily_tokens: int | None) ->
 @keys_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per key instead of a table.")
 def list_keys_command(as_json: bool) -> None:
-    """Every key: prefix, name, limits, today's usage and whether it is revoked."""
+    """Every key: prefix, name, limits, today's usage (tokens, USD; and USD this month) and
+    whether it is revoked."""
     with unit_of_work(write=False) as session:
         keys = list_keys(session)
     if as_json:
         for key in keys:
             click.echo(json.dumps(key))
         return
-    click.echo(f"{'PREFIX':<13}{'NAME':<24}{'RATE':<20}{'DAILY TOKENS':>13}{'USED TODAY':>12}  STATUS")
+    click.echo(
+        f"{'PREFIX':<13}{'NAME':<24}{'RATE':<20}{'DAILY TOKENS':>13}{'USED TODAY':>12}"
+        f"{'DAILY USD':>11}{'USD TODAY':>11}{'MONTHLY USD':>13}{'USD MONTH':>11}  STATUS"
+    )
     for key in keys:
         status = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
         daily = key["daily_tokens"] if key["daily_tokens"] is not None else "-"
+        money = [_dollars(key[name]) for name in ("daily_usd", "usd_today", "monthly_usd", "usd_this_month")]
         click.echo(
             f"{key['prefix']:<13}{key['name'][:23]:<24}{(key['rate_limit'] or 'default')[:19]:<20}"
-            f"{daily:>13}{key['tokens_today']:>12}  {status}"
+            f"{daily:>13}{key['tokens_today']:>12}{money[0]:>11}{money[1]:>11}{money[2]:>13}{money[3]:>11}  {status}"
         )
+
+
+def _dollars(amount: float | None) -> str:
+    return "-" if amount is None else f"{amount:.6f}".rstrip("0").rstrip(".")
 
 
 @keys_cli.command("revoke")

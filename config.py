@@ -113,6 +113,7 @@ def _upstream_settings(env: Mapping[str, str]) -> dict[str, Any]:
         # Several upstreams per model, failover, breakers: README "Routing". None: the
         # one OPENAI_* / AZURE_* upstream.
         "ROUTING_FILE": _str(env, "ROUTING_FILE"),
+        "PRICES_FILE": _str(env, "PRICES_FILE"),
         # The whole upstream call, however many attempts it makes (until a stream's first token).
         "UPSTREAM_DEADLINE_SECONDS": _float(env, "UPSTREAM_DEADLINE_SECONDS", 90.0),
         # A stream silent this long mid-answer is stalled: continued elsewhere, or ended.

@@ -13,11 +13,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from models import usd
 from request_body import BodyRejected
 from schemas import rejection_of
 from services.chat import TurnRejected
 from services.client_keys import BudgetSpent
 from services.llm import UpstreamError, UpstreamRateLimited
+from services.prices import CURRENCY
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +108,11 @@ def _upstream_error(exc: UpstreamError):
 
 
 def _budget_spent(exc: BudgetSpent):
-    budget = exc.client_key.daily_tokens
     resets_at = exc.resets_at.isoformat()
     wait = max(1, math.ceil((exc.resets_at - datetime.now(UTC)).total_seconds()))
+    if exc.budget != "daily_tokens":
+        return _money_budget_spent(exc, resets_at, wait)
+    budget = exc.client_key.daily_tokens
     return error_response(
         429,
         f"Daily token budget of {budget} tokens for this API key cannot cover this request: {exc.used} used and "
@@ -121,6 +125,28 @@ def _budget_spent(exc: BudgetSpent):
             "used_today": exc.used,
             "reserved_today": exc.reserved,
             "request_worst_case": exc.needed,
+            "resets_at": resets_at,
+        },
+    )
+
+
+def _money_budget_spent(exc: BudgetSpent, resets_at: str, wait: int):
+    """The 429 of a budget in currency: the token budget's shape, its amounts in USD."""
+    period, when = ("Monthly", "this_month") if exc.budget == "monthly_usd" else ("Daily", "today")
+    limit, used, held, needed = (usd(amount) for amount in (exc.limit, exc.used, exc.reserved, exc.needed))
+    return error_response(
+        429,
+        f"{period} budget of {limit} {CURRENCY} for this API key cannot cover this request: {used} {CURRENCY} used "
+        f"and {held} {CURRENCY} reserved by requests in progress {when.replace('_', ' ')}, and this request may "
+        f"cost up to {needed} {CURRENCY} (its prompt and max_tokens at the model's prices); it resets at {resets_at}",
+        {"Retry-After": str(wait)},
+        code=f"{exc.budget}_budget_exceeded",
+        budget={
+            exc.budget: limit,
+            "currency": CURRENCY,
+            f"used_{when}": used,
+            f"reserved_{when}": held,
+            "request_worst_case": needed,
             "resets_at": resets_at,
         },
     )

@@ -1,7 +1,7 @@
 """SQLAlchemy models. Models never commit: the service layer owns transactions."""
 
 from models.admin import Admin, AuditEntry
-from models.api_key import ApiKey, ApiKeyUsage
+from models.api_key import ApiKey, ApiKeyMonthlySpend, ApiKeyUsage, usd
 from models.conversation import ConversationRecord
 from models.message import Message, MessageStatus, as_utc, iso_utc
 from models.response import StoredResponse
@@ -11,6 +11,7 @@ __all__ = [
     "Admin",
     "AuditEntry",
     "ApiKey",
+    "ApiKeyMonthlySpend",
     "ApiKeyUsage",
     "ConversationRecord",
     "Message",
@@ -19,4 +20,5 @@ __all__ = [
     "UpstreamAttempt",
     "as_utc",
     "iso_utc",
+    "usd",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, DateTime, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from extensions import db
@@ -29,6 +29,9 @@ class ApiKey(db.Model):
     rate_limit: Mapped[str | None] = mapped_column(String(100))
     # Tokens it may spend per UTC day; None means no budget.
     daily_tokens: Mapped[int | None] = mapped_column(Integer)
+    # What it may spend per UTC day and per UTC month, in micro-dollars; None: no budget.
+    daily_usd_micros: Mapped[int | None] = mapped_column(BigInteger)
+    monthly_usd_micros: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -40,6 +43,8 @@ class ApiKey(db.Model):
             "prefix": self.prefix,
             "rate_limit": self.rate_limit,
             "daily_tokens": self.daily_tokens,
+            "daily_usd": usd(self.daily_usd_micros),
+            "monthly_usd": usd(self.monthly_usd_micros),
             "created_at": iso_utc(self.created_at),
             "revoked_at": iso_utc(self.revoked_at),
         }
@@ -63,3 +68,24 @@ class ApiKeyUsage(db.Model):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     reserved_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The same in money (micro-dollars): spent today, and held by the requests in progress.
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ApiKeyMonthlySpend(db.Model):
+    """What a key spent in one UTC month (`month`: its first day), in micro-dollars, and
+    what its requests in progress hold: the counter a monthly budget is checked against,
+    kept as replies are recorded (no sum over days at request time)."""
+
+    __tablename__ = "api_key_monthly_spend"
+
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+def usd(micros: int | None) -> float | None:
+    """Micro-dollars as dollars, for JSON (exact to the micro-dollar)."""
+    return None if micros is None else round(micros / 1_000_000, 6)

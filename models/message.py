@@ -101,6 +101,8 @@ class Message(db.Model):
     # On an exchange's first row: the tokens its request reserved from the key's budget that
     # day (NULL: none), which the sweeper gives back if its process dies before settling.
     reserved_tokens: Mapped[int | None] = mapped_column(Integer)
+    # ... and the micro-dollars it reserved from the key's daily and monthly money budgets.
+    reserved_micros: Mapped[int | None] = mapped_column(BigInteger)
     completion_id: Mapped[str | None] = mapped_column(String(255))
     model: Mapped[str | None] = mapped_column(String(255))
     # The deployment whose answer this reply is (issue 21; the attempts table has the rest).
@@ -108,6 +110,9 @@ class Message(db.Model):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     total_tokens: Mapped[int | None] = mapped_column(Integer)
+    # On a reply's row: what it cost in micro-dollars at the prices of the moment it was
+    # recorded (services/prices.py); NULL on a reply whose model is unpriced.
+    cost_micros: Mapped[int | None] = mapped_column(BigInteger)
 
     def to_dict(self) -> dict[str, Any]:
         """The row as JSON-ready data, timestamp in ISO 8601 UTC; its id is its public id."""

@@ -93,6 +93,12 @@ class TokenTotals(BaseModel):
     total: int
 
 
+class CostTotal(BaseModel):
+    currency: str = Field(description="the price table's currency: USD")
+    amount: float = Field(description="what the replies cost, as recorded with each at the prices of that moment")
+    unpriced_replies: int = Field(description="replies whose model has no price: they count 0 in `amount`")
+
+
 class ConversationUsageResponse(BaseModel):
     user_id: str
     exchanges: ExchangeCounts
@@ -100,6 +106,7 @@ class ConversationUsageResponse(BaseModel):
     tokens: TokenTotals
     first_message_at: str | None
     last_message_at: str | None
+    cost: CostTotal
 
 
 # -- OpenAI's Conversations API ---------------------------------------------------------------

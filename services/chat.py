@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from database import unit_of_work
 from models import MessageStatus
-from services.client_keys import ClientKey, Reservation, reserve_budget
+from services.client_keys import Reservation, has_money_budget, reserve_budget
 from services.exchanges import (
     new_conversation_id,
     new_exchange_id,
@@ -38,10 +38,11 @@ from services.exchanges import (
     stored_columns,
     without_content,
 )
-from services.heartbeat import heartbeat_seconds, keep_alive
-from services.history import DEFAULT_BOUND, History, HistoryLimits, HistoryTooLong, history_bound, turn_history
+from services.heartbeat import keep_alive
+from services.history import History, HistoryTooLong, turn_history
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
+from services.prices import reply_cost
 from services.recorder import Ending, ExchangeRecorder
 from services.tokens import (
     completion_cap,
@@ -51,87 +52,13 @@ from services.tokens import (
     prompt_characters,
     text_of,
 )
+from services.turns import ChatSettings, ChatTurn, TurnRejected
 
 if TYPE_CHECKING:
     from telemetry import ExchangeReport
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ChatSettings:
-    """The settings the pipeline reads, taken from the app's configuration once."""
-
-    system_prompt: str
-    history: HistoryLimits
-    max_prompt_chars: int
-    allowed_models: tuple[str, ...]
-    # A stream touches its pending rows this often, so the sweeper knows it is alive.
-    heartbeat_seconds: float = 0.0
-    # Completion tokens a request is reserved from its key's budget when it sets no max_tokens.
-    default_max_tokens: int = 1024
-    # The most estimated tokens one request may send (its history read no further): see history_bound.
-    history_bound: int = DEFAULT_BOUND
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], llm: Any = None) -> ChatSettings:
-        """The settings of a Flask configuration (see config.py), for the LLM client `llm`."""
-        return cls(
-            system_prompt=config.get("SYSTEM_PROMPT") or "",
-            history=HistoryLimits(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_TOKENS"]),
-            max_prompt_chars=config["MAX_PROMPT_CHARS"],
-            allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
-            heartbeat_seconds=heartbeat_seconds(config),
-            default_max_tokens=config.get("BUDGET_DEFAULT_MAX_TOKENS", 1024),
-            history_bound=history_bound(config, llm),
-        )
-
-
-class TurnRejected(Exception):
-    """The turn breaks a limit every chat route shares: a 400 (or `status`), with nothing
-    stored or sent."""
-
-    def __init__(
-        self, message: str, *, details: list[dict[str, str]] | None = None, code: str | None = None, status: int = 400
-    ):
-        super().__init__(message)
-        self.message = message
-        self.details = details
-        self.code = code
-        self.status = status
-
-
-@dataclass(frozen=True)
-class ChatTurn:
-    """One chat request, in the terms every chat route shares.
-
-    `conversation_id` None starts a new conversation (an id is made). `leading` are the
-    client's system (or developer) messages, sent first and never stored; None means the
-    configured SYSTEM_PROMPT. `messages` are the new turns: recorded, then sent after the
-    stored history. `options` go to the upstream as they are.
-    """
-
-    conversation_id: str | None
-    messages: list[dict[str, Any]]
-    leading: list[dict[str, Any]] | None = None
-    model: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    stream: bool = False
-    client_key: ClientKey | None = None
-    # The exchanges whose completed rows are the history, oldest first (a Responses API
-    # chain), instead of the conversation's; () for none.
-    history_exchanges: tuple[str, ...] | None = None
-    # History the caller holds in memory (a WebSocket's last response), after history_exchanges.
-    held_history: tuple[list[dict[str, Any]], ...] = ()
-    # False: send the whole history, untrimmed (the Responses API's truncation "disabled"),
-    # or refuse the turn when it does not fit the history bound (ChatSettings.history_bound).
-    trim_history: bool = True
-    # False: record the turn and reply without their content (usage and status only).
-    store_content: bool = True
-    # The reply keeps (is recorded with) its first this many tool calls; the rest are dropped
-    # (the Responses API's max_tool_calls). None: all of them.
-    max_tool_calls: int | None = None
 
 
 @dataclass(frozen=True)
@@ -255,10 +182,13 @@ class ChatPipeline:
         began = datetime.now(UTC)  # the rows' time, and the day whose budget is reserved
         with unit_of_work() as session:
             context, new = self._context(session, turn, conversation_id, key_id, leading)
-            reservation = reserve_budget(session, turn.client_key, self._worst_case(context, turn), began.date())
+            prompt, cap = self._worst_case(context, turn)
+            micros = self._worst_case_micros(turn, report.model, prompt, cap)
+            reservation = reserve_budget(session, turn.client_key, prompt + cap, began.date(), micros)
             stored = new if turn.store_content else [without_content(m) for m in new]
             held = reservation.tokens if reservation is not None and reservation.tokens else None
-            record_turn(session, exchange_id, conversation_id, key_id, stored, held, began)
+            held_micros = reservation.micros if reservation is not None and reservation.micros else None
+            record_turn(session, exchange_id, conversation_id, key_id, stored, held, began, held_micros)
         return _Exchange(
             exchange_id,
             conversation_id,
@@ -281,10 +211,19 @@ class ChatPipeline:
         new = turn.messages[history.repeated :]
         return [*leading, *history.messages, *new], new
 
-    def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> int:
+    def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> tuple[int, int]:
         """The most tokens the call may spend: the estimated prompt and the completion's cap."""
         prompt = estimate_prompt_tokens(context, turn.options)
-        return prompt + completion_cap(turn.options, self.settings.default_max_tokens)
+        return prompt, completion_cap(turn.options, self.settings.default_max_tokens)
+
+    def _worst_case_micros(self, turn: ChatTurn, model: str | None, prompt: int, cap: int) -> int:
+        """What the call may cost at most (for a key with a money budget): its worst-case
+        tokens at the dearest prices of the deployments that may answer; 0 when unpriced."""
+        if not has_money_budget(turn.client_key):
+            return 0
+        group_of = getattr(self.llm, "group_of", None)
+        price = self.settings.prices.of_request(group_of(turn.model) if group_of else None, model)
+        return price.cost_micros(prompt, cap) if price is not None else 0
 
     def _history(
         self, session: Any, turn: ChatTurn, conversation_id: str, key_id: int | None, leading: list[dict[str, Any]]
@@ -388,6 +327,9 @@ class ChatPipeline:
         then not stored): the upstream spent the tokens either way.
         """
         attempts = _worth_a_row(completion.attempts if attempts is None else attempts)
+        spent = self._tokens_spent(exchange, completion)
+        tokens = (*spent, completion.cached_tokens or 0)
+        cost = reply_cost(self.settings.prices, completion.deployment, completion.model, exchange.model, tokens)
         self.recorder.record(
             Ending(
                 exchange.exchange_id,
@@ -395,11 +337,12 @@ class ChatPipeline:
                 exchange.client_key_id,
                 status,
                 error,
-                reply=self._reply_row(exchange, completion),
+                reply={**self._reply_row(exchange, completion), "cost_micros": cost.micros},
                 reservation=exchange.reservation,
-                spent=self._tokens_spent(exchange, completion) if exchange.reservation is not None else None,
+                spent=spent if exchange.reservation is not None else None,
                 attempts=attempt_rows(attempts),
                 model=exchange.model,
+                spent_micros=cost.charged,
             )
         )
 

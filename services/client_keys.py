@@ -1,4 +1,5 @@
-"""Client API keys: issue, list, revoke and check them; count and enforce daily token budgets.
+"""Client API keys: issue, list, revoke and check them; count and enforce their budgets
+(daily tokens; daily and monthly money, in micro-dollars, see services/prices.py).
 
 A key is `gw_` and 43 characters of a 256-bit random token. It is shown once, when it is
 created; the database keeps only its SHA-256 and its first characters (the prefix, for
@@ -23,11 +24,12 @@ from sqlalchemy.orm import Session
 
 from config import is_rate_limit
 from extensions import db
-from models import ApiKey, ApiKeyUsage
+from models import ApiKey, ApiKeyMonthlySpend, ApiKeyUsage, usd
 
 KEY_PREFIX = "gw_"
 PREFIX_LENGTH = 12  # "gw_" and 9 characters of the token: recognisable, and never enough to use
 USAGE = ApiKeyUsage.__table__
+MONTHLY = ApiKeyMonthlySpend.__table__
 
 
 @dataclass(frozen=True)
@@ -39,32 +41,54 @@ class ClientKey:
     prefix: str
     rate_limit: str | None
     daily_tokens: int | None
+    daily_usd_micros: int | None = None
+    monthly_usd_micros: int | None = None
 
 
 class BudgetSpent(Exception):
-    """The request's worst case does not fit in what is left of the key's daily token budget;
-    nothing may reach the upstream. `used` is charged today, `reserved` held by requests in
-    progress, `needed` this request's worst case; the budget resets at `resets_at`."""
+    """The request's worst case does not fit in what is left of one of the key's budgets;
+    nothing may reach the upstream. `budget` names it: "daily_tokens" (counted in tokens),
+    "daily_usd" or "monthly_usd" (counted in micro-dollars). `used` is charged in its
+    period, `reserved` held by requests in progress, `needed` this request's worst case;
+    the budget resets at `resets_at`."""
 
     def __init__(
-        self, client_key: ClientKey, used: int, resets_at: datetime, *, reserved: int = 0, needed: int = 0
+        self,
+        client_key: ClientKey,
+        used: int,
+        resets_at: datetime,
+        *,
+        reserved: int = 0,
+        needed: int = 0,
+        budget: str = "daily_tokens",
     ) -> None:
-        super().__init__(f"daily token budget of key {client_key.prefix} cannot cover the request")
+        super().__init__(f"{budget} budget of key {client_key.prefix} cannot cover the request")
         self.client_key = client_key
         self.used = used
         self.reserved = reserved
         self.needed = needed
         self.resets_at = resets_at
+        self.budget = budget
+
+    @property
+    def limit(self) -> int | None:
+        """The budget that was spent, in its unit."""
+        key = self.client_key
+        return {"daily_usd": key.daily_usd_micros, "monthly_usd": key.monthly_usd_micros}.get(
+            self.budget, key.daily_tokens
+        )
 
 
 @dataclass(frozen=True)
 class Reservation:
-    """Tokens held back from a key's budget of `day` while one request runs (0 for a key
-    without a budget: its usage is still counted on `day` when the request ends)."""
+    """Tokens (and micro-dollars) held back from a key's budgets of `day` (and its month)
+    while one request runs (0 for a key without a budget: its usage is still counted on
+    `day` when the request ends)."""
 
     client_key_id: int
     day: date
     tokens: int
+    micros: int = 0
 
 
 def hash_key(key: str) -> str:
@@ -80,7 +104,12 @@ def check_rate_limit(text: str | None) -> str | None:
 
 
 def create_key(
-    session: Session, name: str, rate_limit: str | None = None, daily_tokens: int | None = None
+    session: Session,
+    name: str,
+    rate_limit: str | None = None,
+    daily_tokens: int | None = None,
+    daily_usd_micros: int | None = None,
+    monthly_usd_micros: int | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Add a new key to the session; return its record and the key itself (the only time
     it is known). The prefix is drawn from 256 random bits: a collision (1 in 2^54) fails
@@ -88,7 +117,13 @@ def create_key(
     check_rate_limit(rate_limit)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     record = ApiKey(
-        name=name, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key), rate_limit=rate_limit, daily_tokens=daily_tokens
+        name=name,
+        prefix=key[:PREFIX_LENGTH],
+        key_hash=hash_key(key),
+        rate_limit=rate_limit,
+        daily_tokens=daily_tokens,
+        daily_usd_micros=daily_usd_micros,
+        monthly_usd_micros=monthly_usd_micros,
     )
     session.add(record)
     session.flush()
@@ -96,16 +131,34 @@ def create_key(
 
 
 def list_keys(session: Session) -> list[dict[str, Any]]:
-    """Every key, oldest first, with the tokens and requests it spent today and the tokens
-    its requests in progress hold."""
+    """Every key, oldest first, with the tokens, requests and USD it spent today, the USD it
+    spent this month, and what its requests in progress hold."""
+    today = utc_today()
     rows = session.execute(
-        select(ApiKey, USAGE.c.total_tokens, USAGE.c.requests, USAGE.c.reserved_tokens)
-        .outerjoin(USAGE, (USAGE.c.api_key_id == ApiKey.id) & (USAGE.c.day == utc_today()))
+        select(
+            ApiKey,
+            USAGE.c.total_tokens,
+            USAGE.c.requests,
+            USAGE.c.reserved_tokens,
+            USAGE.c.cost_micros,
+            USAGE.c.reserved_micros,
+            MONTHLY.c.cost_micros,
+        )
+        .outerjoin(USAGE, (USAGE.c.api_key_id == ApiKey.id) & (USAGE.c.day == today))
+        .outerjoin(MONTHLY, (MONTHLY.c.api_key_id == ApiKey.id) & (MONTHLY.c.month == today.replace(day=1)))
         .order_by(ApiKey.id)
     ).all()
     return [
-        {**key.to_dict(), "tokens_today": tokens or 0, "requests_today": requests or 0, "reserved_today": held or 0}
-        for key, tokens, requests, held in rows
+        {
+            **key.to_dict(),
+            "tokens_today": tokens or 0,
+            "requests_today": requests or 0,
+            "reserved_today": held or 0,
+            "usd_today": usd(cost or 0),
+            "usd_reserved_today": usd(held_micros or 0),
+            "usd_this_month": usd(month or 0),
+        }
+        for key, tokens, requests, held, cost, held_micros, month in rows
     ]
 
 
@@ -124,9 +177,15 @@ def revoke_key(session: Session, prefix_or_key: str) -> dict[str, Any] | None:
 
 
 # Built once: every request runs it, and building the statement costs more than the read.
-_FIND_ACTIVE_KEY = select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.rate_limit, ApiKey.daily_tokens).where(
-    ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None)
-)
+_FIND_ACTIVE_KEY = select(
+    ApiKey.id,
+    ApiKey.name,
+    ApiKey.prefix,
+    ApiKey.rate_limit,
+    ApiKey.daily_tokens,
+    ApiKey.daily_usd_micros,
+    ApiKey.monthly_usd_micros,
+).where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
 _LIVE_KEY_HASHES = select(ApiKey.key_hash).where(ApiKey.revoked_at.is_(None))
 
 
@@ -220,65 +279,133 @@ _RESERVE = (
     .values(reserved_tokens=USAGE.c.reserved_tokens + bindparam("tokens"))
 )
 _HELD = select(USAGE.c.total_tokens, USAGE.c.reserved_tokens).where(_USAGE_ROW)
+_RESERVE_USD = (
+    update(USAGE)
+    .where(_USAGE_ROW, USAGE.c.cost_micros + USAGE.c.reserved_micros + bindparam("micros") <= bindparam("budget"))
+    .values(reserved_micros=USAGE.c.reserved_micros + bindparam("micros"))
+)
+_HELD_USD = select(USAGE.c.cost_micros, USAGE.c.reserved_micros).where(_USAGE_ROW)
+_MONTH_ROW = (MONTHLY.c.api_key_id == bindparam("usage_key")) & (MONTHLY.c.month == bindparam("usage_month"))
+_RESERVE_MONTH = (
+    update(MONTHLY)
+    .where(_MONTH_ROW, MONTHLY.c.cost_micros + MONTHLY.c.reserved_micros + bindparam("micros") <= bindparam("budget"))
+    .values(reserved_micros=MONTHLY.c.reserved_micros + bindparam("micros"))
+)
+_HELD_MONTH = select(MONTHLY.c.cost_micros, MONTHLY.c.reserved_micros).where(_MONTH_ROW)
+# A money reservation of a key without that budget is still held (settled the same way).
+_NO_LIMIT = 2**62
+_TOKEN_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "reserved_tokens")
+_DAY_COUNTERS = (*_TOKEN_COUNTERS, "cost_micros", "reserved_micros")
 
 
 @functools.cache
-def _usage_insert(dialect_name: str, upsert: bool) -> Any:
-    """The usage table's INSERT for a backend, built once: ON CONFLICT DO NOTHING (a day's
-    zero row), or with `upsert` DO UPDATE adding to the day's counters."""
-    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(USAGE)
+def _usage_insert(dialect_name: str, upsert: bool, monthly: bool = False) -> Any:
+    """The day's (or with `monthly` the month's) usage INSERT for a backend, built once: ON
+    CONFLICT DO NOTHING (a zero row), or with `upsert` DO UPDATE adding to its counters."""
+    table = MONTHLY if monthly else USAGE
+    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
     if not upsert:
         return insert.on_conflict_do_nothing()
-    added = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "reserved_tokens")
+    added = ("cost_micros", "reserved_micros") if monthly else _DAY_COUNTERS
     return insert.on_conflict_do_update(
-        index_elements=[USAGE.c.api_key_id, USAGE.c.day],
-        set_={name: USAGE.c[name] + insert.excluded[name] for name in added},
+        index_elements=[table.c.api_key_id, table.c.month if monthly else table.c.day],
+        set_={name: table.c[name] + insert.excluded[name] for name in added},
     )
 
 
 def _ensure_usage_row(session: Session, client_key_id: int, day: date) -> None:
     """Today's counter row of the key, made (all zeros) if it is not there yet."""
-    zeros = dict.fromkeys(("requests", "prompt_tokens", "completion_tokens", "total_tokens", "reserved_tokens"), 0)
+    zeros = dict.fromkeys(_DAY_COUNTERS, 0)
     statement = _usage_insert(session.get_bind().dialect.name, upsert=False)
     session.execute(statement, {"api_key_id": client_key_id, "day": day, **zeros})
 
 
-def reserve_budget(
-    session: Session, client_key: ClientKey | None, worst_case: int, today: date | None = None
-) -> Reservation | None:
-    """Hold `worst_case` tokens of the key's budget for today, in the caller's transaction;
-    raise BudgetSpent when what is charged and reserved leaves no room for them.
+def _ensure_month_row(session: Session, client_key_id: int, month: date) -> None:
+    statement = _usage_insert(session.get_bind().dialect.name, upsert=False, monthly=True)
+    session.execute(statement, {"api_key_id": client_key_id, "month": month, "cost_micros": 0, "reserved_micros": 0})
 
-    One conditional UPDATE checks and reserves at once, so concurrent requests cannot all
-    pass the check on the same remainder: PostgreSQL re-evaluates the condition on the row
-    another transaction just changed, and SQLite's writers take turns. None: no key.
-    `today` (UTC; by default now's) is the day whose budget it comes from.
+
+def next_month(day: date) -> datetime:
+    """When the monthly budget of `day`'s month resets: its next month's first UTC midnight."""
+    first = (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+    return datetime.combine(first, time.min, tzinfo=UTC)
+
+
+def has_money_budget(client_key: ClientKey | None) -> bool:
+    """Whether the key has a daily or monthly budget in money."""
+    return client_key is not None and (
+        client_key.daily_usd_micros is not None or client_key.monthly_usd_micros is not None
+    )
+
+
+def reserve_budget(
+    session: Session,
+    client_key: ClientKey | None,
+    worst_case: int,
+    today: date | None = None,
+    worst_case_micros: int = 0,
+) -> Reservation | None:
+    """Hold `worst_case` tokens of the key's token budget for today, and `worst_case_micros`
+    of its money budgets (today's and this month's), in the caller's transaction; raise
+    BudgetSpent, naming the budget, when what is charged and reserved leaves no room.
+
+    One conditional UPDATE per budget checks and reserves at once, so concurrent requests
+    cannot all pass the check on the same remainder: PostgreSQL re-evaluates the condition
+    on the row another transaction just changed, and SQLite's writers take turns. A refusal
+    leaves the caller's transaction to roll back what an earlier budget reserved. None: no
+    key. `today` (UTC; by default now's) is the day whose budgets it comes from.
     """
     if client_key is None:
         return None
     today = today or utc_today()
-    if client_key.daily_tokens is None:
+    tokens = worst_case if client_key.daily_tokens is not None else 0
+    micros = worst_case_micros if has_money_budget(client_key) else 0
+    if not tokens and not micros:
         return Reservation(client_key.id, today, 0)
     _ensure_usage_row(session, client_key.id, today)
     row = {"usage_key": client_key.id, "usage_day": today}
-    reserved = session.execute(_RESERVE, {**row, "tokens": worst_case, "budget": client_key.daily_tokens})
-    if not reserved.rowcount:
-        used, held = session.execute(_HELD, row).one()
-        raise BudgetSpent(client_key, used, next_reset(today), reserved=held, needed=worst_case)
-    return Reservation(client_key.id, today, worst_case)
+    if tokens:
+        reserved = session.execute(_RESERVE, {**row, "tokens": tokens, "budget": client_key.daily_tokens})
+        if not reserved.rowcount:
+            used, held = session.execute(_HELD, row).one()
+            raise BudgetSpent(client_key, used, next_reset(today), reserved=held, needed=tokens)
+    if micros:
+        _reserve_money(session, client_key, today, micros)
+    return Reservation(client_key.id, today, tokens, micros)
 
 
-def settle_reservation(session: Session, reservation: Reservation, spent: tuple[int, int] | None) -> None:
+def _reserve_money(session: Session, client_key: ClientKey, today: date, micros: int) -> None:
+    """Hold `micros` of the key's daily and monthly money budgets (held, unchecked, where it
+    has none, so settling treats every reservation alike); BudgetSpent naming the budget."""
+    row = {"usage_key": client_key.id, "usage_day": today}
+    daily = client_key.daily_usd_micros
+    budget = _NO_LIMIT if daily is None else daily
+    if not session.execute(_RESERVE_USD, {**row, "micros": micros, "budget": budget}).rowcount:
+        used, held = session.execute(_HELD_USD, row).one()
+        raise BudgetSpent(client_key, used, next_reset(today), reserved=held, needed=micros, budget="daily_usd")
+    month = {"usage_key": client_key.id, "usage_month": today.replace(day=1)}
+    _ensure_month_row(session, client_key.id, month["usage_month"])
+    budget = _NO_LIMIT if client_key.monthly_usd_micros is None else client_key.monthly_usd_micros
+    if not session.execute(_RESERVE_MONTH, {**month, "micros": micros, "budget": budget}).rowcount:
+        used, held = session.execute(_HELD_MONTH, month).one()
+        raise BudgetSpent(client_key, used, next_month(today), reserved=held, needed=micros, budget="monthly_usd")
+
+
+def settle_reservation(
+    session: Session, reservation: Reservation, spent: tuple[int, int] | None, spent_micros: int = 0
+) -> None:
     """End a request's reservation in the caller's transaction: give the reserved tokens
-    back and charge what it `spent` (prompt and completion tokens) to the reservation's
-    day; `spent` None (the upstream failed) charges nothing.
+    and micro-dollars back and charge what it `spent` (prompt and completion tokens, and
+    `spent_micros`) to the reservation's day and month; `spent` None (the upstream failed)
+    charges nothing.
 
-    An upsert, so concurrent replies of one key add up instead of racing on a read. The
-    row exists whenever something was reserved, so the insert never stores a negative.
+    Upserts, so concurrent replies of one key add up instead of racing on a read. The
+    rows exist whenever something was reserved, so an insert never stores a negative.
     """
-    if spent is None and not reservation.tokens:
+    if spent is None and not reservation.tokens and not reservation.micros:
         return  # nothing held, nothing spent
     prompt_tokens, completion_tokens = spent or (0, 0)
+    cost = spent_micros if spent is not None else 0
     values = {
         "api_key_id": reservation.client_key_id,
         "day": reservation.day,
@@ -287,8 +414,15 @@ def settle_reservation(session: Session, reservation: Reservation, spent: tuple[
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "reserved_tokens": -reservation.tokens,
+        "cost_micros": cost,
+        "reserved_micros": -reservation.micros,
     }
-    session.execute(_usage_insert(session.get_bind().dialect.name, upsert=True), values)
+    dialect = session.get_bind().dialect.name
+    session.execute(_usage_insert(dialect, upsert=True), values)
+    if cost or reservation.micros:
+        month = {"api_key_id": reservation.client_key_id, "month": reservation.day.replace(day=1)}
+        month.update(cost_micros=cost, reserved_micros=-reservation.micros)
+        session.execute(_usage_insert(dialect, upsert=True, monthly=True), month)
 
 
 def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, completion_tokens: int) -> None:
@@ -302,6 +436,8 @@ def charge_usage(session: Session, client_key_id: int, prompt_tokens: int, compl
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "reserved_tokens": 0,
+        "cost_micros": 0,
+        "reserved_micros": 0,
     }
     session.execute(_usage_insert(session.get_bind().dialect.name, upsert=True), values)
 

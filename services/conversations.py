@@ -18,10 +18,11 @@ from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.orm import Session
 
 from errors import ApiError
-from models import ConversationRecord, Message, MessageStatus, StoredResponse, UpstreamAttempt, iso_utc
+from models import ConversationRecord, Message, MessageStatus, StoredResponse, UpstreamAttempt, iso_utc, usd
 from services.exchanges import stored_columns
 from services.ownership import ANY_KEY, KeyScope, owned_by
 from services.pages import PageFill
+from services.prices import CURRENCY
 from services.tokens import prompt_characters
 
 MESSAGES = Message.__table__
@@ -183,7 +184,7 @@ def delete_conversation(session: Session, conversation_id: str, client_key_id: K
 
 
 def conversation_usage(session: Session, conversation_id: str, client_key_id: KeyScope) -> dict[str, Any] | None:
-    """Exchange counts by status and token totals of a conversation; None when nothing is stored."""
+    """Exchange counts by status, token totals and cost of a conversation; None when nothing is stored."""
     mine = (Message.user_id == conversation_id, owned_by(client_key_id))
     by_status = dict(
         session.execute(
@@ -200,6 +201,8 @@ def conversation_usage(session: Session, conversation_id: str, client_key_id: Ke
             func.coalesce(func.sum(Message.total_tokens), 0),
             func.min(Message.timestamp),
             func.max(Message.timestamp),
+            func.coalesce(func.sum(Message.cost_micros), 0),
+            func.count(Message.id).filter(Message.role == "assistant", Message.cost_micros.is_(None)),
         ).where(*mine)
     ).one()
     return {
@@ -215,6 +218,8 @@ def conversation_usage(session: Session, conversation_id: str, client_key_id: Ke
         "tokens": {"prompt": int(totals[1]), "completion": int(totals[2]), "total": int(totals[3])},
         "first_message_at": iso_utc(totals[4]),
         "last_message_at": iso_utc(totals[5]),
+        # Each reply's cost as recorded with it (services/prices.py); unpriced replies cost 0.
+        "cost": {"currency": CURRENCY, "amount": usd(int(totals[6])), "unpriced_replies": totals[7]},
     }
 
 

@@ -86,10 +86,11 @@ def record_turn(
     messages: list[dict[str, Any]],
     reserved_tokens: int | None = None,
     now: datetime | None = None,
+    reserved_micros: int | None = None,
 ) -> None:
     """Store the new messages of an exchange as `pending` rows of the conversation, stamped
-    `now` (by default the present); the first carries the tokens the exchange reserved
-    from the budget of that UTC day (see services/sweeper.py)."""
+    `now` (by default the present); the first carries the tokens and micro-dollars the
+    exchange reserved from the budgets of that UTC day (see services/sweeper.py)."""
     # Core statements on the table: no ORM bookkeeping for rows we never read back.
     now = now or datetime.now(UTC)
     session.execute(
@@ -102,6 +103,7 @@ def record_turn(
                 "status": MessageStatus.PENDING,
                 "timestamp": now,
                 "reserved_tokens": reserved_tokens if index == 0 else None,
+                "reserved_micros": reserved_micros if index == 0 else None,
                 **stored_columns(message),
             }
             for index, message in enumerate(messages)

@@ -65,6 +65,8 @@ class Ending:
     ended_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     attempts: tuple[dict[str, Any], ...] = ()
     model: str | None = None
+    # What `spent` cost in micro-dollars (the reply row's cost; 0 when unpriced), charged with it.
+    spent_micros: int = 0
 
     def as_entry(self) -> dict[str, Any]:
         """The ending as one JSON-ready journal entry."""
@@ -73,11 +75,14 @@ class Ending:
             **{name: getattr(self, name) for name in ("exchange_id", "conversation_id", "client_key_id", "status")},
             "error": self.error,
             "reply": self.reply,
-            "reservation": None if held is None else [held.client_key_id, held.day.isoformat(), held.tokens],
+            "reservation": None
+            if held is None
+            else [held.client_key_id, held.day.isoformat(), held.tokens, held.micros],
             "spent": None if self.spent is None else list(self.spent),
             "ended_at": self.ended_at.isoformat(),
             "attempts": list(self.attempts),
             "model": self.model,
+            "spent_micros": self.spent_micros,
         }
 
     def apply(self, session: Session, *, recheck: bool) -> None:
@@ -87,7 +92,8 @@ class Ending:
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> Ending:
         """The ending a journal entry holds; KeyError, TypeError or ValueError if it holds none.
-        An entry journaled before attempts were recorded holds none, and no model."""
+        An entry journaled before attempts were recorded holds none, and no model; one
+        journaled before costs were, no cost."""
         held = entry["reservation"]
         model = entry.get("model")
         if model is not None and not isinstance(model, str):
@@ -95,12 +101,18 @@ class Ending:
         return cls(
             **{name: entry[name] for name in ("exchange_id", "conversation_id", "client_key_id", "status", "error")},
             reply=entry["reply"],
-            reservation=None if held is None else Reservation(int(held[0]), date.fromisoformat(held[1]), int(held[2])),
+            reservation=None if held is None else _reservation(held),
             spent=None if entry["spent"] is None else (int(entry["spent"][0]), int(entry["spent"][1])),
             ended_at=datetime.fromisoformat(entry["ended_at"]),
             attempts=tuple(attempt_columns(attempt) for attempt in entry.get("attempts") or ()),
             model=model,
+            spent_micros=int(entry.get("spent_micros") or 0),
         )
+
+
+def _reservation(held: list[Any]) -> Reservation:
+    micros = int(held[3]) if len(held) > 3 else 0
+    return Reservation(int(held[0]), date.fromisoformat(held[1]), int(held[2]), micros)
 
 
 # An attempt's string columns and their sizes (models/upstream_attempt.py).
@@ -211,8 +223,10 @@ def apply_ending(session: Session, ending: Ending, *, recheck: bool) -> None:
     if ending.reservation is not None:
         # An exchange the sweeper closed as abandoned while its call still ran (an
         # ABANDON_AFTER_SECONDS below the call's time) had its reservation given back then.
-        held = ending.reservation if before != MessageStatus.ABANDONED else replace(ending.reservation, tokens=0)
-        settle_reservation(session, held, ending.spent)
+        held = ending.reservation
+        if before == MessageStatus.ABANDONED:
+            held = replace(held, tokens=0, micros=0)
+        settle_reservation(session, held, ending.spent, ending.spent_micros)
     # An erased exchange's ending may be applied twice (it stays open): its attempts go in once.
     if ending.attempts and not (recheck and attempts_recorded(session, ending.exchange_id)):
         record_attempts(session, ending.exchange_id, ending.attempts, ending.ended_at)

@@ -73,7 +73,7 @@ def abandon_stale(session: Session, older_than: datetime, error: str, batch_size
     """Close the exchanges of up to `batch_size` rows still pending since before `older_than`
     (and not heartbeated since), whole, as ABANDONED with `error`; return the rows this
     statement changed (exchange_id, api_key_id, role, content, message_fields, and the
-    reserved_tokens and timestamp of the reservation a first row records): fewer than
+    reserved_tokens, reserved_micros and timestamp of the reservation a first row records): fewer than
     `batch_size` means none is left.
 
     One UPDATE ... RETURNING of whole exchanges whose WHERE re-checks the status and the
@@ -96,6 +96,7 @@ def abandon_stale(session: Session, older_than: datetime, error: str, batch_size
             MESSAGES.c.content,
             MESSAGES.c.message_fields,
             MESSAGES.c.reserved_tokens,
+            MESSAGES.c.reserved_micros,
             MESSAGES.c.timestamp,
         )
     )
@@ -121,9 +122,10 @@ def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_
         key_id, tokens = exchanges.get(row.exchange_id, (row.api_key_id, 0))
         prompt = estimate_message_tokens(replayed(row.role, row.content, row.message_fields))
         exchanges[row.exchange_id] = (key_id, tokens + prompt)
-        if key_id is not None and row.reserved_tokens:
+        if key_id is not None and (row.reserved_tokens or row.reserved_micros):
             # Given back, nothing charged against it: the estimate below is charged apart.
-            settle_reservation(session, Reservation(key_id, as_utc(row.timestamp).date(), row.reserved_tokens), None)
+            held = Reservation(key_id, as_utc(row.timestamp).date(), row.reserved_tokens or 0, row.reserved_micros or 0)
+            settle_reservation(session, held, None)
     charged = 0
     for key_id, tokens in exchanges.values():
         if key_id is not None:

@@ -30,6 +30,20 @@ class Reply:
     completion_tokens: int = 7
     # The model calls these tools instead of answering: content null, finish "tool_calls".
     tool_calls: list[dict] | None = None
+    # Prompt tokens served from the upstream's cache: usage.prompt_tokens_details.cached_tokens.
+    cached_tokens: int | None = None
+
+
+def usage_of(reply) -> dict:
+    """A reply's `usage` as OpenAI writes it (with prompt_tokens_details when it has cached tokens)."""
+    usage = {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+    }
+    if reply.cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": reply.cached_tokens}
+    return usage
 
 
 def tool_call(call_id: str, name: str, arguments: dict) -> dict:
@@ -78,6 +92,7 @@ class StreamReply:
     model: str = "fake-model"
     prompt_tokens: int = 11
     completion_tokens: int = 7
+    cached_tokens: int | None = None
     hold_after: int | None = None
     resume: threading.Event | None = None
     hold_max_seconds: float = 10
@@ -308,12 +323,7 @@ class FakeUpstream:
                         event({**base, "choices": [{"index": 0, "delta": {"content": reply.pieces[-1]}}]})
                     event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
                     if (body.get("stream_options") or {}).get("include_usage"):
-                        usage = {
-                            "prompt_tokens": reply.prompt_tokens,
-                            "completion_tokens": reply.completion_tokens,
-                            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-                        }
-                        event({**base, "choices": [], "usage": usage})
+                        event({**base, "choices": [], "usage": usage_of(reply)})
                     event("[DONE]")
                     self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
@@ -341,9 +351,7 @@ class FakeUpstream:
                 events = [{**base, "choices": [{"index": 0, "delta": d}]} for d in deltas]
                 events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
-                    usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
-                    usage["total_tokens"] = reply.prompt_tokens + reply.completion_tokens
-                    events.append({**base, "choices": [], "usage": usage})
+                    events.append({**base, "choices": [], "usage": usage_of(reply)})
                 for payload in [*events, "[DONE]"]:
                     data = payload if isinstance(payload, str) else json.dumps(payload)
                     raw = f"data: {data}\n\n".encode()
@@ -367,11 +375,7 @@ class FakeUpstream:
                             "finish_reason": "tool_calls" if reply.tool_calls else "stop",
                         }
                     ],
-                    "usage": {
-                        "prompt_tokens": reply.prompt_tokens,
-                        "completion_tokens": reply.completion_tokens,
-                        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-                    },
+                    "usage": usage_of(reply),
                 }
                 self._send_json(200, completion)
 

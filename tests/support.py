@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Every table of the schema, children first: what a PostgreSQL test empties between tests.
 EMPTY_ALL_TABLES = (
-    "TRUNCATE messages, responses, conversations, upstream_attempts, api_key_usage, api_keys, admins, audit_log "
+    "TRUNCATE messages, responses, conversations, upstream_attempts, api_key_usage, api_key_monthly_spend, api_keys, "
+    "admins, audit_log "
     "RESTART IDENTITY"
 )
 

@@ -66,7 +66,7 @@ def _stamps(app) -> set:
 def _usage(app) -> tuple | None:
     """The one key's usage: requests, prompt, completion, total tokens, reserved."""
     rows = all_rows(app)["api_key_usage"]
-    return rows[0][2:] if rows else None
+    return rows[0][2:7] if rows else None
 
 
 def _begin(app, exchange_id: str, conversation_id: str) -> None:

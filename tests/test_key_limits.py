@@ -152,7 +152,7 @@ def test_the_budget_counts_the_upstreams_recorded_usage(make_app, upstream):
         assert client.post("/openai-completion", json=PROMPT, headers=key).status_code == 200
     (usage,) = all_rows(app)["api_key_usage"]
     # api_key_id, day, requests, prompt, completion, total, reserved (none left once both ended)
-    assert usage[2:] == (2, 400, 70, 470, 0)
+    assert usage[2:7] == (2, 400, 70, 470, 0)
     listed = json.loads(app.test_cli_runner().invoke(args=["keys", "list", "--json"]).stdout)
     assert (listed["tokens_today"], listed["requests_today"]) == (470, 2)
 
@@ -209,7 +209,7 @@ def test_a_stream_cut_off_before_its_usage_is_charged_by_estimate(make_app, upst
     assert events[-1][0] == "error"
     (usage,) = all_rows(app)["api_key_usage"]
     # Estimated: the prompt (4 framing + 1 token for "hi") and 80 bytes of reply (20 tokens).
-    assert usage[2:] == (1, 5, 20, 25, 0)
+    assert usage[2:7] == (1, 5, 20, 25, 0)
 
 
 def test_keys_without_a_budget_are_never_refused_for_tokens(make_app, upstream):

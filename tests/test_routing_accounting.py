@@ -38,7 +38,7 @@ def _attempts(app, exchange_id: str) -> list[dict]:
 
 def _usage(app) -> dict[str, int]:
     (row,) = all_rows(app)["api_key_usage"]
-    return dict(zip(("requests", "prompt", "completion", "total", "reserved"), row[2:], strict=True))
+    return dict(zip(("requests", "prompt", "completion", "total", "reserved"), row[2:7], strict=True))
 
 
 def _metered_key(app) -> str:

@@ -16,7 +16,7 @@ from openai.resources.chat.completions import Completions
 from services.llm.errors import UpstreamUnavailable, mapped_errors
 from services.llm.http_pool import PoolBalancer, watched_stream
 from services.llm.sse_reader import StreamWatch, upstream_chunks
-from services.llm.types import Attempt, Completion
+from services.llm.types import Attempt, Completion, cached_tokens
 
 # What `chat.completions.create` accepts, and which of those are request options rather
 # than fields of the body (with the name `client.post`'s options give them).
@@ -164,4 +164,5 @@ class OpenAIChat:
             raw=body,
             deployment=deployment,
             attempts=attempts,
+            cached_tokens=cached_tokens(usage),
         )

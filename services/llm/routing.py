@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config import ConfigError
+from services.prices import Price
 
 # The group of the configuration without a routing file: any model name is its own.
 WILDCARD = "*"
@@ -66,6 +67,8 @@ class Deployment(_Strict):
     continuation_instruction: str | None = None
     timeouts: Timeouts = Timeouts()
     max_in_flight: int | None = Field(None, gt=0)
+    # What its tokens cost (USD per million), over the group's and the price table's.
+    price: Price | None = None
 
     @model_validator(mode="after")
     def _endpoint_known(self) -> Deployment:
@@ -87,6 +90,8 @@ class Group(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     fallbacks: list[str] = Field(default_factory=list)
     context_window_fallbacks: list[str] = Field(default_factory=list)
+    # What its deployments' tokens cost (USD per million) unless a deployment says.
+    price: Price | None = None
 
 
 class Breaker(_Strict):

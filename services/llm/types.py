@@ -35,6 +35,13 @@ class Attempt:
         }
 
 
+def cached_tokens(usage: dict[str, Any]) -> int | None:
+    """The cached prompt tokens an OpenAI `usage` object reports, or None."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) else None
+
+
 @dataclass(frozen=True)
 class Completion:
     """What the model answered, with the identifiers and usage we record."""
@@ -54,6 +61,8 @@ class Completion:
     # The deployment that answered and every attempt the router made (see Attempt).
     deployment: str | None = None
     attempts: Sequence[Attempt] = field(default=(), compare=False)
+    # Prompt tokens the upstream served from its cache (usage.prompt_tokens_details), when it says.
+    cached_tokens: int | None = None
 
     def message(self) -> dict[str, Any]:
         """The assistant message as OpenAI's chat API writes it: what is stored and replayed."""
@@ -153,6 +162,7 @@ class ChatStream:
             finish_reason=self.finish_reason,
             deployment=self.deployment,
             attempts=tuple(self.attempts),
+            cached_tokens=cached_tokens(self.usage),
         )
 
     def close(self) -> None:

@@ -1,0 +1,95 @@
+"""What the chat pipeline (services/chat.py) takes: its settings, read from the app's
+configuration once, and one turn of any chat route; and the rejection of a turn that breaks
+a limit every chat route shares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from services.heartbeat import heartbeat_seconds
+from services.history import DEFAULT_BOUND, HistoryLimits, history_bound
+from services.prices import PriceBook
+
+if TYPE_CHECKING:
+    from services.client_keys import ClientKey
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """The settings the pipeline reads, taken from the app's configuration once."""
+
+    system_prompt: str
+    history: HistoryLimits
+    max_prompt_chars: int
+    allowed_models: tuple[str, ...]
+    # A stream touches its pending rows this often, so the sweeper knows it is alive.
+    heartbeat_seconds: float = 0.0
+    # Completion tokens a request is reserved from its key's budget when it sets no max_tokens.
+    default_max_tokens: int = 1024
+    # The most estimated tokens one request may send (its history read no further): see history_bound.
+    history_bound: int = DEFAULT_BOUND
+    # What tokens cost (services/prices.py): each reply's cost, and money budgets' reservations.
+    prices: PriceBook = field(default_factory=lambda: PriceBook({}))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], llm: Any = None) -> ChatSettings:
+        """The settings of a Flask configuration (see config.py), for the LLM client `llm` (the
+        prices with its routing file's overrides, when there is one)."""
+        return cls(
+            system_prompt=config.get("SYSTEM_PROMPT") or "",
+            history=HistoryLimits(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_TOKENS"]),
+            max_prompt_chars=config["MAX_PROMPT_CHARS"],
+            allowed_models=tuple(config.get("ALLOWED_MODELS") or ()),
+            heartbeat_seconds=heartbeat_seconds(config),
+            default_max_tokens=config.get("BUDGET_DEFAULT_MAX_TOKENS", 1024),
+            history_bound=history_bound(config, llm),
+            prices=PriceBook.from_config(config, getattr(llm, "routing", None)),
+        )
+
+
+class TurnRejected(Exception):
+    """The turn breaks a limit every chat route shares: a 400 (or `status`), with nothing
+    stored or sent."""
+
+    def __init__(
+        self, message: str, *, details: list[dict[str, str]] | None = None, code: str | None = None, status: int = 400
+    ):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One chat request, in the terms every chat route shares.
+
+    `conversation_id` None starts a new conversation (an id is made). `leading` are the
+    client's system (or developer) messages, sent first and never stored; None means the
+    configured SYSTEM_PROMPT. `messages` are the new turns: recorded, then sent after the
+    stored history. `options` go to the upstream as they are.
+    """
+
+    conversation_id: str | None
+    messages: list[dict[str, Any]]
+    leading: list[dict[str, Any]] | None = None
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    client_key: ClientKey | None = None
+    # The exchanges whose completed rows are the history, oldest first (a Responses API
+    # chain), instead of the conversation's; () for none.
+    history_exchanges: tuple[str, ...] | None = None
+    # History the caller holds in memory (a WebSocket's last response), after history_exchanges.
+    held_history: tuple[list[dict[str, Any]], ...] = ()
+    # False: send the whole history, untrimmed (the Responses API's truncation "disabled"),
+    # or refuse the turn when it does not fit the history bound (ChatSettings.history_bound).
+    trim_history: bool = True
+    # False: record the turn and reply without their content (usage and status only).
+    store_content: bool = True
+    # The reply keeps (is recorded with) its first this many tool calls; the rest are dropped
+    # (the Responses API's max_tool_calls). None: all of them.
+    max_tool_calls: int | None = None
