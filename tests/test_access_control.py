@@ -10,7 +10,17 @@ import sqlite3
 import openai
 import pytest
 import requests
-from support import LiveServer, Served, all_rows, bearer, create_client_key, rows_of, run_flask, service_env
+from support import (
+    COMPACTION_KEY,
+    LiveServer,
+    Served,
+    all_rows,
+    bearer,
+    create_client_key,
+    rows_of,
+    run_flask,
+    service_env,
+)
 
 from models import ApiKey
 from services.client_keys import hash_key
@@ -233,6 +243,7 @@ def test_a_revocation_reaches_every_gunicorn_worker_at_once(tmp_path, upstream):
         APP_ENV="production",
         OPENAI_API_KEY="sk-" + "serve" * 5,
         OPENAI_BASE_URL=upstream.base_url,
+        COMPACTION_KEY=COMPACTION_KEY,  # production needs one
         WEB_CONCURRENCY="3",
     )
     served = Served(env)  # migrates first

@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import requests
+from cryptography.fernet import Fernet
 from fake_upstream import Status, StreamReply
 from support import Served, free_port, run_flask, service_env
 
@@ -18,11 +19,13 @@ from services.client_keys import KEY_PREFIX
 
 def test_no_key_appears_in_any_response_log_line_or_database_byte(tmp_path, upstream):
     upstream_key = "sk-proj-" + secrets.token_urlsafe(48)
+    compaction_key = Fernet.generate_key().decode()  # production needs one
     database = tmp_path / "served.db"
     env = service_env(
         tmp_path,
         APP_ENV="production",  # keys required by default
         OPENAI_API_KEY=upstream_key,
+        COMPACTION_KEY=compaction_key,
         OPENAI_BASE_URL=upstream.base_url,
         OPENAI_MODEL="fake-model",
         OPENAI_MAX_RETRIES="0",
@@ -45,7 +48,7 @@ def test_no_key_appears_in_any_response_log_line_or_database_byte(tmp_path, upst
     revoking = run_flask(env, "keys", "revoke", revoked[:12])
     assert revoking.returncode == 0
     never_issued = KEY_PREFIX + secrets.token_urlsafe(32)
-    secrets_to_find = [upstream_key, *client_keys, never_issued]
+    secrets_to_find = [upstream_key, compaction_key, *client_keys, never_issued]
 
     served = Served(env)
     served.wait_for("LLM upstream: OpenAI at")
