@@ -162,6 +162,24 @@ def test_a_tool_loop_on_one_connection_answers_the_call_of_the_last_response(gat
     check_error(unanswered[-1], 400, "invalid_request", "input")
 
 
+def test_a_continuation_carries_only_the_calls_max_tool_calls_kept(gateway, upstream):
+    """Held in memory (store: false), the reply is sent on as the client was shown it: with
+    max_tool_calls 1, the second call the model made is neither shown nor sent upstream again."""
+    calls = [tool_call("call_kept", "get_weather", {"city": "Oslo"}), tool_call("call_cut", "get_weather", {})]
+    upstream.enqueue(Reply(text="", tool_calls=calls))
+    with gateway.socket() as ws:
+        called = turn(ws, model="fake-model", input="Weather?", tools=[WEATHER], store=False, max_tool_calls=1)
+        called = called[-1]["response"]
+        assert [item["call_id"] for item in called["output"] if item["type"] == "function_call"] == ["call_kept"]
+        answer = {"type": "function_call_output", "call_id": "call_kept", "output": "-3 C"}
+        done = turn(
+            ws, model="fake-model", input=[answer], tools=[WEATHER], previous_response_id=called["id"], store=False
+        )
+    assert done[-1]["type"] == "response.completed"
+    assistant = next(m for m in upstream.chat_requests()[-1]["messages"] if m["role"] == "assistant")
+    assert [call["id"] for call in assistant["tool_calls"]] == ["call_kept"]
+
+
 # The SDK (openai 3.54) opens its socket with websockets' connect() outside a `with`, which
 # websockets 17 deprecates: the SDK's warning, not this service's.
 @pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")

@@ -78,7 +78,7 @@ def _held(answer: ResponseAnswer, response: Mapping[str, Any]) -> HeldResponse:
     """What a response continuing `response` is sent as history: the history `answer` was
     sent, then its own exchange (its new input and the reply, as the pipeline recorded them)."""
     state, chat = answer.state, answer.chat
-    exchange = [*chat.new_messages, chat.sofar().message()]
+    exchange = [*chat.new_messages, _as_shown(chat.sofar().message(), response)]
     return HeldResponse(
         response_id=response["id"],
         user_id=chat.conversation_id,
@@ -86,3 +86,12 @@ def _held(answer: ResponseAnswer, response: Mapping[str, Any]) -> HeldResponse:
         held_exchanges=(*state.held_exchanges, exchange),
         open_calls=open_calls([*(answer.items or ()), *response["output"]]),
     )
+
+
+def _as_shown(reply: dict[str, Any], response: Mapping[str, Any]) -> dict[str, Any]:
+    """The reply as the client was shown it: only the tool calls `response` output (those
+    max_tool_calls kept), as services/chat.py records them."""
+    shown = {item["call_id"] for item in response["output"] if item.get("type") == "function_call"}
+    calls = [call for call in reply.get("tool_calls") or () if call.get("id") in shown]
+    kept = {key: value for key, value in reply.items() if key != "tool_calls"}
+    return {**kept, "tool_calls": calls} if calls else kept
