@@ -82,6 +82,13 @@ def verify_admin(session: Session, name: str, password: str) -> AdminIdentity | 
     return AdminIdentity(admin.id, admin.name, _session_token(admin))
 
 
+def known_name(session: Session, name: str) -> str:
+    """`name` if an admin has it, else a placeholder: a failed sign-in's audit row never keeps
+    what was typed into the name field (it may be a password, or anyone's junk)."""
+    found = session.scalar(select(Admin.name).where(Admin.name == name.strip()))
+    return found if found is not None else "(unknown name)"
+
+
 def find_admin(session: Session, admin_id: int, session_token: str) -> AdminIdentity | None:
     """The admin a signed session names, if it still exists with the same password."""
     admin = session.get(Admin, admin_id)

@@ -128,6 +128,20 @@ def test_failed_sign_ins_are_limited_per_address(make_app):
     assert client.get("/console/keys").headers["Location"] == "/console/sign-in"
 
 
+def test_a_failed_sign_in_audits_only_a_name_that_is_an_admins(make_app):
+    """A password typed into the name field is never written to the audit table."""
+    app = make_app(**CONSOLE)
+    make_admin(app)
+    client = https_client(app)
+    token = csrf_token(client.get("/console/sign-in").text)
+    for name in ("ops", PASSWORD):
+        wrong = client.post("/console/sign-in", data={"name": name, "password": "guess-guess!", "csrf_token": token})
+        assert wrong.status_code == 401
+    failed = [row[0] for row in audit(app) if row[1] == "console.sign_in_failed"]
+    assert failed == ["ops", "(unknown name)"]
+    assert PASSWORD not in repr(all_rows(app))
+
+
 @pytest.mark.parametrize("path", ["/console", "/console/sign-in", "/console/static/console.css", "/console/keys"])
 def test_every_console_answer_has_a_strict_content_security_policy(console_app, path):
     answer = https_client(console_app).get(path)

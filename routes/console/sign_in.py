@@ -15,7 +15,7 @@ from database import unit_of_work
 from extensions import limiter
 from routes.console.blueprint import console_bp, current_admin
 from routes.console.forms import SignInForm
-from services.admins import verify_admin
+from services.admins import known_name, verify_admin
 from services.console.audit import record_action
 
 FAILURES = "console-sign-in-failures"
@@ -66,7 +66,7 @@ def sign_in():
     with unit_of_work() as db_session:
         admin = verify_admin(db_session, form.name.data, form.password.data)
         if admin is None:
-            record_action(db_session, form.name.data, "console.sign_in_failed", detail=address)
+            record_action(db_session, known_name(db_session, form.name.data), "console.sign_in_failed", detail=address)
         else:
             record_action(db_session, admin.name, "console.sign_in", detail=address)
     if admin is None:
