@@ -183,6 +183,34 @@ def test_context_management_compacts_past_its_threshold(sdk, upstream, app):
     assert [item.type for item in roomy.output] == ["message"] and len(upstream.chat_requests()) == 1
 
 
+def test_a_stored_compacted_response_is_continued_from_its_compaction(sdk, upstream):
+    """Stored (store: true), what the compaction stands for is recorded with the turn: a
+    continuation sends the kept messages and the summary again, not just the last input."""
+    upstream.enqueue(Reply(text=SUMMARY))
+    first = sdk.responses.create(
+        model="fake-model",
+        input=[*HISTORY, {"role": "user", "content": "Where are my bees?"}],
+        context_management=[{"type": "compaction", "compact_threshold": 100}],
+    )
+    assert [item.type for item in first.output] == ["compaction", "message"]
+    sdk.responses.create(model="fake-model", input="And my hives?", previous_response_id=first.id)
+    sent = upstream.chat_requests()[-1]["messages"]
+    assert any(SUMMARY in str(m.get("content")) for m in sent), sent
+    assert [m["role"] for m in sent][-3:] == ["user", "assistant", "user"] and sent[-1]["content"] == "And my hives?"
+
+
+def test_compaction_off_refuses_context_management_below_its_threshold_too(make_app, upstream):
+    client = make_app(COMPACTION=False).test_client()
+    request = {
+        "model": "fake-model",
+        "input": "Hi",
+        "context_management": [{"type": "compaction", "compact_threshold": 10**6}],
+    }
+    refused = client.post("/v1/responses", json=request)
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "compaction_disabled"
+    assert upstream.chat_requests() == []
+
+
 def test_context_management_streamed_announces_the_compaction_first(client, upstream):
     upstream.enqueue(Reply(text=SUMMARY))
     request = {

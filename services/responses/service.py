@@ -164,17 +164,22 @@ def prepared(
 
 
 def chat_turn(request: ResponseRequest, state: _State, items: list[Item], client_key: ClientKey | None) -> ChatTurn:
+    """The pipeline's turn. History held in memory (a WebSocket's last response, or what a
+    compaction stands for) is sent before the input; stored (store: true), it is recorded as
+    the turn's own messages, so that a continuation of this response replays it."""
     instructions = instructions_message(request.instructions)
+    held: tuple[list[dict[str, Any]], ...] = state.held_exchanges
+    recorded = [message for exchange in held for message in exchange] if request.store else []
     return ChatTurn(
         conversation_id=state.user_id,
-        messages=items_to_chat_messages(items),
+        messages=[*recorded, *items_to_chat_messages(items)],
         leading=[instructions] if instructions else [],
         model=request.model,
         options=chat_params(request),
         stream=request.stream,
         client_key=client_key,
         history_exchanges=state.history_exchanges,
-        held_history=state.held_exchanges,
+        held_history=() if request.store else held,
         trim_history=request.truncation == "auto",
         store_content=request.store,
         max_tool_calls=request.max_tool_calls,
@@ -214,11 +219,14 @@ def create_response(
     turn = chat_turn(request, state, items, client_key)
     compacted = None
     if compaction.threshold(request) is not None:
+        if sealer is not None and not sealer.enabled:  # refused whatever the input's size
+            sealer.require()
         made = compaction.over_threshold(pipeline, sealer, request, turn, items, report)
         if made is not None:
             kept, items_after = made[0].compaction.messages(), made[1]
-            compacted_state = replace(state, history_exchanges=(), held_exchanges=(kept,), open_calls=[])
-            turn, compacted = chat_turn(request, compacted_state, items_after, client_key), made[0].item
+            state = replace(state, history_exchanges=(), held_exchanges=(kept,), open_calls=[])
+            items = items_after
+            turn, compacted = chat_turn(request, state, items, client_key), made[0].item
     answer = pipeline.answer(turn, report)
     made = {"state": state, "items": items, "chat": answer}
     if request.stream:
