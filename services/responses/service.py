@@ -217,16 +217,7 @@ def create_response(
     key_id = client_key.id if client_key else None
     state, items = prepared(request, key_id, response_id, sealer, held)
     turn = chat_turn(request, state, items, client_key)
-    compacted = None
-    if compaction.threshold(request) is not None:
-        if sealer is not None and not sealer.enabled:  # refused whatever the input's size
-            sealer.require()
-        made = compaction.over_threshold(pipeline, sealer, request, turn, items, report)
-        if made is not None:
-            kept, items_after = made[0].compaction.messages(), made[1]
-            state = replace(state, history_exchanges=(), held_exchanges=(kept,), open_calls=[])
-            items = items_after
-            turn, compacted = chat_turn(request, state, items, client_key), made[0].item
+    state, items, turn, compacted = _compacted(pipeline, sealer, request, report, state, items, turn)
     answer = pipeline.answer(turn, report)
     made = {"state": state, "items": items, "chat": answer}
     if request.stream:
@@ -240,6 +231,28 @@ def create_response(
         body["output"].insert(0, compacted)
     _record(pipeline, request, key_id, answer, body)
     return ResponseAnswer(response_id, body=body, **made)
+
+
+def _compacted(
+    pipeline: ChatPipeline,
+    sealer: compaction.Sealer | None,
+    request: ResponseRequest,
+    report: ExchangeReport,
+    state: _State,
+    items: list[Item],
+    turn: ChatTurn,
+) -> tuple[_State, list[Item], ChatTurn, Item | None]:
+    """The state, input and turn `context_management` leaves (compacted past its threshold,
+    with the compaction item for the output), or those given with no item."""
+    if compaction.threshold(request) is None:
+        return state, items, turn, None
+    if sealer is not None and not sealer.enabled:  # refused whatever the input's size
+        sealer.require()
+    made = compaction.over_threshold(pipeline, sealer, request, turn, items, report)
+    if made is None:
+        return state, items, turn, None
+    state = replace(state, history_exchanges=(), held_exchanges=(made[0].compaction.messages(),), open_calls=[])
+    return state, made[1], chat_turn(request, state, made[1], turn.client_key), made[0].item
 
 
 def count_input_tokens(
