@@ -9,13 +9,25 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import yaml
 from limits import parse_many
 
 
 class ConfigError(RuntimeError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+def read_yaml_file(path: str | Path, setting: str) -> Any:
+    """The YAML file a setting names, parsed; ConfigError naming the setting if it is unusable."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{setting} {path} cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{setting} {path} is not valid YAML: {exc}") from None
 
 
 _TRUE = {"1", "true", "yes", "on"}

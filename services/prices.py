@@ -29,10 +29,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from config import ConfigError
+from config import ConfigError, read_yaml_file
 
 if TYPE_CHECKING:
     from services.llm.routing import Deployment, RoutingFile
@@ -90,12 +89,7 @@ class PriceTable(BaseModel):
 
 def read_price_file(path: str | Path, setting: str = "PRICES_FILE") -> PriceTable:
     """The price file at `path`, validated; ConfigError naming it and the field if unusable."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{setting} {path} cannot be read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{setting} {path} is not valid YAML: {exc}") from None
+    raw = read_yaml_file(path, setting)
     try:
         return PriceTable.model_validate(raw if raw is not None else {})
     except ValidationError as exc:

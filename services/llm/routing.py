@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from config import ConfigError
+from config import ConfigError, read_yaml_file
 from services.prices import Price
 
 # The group of the configuration without a routing file: any model name is its own.
@@ -154,12 +152,7 @@ def load_routing(config: Mapping[str, Any], env: Mapping[str, str] | None = None
 
 
 def _read_file(path: str, config: Mapping[str, Any]) -> RoutingFile:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"ROUTING_FILE {path} cannot be read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"ROUTING_FILE {path} is not valid YAML: {exc}") from None
+    raw = read_yaml_file(path, "ROUTING_FILE")
     if not isinstance(raw, dict):
         raise ConfigError(f"ROUTING_FILE {path} must hold a mapping with `groups`")
     raw.setdefault("router", {})
