@@ -166,7 +166,8 @@ class ChatPipeline:
                 status=404,
             )
         # The client's own text counts (its system messages too); the configured prompt does not.
-        counted = turn.messages if turn.leading is None else [*leading, *turn.messages]
+        own = turn.messages[turn.replayed :]
+        counted = own if turn.leading is None else [*leading, *own]
         characters = prompt_characters(counted)
         if characters > self.settings.max_prompt_chars:
             raise TurnRejected(

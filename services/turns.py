@@ -93,3 +93,7 @@ class ChatTurn:
     # The reply keeps (is recorded with) its first this many tool calls; the rest are dropped
     # (the Responses API's max_tool_calls). None: all of them.
     max_tool_calls: int | None = None
+    # How many leading `messages` are history this service replays as the turn's own (held or
+    # compacted, or a summariser's transcript): not the client's text, so not held to
+    # MAX_PROMPT_CHARS (the history bound holds them).
+    replayed: int = 0

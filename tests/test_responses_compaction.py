@@ -211,6 +211,18 @@ def test_compaction_off_refuses_context_management_below_its_threshold_too(make_
     assert upstream.chat_requests() == []
 
 
+def test_a_chain_longer_than_max_prompt_chars_is_compacted(sdk, upstream, app):
+    """The summariser reads the whole chain: history, not a prompt of the client's, so not
+    held to MAX_PROMPT_CHARS (each turn was within it; together they are not)."""
+    limit = app.config["MAX_PROMPT_CHARS"]
+    first = sdk.responses.create(model="fake-model", input="a" * (limit - 100))
+    second = sdk.responses.create(model="fake-model", input="b" * (limit - 100), previous_response_id=first.id)
+    upstream.enqueue(Reply(text=SUMMARY))
+    compacted = sdk.responses.compact(model="fake-model", previous_response_id=second.id)
+    assert compacted.output[-1].type == "compaction"
+    assert len(upstream.chat_requests()[-1]["messages"][-1]["content"]) > limit
+
+
 def test_context_management_streamed_announces_the_compaction_first(client, upstream):
     upstream.enqueue(Reply(text=SUMMARY))
     request = {

@@ -227,6 +227,7 @@ def compact(
         options={"max_completion_tokens": summary_max_tokens},
         client_key=client_key,
         store_content=False,
+        replayed=1,  # the transcript is the history being summarised, not a prompt of the client's
     )
     completion = pipeline.answer(turn, report).completion
     compaction = _accepted(completion, kept, replaced, summary_max_tokens)

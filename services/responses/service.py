@@ -183,6 +183,7 @@ def chat_turn(request: ResponseRequest, state: _State, items: list[Item], client
         trim_history=request.truncation == "auto",
         store_content=request.store,
         max_tool_calls=request.max_tool_calls,
+        replayed=len(recorded),
     )
 
 
