@@ -18,12 +18,15 @@ number minus the worker's: /15, /14...), so no worker empties another's tables o
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import openai
 import pytest
 import sqlalchemy as sa
 from fake_upstream import FakeUpstream
@@ -331,3 +334,37 @@ def page(browser, console_service):
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def sdk_of(serve) -> Iterator[Callable[[Any], openai.OpenAI]]:
+    """`sdk_of(app)`: the official SDK pointed at the app served over real HTTP (no retries),
+    closed after the test."""
+    clients: list[openai.OpenAI] = []
+
+    def connect(app) -> openai.OpenAI:
+        clients.append(openai.OpenAI(base_url=f"{serve(app).url}/v1", api_key="unused", max_retries=0))
+        return clients[-1]
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def request_log() -> Iterator[list[logging.LogRecord]]:
+    """The records of the request log lines written while the test runs."""
+    capture = _Capture()
+    logger = logging.getLogger("gateway.request")
+    logger.addHandler(capture)
+    yield capture.records
+    logger.removeHandler(capture)

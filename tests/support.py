@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -717,3 +718,22 @@ def _ask_responses(client: openai.OpenAI, prompt: str, stream: bool, model: str)
     error = final.error.message if final is not None and final.error else None
     model_name = final.model if final is not None else None
     return ClientAnswer(200, "".join(parts), getattr(last, "type", None) == "response.completed", error, model_name)
+
+
+@contextlib.contextmanager
+def executed(app) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL statements (with their parameters) the app's engine runs inside the block; not
+    SQLite's BEGIN, which database.py issues itself for every transaction."""
+    seen: list[tuple[str, Any]] = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement != "BEGIN":
+            seen.append((statement, parameters))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", keep)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", keep)

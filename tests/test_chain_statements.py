@@ -4,32 +4,10 @@ continues a chain of 3, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from sqlalchemy import event
+from support import executed
 
 from database import unit_of_work
-from extensions import db
 from services.responses import store
-
-
-@contextmanager
-def _statements(app) -> Iterator[list[str]]:
-    """The SQL statements the app's engine executes inside the block."""
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement != "BEGIN":  # SQLite's transactions begin with a statement of ours (database.py)
-            seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _chain(client, links: int) -> str:
@@ -47,10 +25,10 @@ def _chain(client, links: int) -> str:
 
 def _continue(app, client, previous: str) -> list[str]:
     body = {"model": "fake-model", "input": "and now?", "previous_response_id": previous, "truncation": "auto"}
-    with _statements(app) as seen:
+    with executed(app) as seen:
         answer = client.post("/v1/responses", json=body)
     assert answer.status_code == 200, answer.get_json()
-    return seen
+    return [statement for statement, _ in seen]
 
 
 def test_continuing_a_long_chain_runs_as_many_statements_as_a_short_one(make_app, upstream):
@@ -72,7 +50,7 @@ def test_the_chain_is_one_statement_and_ends_at_a_missing_link(make_app, upstrea
     client = app.test_client()
     last = _chain(client, 40)
     with app.app_context():
-        with _statements(app) as seen, unit_of_work(write=False) as session:
+        with executed(app) as seen, unit_of_work(write=False) as session:
             chain = store.response_chain(session, last, None)
         assert len(seen) == 1
         assert chain is not None and len(chain[1]) == 40

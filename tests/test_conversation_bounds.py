@@ -3,25 +3,11 @@ is bounded, and every listing is bounded in bytes as well as rows (issue 22, ite
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import openai
 import pytest
 from support import all_rows
-
-
-@pytest.fixture
-def sdk_of(serve) -> Callable[[Any], openai.OpenAI]:
-    clients: list[openai.OpenAI] = []
-
-    def connect(app) -> openai.OpenAI:
-        clients.append(openai.OpenAI(base_url=f"{serve(app).url}/v1", api_key="unused", max_retries=0))
-        return clients[-1]
-
-    yield connect
-    for client in clients:
-        client.close()
 
 
 def _message(text: str, role: str = "user") -> dict[str, Any]:

@@ -100,19 +100,6 @@ def test_with_truncation_auto_the_same_conversation_is_trimmed_and_read_no_furth
     assert peak < 2 * 1024 * 1024, f"the request allocated {peak} bytes"
 
 
-@pytest.fixture
-def sdk_of(serve) -> Callable[[Any], openai.OpenAI]:
-    clients: list[openai.OpenAI] = []
-
-    def connect(app) -> openai.OpenAI:
-        clients.append(openai.OpenAI(base_url=f"{serve(app).url}/v1", api_key="unused", max_retries=0))
-        return clients[-1]
-
-    yield connect
-    for client in clients:
-        client.close()
-
-
 def test_a_previous_response_chain_over_the_bound_is_the_400_and_auto_trims_it(make_app, upstream, sdk_of):
     app = make_app(HISTORY_LOAD_MAX_TOKENS=5_000)
     sdk = sdk_of(app)

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, select, text
-from support import bearer, create_client_key
+from sqlalchemy import select, text
+from support import bearer, create_client_key, executed
 
 from database import unit_of_work
 from extensions import db
@@ -29,24 +27,6 @@ from services.exchanges import record_reply, record_turn
 ROWS_OF_THEIRS = 600  # the other key's conversation: 300 exchanges, a prompt and a reply each
 # The shapes of the ids responses give their output: now (of response resp_<hex>), and before.
 UNKNOWN_OUTPUT_ITEMS = ("msg_" + "0" * 48 + "_0", "msg_" + "0" * 48)
-
-
-@contextmanager
-def _reads(app) -> Iterator[list[tuple[str, object]]]:
-    """The statements on `messages` the app runs inside the block, with their parameters."""
-    seen: list[tuple[str, object]] = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "messages" in statement:
-            seen.append((statement, parameters))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
 
 
 def _owned_by_the_other_key(app, key_name: str, conversation_id: str) -> str:
@@ -116,8 +96,9 @@ def _costs(app, client, headers: dict, conversation_id: str, row_id: str) -> dic
     sqlite = app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
     costs = {}
     for method, path in _lookups(conversation_id, row_id):
-        with _reads(app) as statements:
+        with executed(app) as ran:
             assert client.open(path, method=method, headers=headers).status_code == 404, path
+        statements = [(statement, parameters) for statement, parameters in ran if "messages" in statement]
         assert statements, path
         measure = _sqlite_searches if sqlite else _postgres_rows_examined
         costs[f"{method} {path.replace(conversation_id, '<id>')}"] = [measure(app, *s) for s in statements]

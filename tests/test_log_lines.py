@@ -4,7 +4,6 @@ for some reader (str.splitlines, log shippers, viewers) is escaped in the JSON, 
 from __future__ import annotations
 
 import json
-import logging
 from urllib.parse import quote
 
 import pytest
@@ -13,24 +12,6 @@ from logformat import JsonFormatter
 
 # Every character str.splitlines() breaks at; json.dumps escapes those below U+0020 itself.
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def request_log():
-    capture = _Capture()
-    logger = logging.getLogger("gateway.request")
-    logger.addHandler(capture)
-    yield capture.records
-    logger.removeHandler(capture)
 
 
 @pytest.mark.parametrize("brk", list(LINE_BREAKS), ids=[f"U+{ord(c):04X}" for c in LINE_BREAKS])

@@ -6,7 +6,6 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from fake_upstream import Status
 from prometheus_client.parser import text_string_to_metric_families
 from support import UPSTREAM_KEY, free_port, rows_of
@@ -102,24 +101,6 @@ def test_metrics_count_requests_latency_upstream_errors_and_tokens(make_app, ups
     assert delta("gateway_upstream_errors_total", kind="UpstreamUnavailable") == 1
     assert delta("gateway_tokens_total", kind="prompt", model="fake-model") == 22
     assert delta("gateway_tokens_total", kind="completion", model="fake-model") == 14
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def request_log():
-    capture = _Capture()
-    logger = logging.getLogger("gateway.request")
-    logger.addHandler(capture)
-    yield capture.records
-    logger.removeHandler(capture)
 
 
 def test_one_structured_log_line_per_request_with_its_id(make_app, request_log):
