@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import openai
 import openresponses_types as spec
 import pytest
@@ -253,3 +254,20 @@ def test_context_management_streamed_announces_the_compaction_first(client, upst
     final = events[-1]["response"]
     assert [item["type"] for item in final["output"]] == ["compaction", "message"]
     assert final["output"][1]["content"][0]["text"] == "echo: Where are my bees?"
+
+
+def test_a_service_without_a_compaction_key_answers_503_that_the_sdk_does_not_retry(make_app, serve, upstream):
+    """No COMPACTION_KEY (development): compacting is a 503 compaction_unavailable. A retry
+    cannot bring the setting, so the answer says `x-should-retry: false` and the official
+    SDK, with its default retries, asks once."""
+    server = serve(make_app(COMPACTION_KEY=None))
+    sent = []
+    http = httpx.Client(event_hooks={"request": [sent.append]})
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", http_client=http)  # max_retries 2
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.responses.compact(model="fake-model", input=HISTORY)
+    client.close()
+    answer = caught.value.response
+    assert answer.status_code == 503 and answer.headers["x-should-retry"] == "false"
+    assert caught.value.body["code"] == "compaction_unavailable"
+    assert len(sent) == 1 and upstream.chat_requests() == []

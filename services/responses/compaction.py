@@ -96,8 +96,7 @@ class Sealer:
         if not self.enabled:
             raise ApiError(400, "Compaction is turned off on this service (COMPACTION=off)", code="compaction_disabled")
         if self._fernet is None:
-            message = "Compaction is not configured on this service: it has no COMPACTION_KEY"
-            raise ApiError(503, message, code="compaction_unavailable")
+            raise unavailable("Compaction is not configured on this service: it has no COMPACTION_KEY")
         return self._fernet
 
     def seal(self, compaction: Compaction, client_key_id: int | None) -> str:
@@ -127,6 +126,12 @@ class Sealer:
         return Compaction(list(kept), str(summary))
 
 
+def unavailable(message: str) -> ApiError:
+    """The 503 of a service that cannot compact: a setting missing, which a retry does not
+    bring, so the SDKs are told not to retry (they would on a bare 503)."""
+    return ApiError(503, message, headers={"x-should-retry": "false"}, code="compaction_unavailable")
+
+
 def _unreadable(field: str, message: str) -> ApiError:
     details = [{"field": field, "message": "unreadable compaction item"}]
     return ApiError(400, message, details=details, code="invalid_encrypted_content")
@@ -148,7 +153,7 @@ def expand(items: list[Item], sealer: Sealer | None, client_key_id: int | None) 
     if not found:
         return None, items
     if sealer is None:
-        raise ApiError(503, "Compaction is not available here", code="compaction_unavailable")
+        raise unavailable("Compaction is not available here")
     opened = [sealer.open(items[index], client_key_id, f"input[{index}]") for index in found]
     return opened[-1].messages(), items[found[-1] + 1 :]
 
@@ -214,7 +219,7 @@ def compact(
     than the messages it replaces is refused (502 compaction_failed); so is a failing call (the
     pipeline's UpstreamError). Nothing else is stored."""
     if sealer is None:
-        raise ApiError(503, "Compaction is not available here", code="compaction_unavailable")
+        raise unavailable("Compaction is not available here")
     sealer.require()
     summary_max_tokens = sealer.summary_max_tokens
     kept = [dict(message) for message in messages if message.get("role") == "user"]
