@@ -200,6 +200,27 @@ def test_a_stored_compacted_response_is_continued_from_its_compaction(sdk, upstr
     assert [m["role"] for m in sent][-3:] == ["user", "assistant", "user"] and sent[-1]["content"] == "And my hives?"
 
 
+def test_a_chain_past_a_compacted_response_sends_what_it_compacted_once(sdk, upstream):
+    """Items before the newest compaction are not sent again: in the chain first → second
+    (compacted: it stands for first) → third, the third sends second's kept messages and
+    summary, then second's own exchange, never first's exchange as well."""
+    upstream.enqueue(Reply(text=LECTURE))
+    first = sdk.responses.create(model="fake-model", input=FACT)
+    upstream.enqueue(Reply(text=SUMMARY))
+    second = sdk.responses.create(
+        model="fake-model",
+        input="Thanks, noted.",
+        previous_response_id=first.id,
+        context_management=[{"type": "compaction", "compact_threshold": 100}],
+    )
+    assert [item.type for item in second.output] == ["compaction", "message"]
+    sdk.responses.create(model="fake-model", input="Where are my bees?", previous_response_id=second.id)
+    sent = upstream.chat_requests()[-1]["messages"]
+    assert LECTURE not in json.dumps(sent), sent
+    assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"], sent
+    assert sent[0]["content"] == FACT and SUMMARY in sent[1]["content"] and sent[-1]["content"] == "Where are my bees?"
+
+
 def test_compaction_off_refuses_context_management_below_its_threshold_too(make_app, upstream):
     client = make_app(COMPACTION=False).test_client()
     request = {

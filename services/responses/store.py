@@ -39,6 +39,14 @@ def stored_response(session: Session, response_id: str, client_key_id: int | Non
     ).first()
 
 
+def _compacted(responses: Any) -> Any:
+    """Whether a stored response compacted its input (`context_management`): its output opens
+    with the compaction item, and its exchange's rows hold the kept messages and the summary
+    that stand for every link before it."""
+    first_type = responses.c.body[("output", 0, "type")].as_string()
+    return func.coalesce(first_type == "compaction", False).label("compacted")
+
+
 def _chain_links(keyless: bool) -> Select:
     """The chain ending at `:response` of one key (`:key`, or of no key), newest link first:
     each stored response's exchange, conversation and the link before it, with its depth
@@ -47,15 +55,16 @@ def _chain_links(keyless: bool) -> Select:
     owner = None if keyless else bindparam("key")
     columns = (RESPONSES.c.id, RESPONSES.c.exchange_id, RESPONSES.c.user_id, RESPONSES.c.previous_response_id)
     links = (
-        select(*columns, literal(1, Integer).label("depth"))
+        select(*columns, _compacted(RESPONSES), literal(1, Integer).label("depth"))
         .where(RESPONSES.c.id == bindparam("response"), owned_by(owner, RESPONSES), RESPONSES.c.store)
         .cte("chain", recursive=True)
     )
     earlier = RESPONSES.alias("earlier")
     links = links.union_all(
-        select(*(earlier.c[column.name] for column in columns), (links.c.depth + 1).label("depth"))
+        select(*(earlier.c[column.name] for column in columns), _compacted(earlier), (links.c.depth + 1).label("depth"))
         .join(links, earlier.c.id == links.c.previous_response_id)
-        .where(owned_by(owner, earlier), earlier.c.store, links.c.depth < MAX_CHAIN)
+        # A compacted response's exchange holds what it compacted: the chain ends there.
+        .where(owned_by(owner, earlier), earlier.c.store, links.c.depth < MAX_CHAIN, links.c.compacted.is_(False))
     )
     return select(links).order_by(links.c.depth)
 
@@ -72,7 +81,7 @@ def response_chain(session: Session, response_id: str, client_key_id: int | None
     if not links:
         return None
     oldest = links[-1]
-    if oldest.previous_response_id is not None and len(links) < MAX_CHAIN:
+    if oldest.previous_response_id is not None and not oldest.compacted and len(links) < MAX_CHAIN:
         return None  # the link before it is not this key's stored response
     user_id = next((link.user_id for link in links if link.user_id), links[0].user_id)
     return user_id, tuple(link.exchange_id for link in reversed(links))
