@@ -20,7 +20,7 @@ from open_responses import conforming_event, conforms
 from openai.types.responses import CompactedResponse, Response, ResponseCompactionCompactingEvent
 from openai.types.responses.response_stream_event import ResponseStreamEvent
 from pydantic import TypeAdapter
-from support import COMPACTION_KEY, all_rows, sse_events
+from support import COMPACTION_KEY, all_rows, rows_of, sse_events
 
 FACT = "My name is Ana and I keep bees in Porto."
 # A long assistant turn: what compaction replaces with a short summary.
@@ -292,3 +292,24 @@ def test_a_service_without_a_compaction_key_answers_503_that_the_sdk_does_not_re
     assert answer.status_code == 503 and answer.headers["x-should-retry"] == "false"
     assert caught.value.body["code"] == "compaction_unavailable"
     assert len(sent) == 1 and upstream.chat_requests() == []
+
+
+def test_a_client_gone_while_the_compaction_is_announced_leaves_no_exchange_pending(app, upstream):
+    """The client leaves while the stream's first events (the compaction's) are written: the
+    server closes the stream there, as gunicorn does. The turn's exchange had been opened
+    upstream; it is recorded as disconnected at once (its reservation settled), not left
+    pending for the sweeper with the upstream's stream open."""
+    upstream.enqueue(Reply(text=SUMMARY))
+    request = {
+        "model": "fake-model",
+        "input": [*HISTORY, {"role": "user", "content": "Where are my bees?"}],
+        "context_management": [{"type": "compaction", "compact_threshold": 100}],
+        "stream": True,
+    }
+    reply = app.test_client().post("/v1/responses", json=request, buffered=False)
+    assert reply.status_code == 200
+    first = next(iter(reply.response))
+    assert b"response.created" in first
+    reply.close()
+    statuses = {row["status"] for row in rows_of(app)}
+    assert "pending" not in statuses and "disconnected" in statuses, statuses

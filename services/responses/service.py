@@ -14,6 +14,7 @@ unknown id (or, to continue, the same 400).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -310,21 +311,25 @@ def _events(
     """The Responses API event stream of a streamed answer (its compaction item first); the
     response is recorded before response.completed (or response.failed) is sent, or, when the
     client leaves mid-stream, as "cancelled" with what had arrived."""
-    chunks = iter(answer.chunks)
+    relay = iter(answer.chunks)
+    chunks: Iterator[Any] = relay
     ending: list[dict[str, Any]] = []
     try:
-        if compacted is not None:
-            yield from translator.compaction(compacted)
         # response.created goes with the first chunk's events (feed starts the stream), so
         # the relay is under way before the first byte: a client gone at once is seen by it
-        # too, and what the translator holds is all that was sent.
+        # too (a relay closed before it started would record nothing and leave the upstream's
+        # stream open), and what the translator holds is all that was sent.
+        if compacted is not None:
+            first = next(relay, None)
+            yield from translator.compaction(compacted)
+            chunks = itertools.chain(() if first is None else (first,), relay)
         for item in chunks:
             if isinstance(item, UpstreamError):
                 ending = translator.fail(item.message)
                 break
             yield from translator.feed(item)
     except GeneratorExit:
-        chunks.close()  # the pipeline's relay records the partial reply, DISCONNECTED
+        relay.close()  # the pipeline's relay records the partial reply, DISCONNECTED
         _record(pipeline, request, key_id, answer, translator.cancel())
         raise
     ending = ending or translator.finish()  # the pipeline has recorded the reply by now
