@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config import ConfigError, read_yaml_file
+from services.llm.offline import OFFLINE_MODEL
 
 if TYPE_CHECKING:
     from services.llm.routing import Deployment, RoutingFile
@@ -74,6 +75,10 @@ class Price(BaseModel):
             cached_input=max(self.cached, other.cached),
             output=max(self.output, other.output),
         )
+
+
+# What a reply of the offline model costs (README "Money"): it calls no upstream.
+FREE = Price(input=0, output=0)
 
 
 class PriceTable(BaseModel):
@@ -143,6 +148,8 @@ class PriceBook:
     def of_reply(self, deployment: str | None, answered_model: str | None, asked_model: str | None) -> Price | None:
         """The price of a reply `deployment` gave: the routing file's, else the table's for
         the model the upstream says answered, else for the one the deployment was asked for."""
+        if answered_model == OFFLINE_MODEL and deployment is None:
+            return FREE  # the built-in stand-in: no upstream, nothing spent
         found = self._deployments.get(deployment or "")
         if found is not None and found[1] is not None:
             return found[1]

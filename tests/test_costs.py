@@ -84,6 +84,20 @@ def test_an_unpriced_model_costs_nothing_and_is_flagged_never_guessed(make_app, 
     assert _usage_cost(app, "free") == {"currency": "USD", "amount": 0.0, "unpriced_replies": 1}
 
 
+def test_the_offline_model_costs_nothing_whatever_model_was_asked(make_app):
+    """With no upstream the built-in offline model answers every model name; it spends
+    nothing, so its reply costs 0, not the price of the model the client named."""
+    app = make_app(OPENAI_API_KEY=None, OPENAI_BASE_URL=None)
+    answer = app.test_client().post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"X-Conversation-Id": "offline"},
+    )
+    assert answer.status_code == 200 and answer.get_json()["model"] == "offline"
+    assert _reply_costs(app, "offline") == [0]
+    assert _usage_cost(app, "offline") == {"currency": "USD", "amount": 0.0, "unpriced_replies": 0}
+
+
 def test_a_price_in_the_routing_file_overrides_the_table(routed, fault_upstreams):
     """gpt-4o's table price is 2.50 / 10.00; the routing file says 1.00 / 2.00 for one
     deployment, and 3.00 / 4.00 for its group (which the other deployment takes)."""
