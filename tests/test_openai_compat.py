@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 from fake_upstream import Status
@@ -81,11 +83,13 @@ def test_errors_reach_the_sdk_as_its_own_exceptions(sdk, app, upstream):
 
 def test_offline_model_answers_in_openai_shape(make_app):
     app = make_app(OPENAI_API_KEY=None, OPENAI_BASE_URL=None)
+    before = int(time.time())
     response = app.test_client().post(
         "/v1/chat/completions", json={"model": "anything", "messages": [{"role": "user", "content": "hi"}]}
     )
     body = response.get_json()
     assert body["object"] == "chat.completion"
+    assert before <= body["created"] <= time.time()  # Unix seconds of when it was made, as OpenAI's
     assert body["model"] == "offline"
     assert body["choices"][0]["message"]["content"].startswith("[offline model] You said: 'hi'")
 

@@ -4,6 +4,7 @@ chunks (`ChatStream`) that sums itself up into one. The same for every client.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,8 @@ class Completion:
     attempts: Sequence[Attempt] = field(default=(), compare=False)
     # Prompt tokens the upstream served from its cache (usage.prompt_tokens_details), when it says.
     cached_tokens: int | None = None
+    # When it was made (Unix seconds), as chat.completion's `created` says.
+    created: int = field(default_factory=lambda: int(time.time()), compare=False)
 
     def message(self) -> dict[str, Any]:
         """The assistant message as OpenAI's chat API writes it: what is stored and replayed."""
@@ -81,7 +84,7 @@ class Completion:
         return {
             "id": self.completion_id,
             "object": "chat.completion",
-            "created": 0,
+            "created": self.created,
             "model": self.model,
             "choices": [{"index": 0, "message": self.message(), "finish_reason": self.finish_reason or "stop"}],
             "usage": self.usage(),
