@@ -60,7 +60,8 @@ def _is_public() -> bool:
     return getattr(view, "public", False) or getattr(blueprint, "public", False)
 
 
-def _presented_key() -> str | None:
+def presented_key() -> str | None:
+    """The key this request presents (`Authorization: Bearer <key>`), or None."""
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
@@ -124,7 +125,7 @@ def require_metrics_token() -> None:
     expected = current_app.config.get("METRICS_TOKEN")
     if not expected:
         return
-    presented = _presented_key() or ""
+    presented = presented_key() or ""
     if hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8")):
         return
     failures = _failure_limit_item()
@@ -154,7 +155,7 @@ def register_authentication(app: Flask) -> None:
         g.client_key = None
         if not current_app.config["REQUIRE_API_KEY"] or _is_public():
             return
-        presented = _presented_key()
+        presented = presented_key()
         if presented is None:
             raise ApiError(
                 401,

@@ -11,8 +11,10 @@ that cannot be answered gets one `error` event in the spec's WebSocketErrorEvent
 `{"type": "error", "status": <the HTTP status of the same failure>, "error": {"type",
 "code", "message", "param"}}`, and the connection stays open.
 
-The client key is checked once, on the upgrade request (no or a bad key: 401, no upgrade);
-the completion rate limit and the key's budget are spent by each message, as by each POST.
+The client key is checked on the upgrade request (no or a bad key: 401, no upgrade) and again
+for each message, as each POST's is: a key revoked since gets a 401 error event and the
+connection is closed (1008); the completion rate limit and the key's budget are spent by
+each message, as by each POST.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from flask import Blueprint, current_app
 from flask_limiter import RateLimitExceeded
 from pydantic import ValidationError
 
-from auth import current_client_key
+from auth import current_client_key, known_keys, presented_key
 from errors import ApiError, reject_invalid
 from extensions import limiter, sock
 from ratelimit import completion_limit
 from request_body import nesting_deeper_than
 from routes.sse import COMPACT
 from schemas import ResponseRequest
+from services.client_keys import find_active_key
 from services.responses.compaction import app_sealer
 from services.responses.websocket_mode import WebSocketSession
 from telemetry import ExchangeReport, finish_message
@@ -48,6 +51,8 @@ _HTTP_ONLY = ("stream", "stream_options", "background")
 _NO_STREAM_ID = "Multiplexed streams (stream_id) are not supported: a connection answers one response at a time"
 _NO_WARM_UP = "Warm-up requests (generate: false) are not supported"
 # The spec's error `code` is required; an answer whose HTTP error has none gets its status's kind.
+# The WebSocket close code of a connection ended for what its client may no longer do (RFC 6455).
+_POLICY_VIOLATION = 1008
 _KIND_OF_STATUS = {400: "invalid_request", 401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
 
 
@@ -58,11 +63,14 @@ def responses_socket(ws: Any) -> None:
     ws.sock = _WholeFrames(ws.sock)
     session = WebSocketSession(current_app.extensions["chat"], current_client_key(), app_sealer(current_app))
     while True:
-        _answer(ws, session, ws.receive())
+        if _answer(ws, session, ws.receive()) == 401:  # the key was revoked: the connection ends
+            ws.close(reason=_POLICY_VIOLATION, message="API key revoked")
+            return
 
 
-def _answer(ws: Any, session: WebSocketSession, message: str | bytes) -> None:
-    """Send the events that answer one message; count and log it as a request of its own."""
+def _answer(ws: Any, session: WebSocketSession, message: str | bytes) -> int:
+    """Send the events that answer one message; count and log it as a request of its own.
+    Its status (200, or the error event's) is returned."""
     started, report, status = time.perf_counter(), ExchangeReport(), 200
     try:
         with closing(_events(session, message, report)) as events:
@@ -72,11 +80,24 @@ def _answer(ws: Any, session: WebSocketSession, message: str | bytes) -> None:
                 ws.send(json.dumps(event, ensure_ascii=False, separators=COMPACT))
     finally:
         finish_message(status, report if report.streamed else None, started)
+    return status
+
+
+def _key_still_live(session: WebSocketSession) -> None:
+    """Read the connection's key again, as every POST reads its own: a key revoked since the
+    upgrade is refused (401) from its next message, and changed limits hold from it."""
+    if session.client_key is None:
+        return
+    client_key = find_active_key(presented_key() or "", known_keys())
+    if client_key is None:
+        raise ApiError(401, "Invalid or revoked API key", code="invalid_api_key")
+    session.client_key = client_key
 
 
 def _events(session: WebSocketSession, message: str | bytes, report: ExchangeReport) -> Iterator[dict[str, Any]]:
     """The events that answer one message: a response's, or one error event."""
     try:
+        _key_still_live(session)
         request = _parsed(message)
         with limiter.limit(completion_limit):  # this message spends the limit a POST would (429 past it)
             pass

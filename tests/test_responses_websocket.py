@@ -18,8 +18,10 @@ import sqlalchemy as sa
 from fake_upstream import Hang, Reply, Status, StreamReply, tool_call
 from openresponses_types import WebSocketErrorEvent
 from support import Served, bearer, poll_until, run_flask, sse_events, upstream_service_env
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+
+from services.client_keys import PREFIX_LENGTH
 
 WORKER_READY = "LLM upstream: OpenAI at"
 ENDINGS = {"response.completed", "response.failed", "response.incomplete", "error"}
@@ -394,3 +396,21 @@ def test_each_message_is_a_request_in_the_log_and_a_plain_get_is_told_to_upgrade
     assert [line["status"] for line in lines] == [200, 400]
     assert lines[0]["usage"]["total_tokens"] == 18 and lines[0]["stream_outcome"] == "completed"
     assert all(line["client_key"] and line["route"] == "/v1/responses" for line in lines)
+
+
+def test_a_key_revoked_while_its_connection_is_open_is_refused_from_its_next_message(gateway, upstream):
+    """The key is read again for each message, as for each POST: revoked (by the CLI, in
+    another process) after a first answer, the next message gets a 401 error event, nothing
+    is sent upstream, and the connection is closed."""
+    doomed = _key(gateway.env, "doomed")
+    gateway.keys["doomed"] = doomed
+    with gateway.socket("doomed") as ws:
+        assert turn(ws, model="fake-model", input="Before.")[-1]["type"] == "response.completed"
+        revoked = run_flask(gateway.env, "keys", "revoke", doomed[:PREFIX_LENGTH])
+        assert revoked.returncode == 0, revoked.stderr
+        refused = turn(ws, model="fake-model", input="After.")
+        check_error(refused[0], 401, "invalid_api_key")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1008
+    assert [request["messages"][-1]["content"] for request in upstream.chat_requests()] == ["Before."]
