@@ -232,6 +232,8 @@ def _compaction_settings(env: Mapping[str, str]) -> dict[str, Any]:
         # Stored conversations (services/compactor.py): the model (or routing group) that writes
         # their summaries (unset: the conversation's own), the most estimated tokens one
         # summarising call reads, and how long it may take (seconds) before it is given up.
+        # off: stored conversations are trimmed as before, never summarised (COMPACTION=off too).
+        "COMPACTION_HISTORY": _bool(env, "COMPACTION_HISTORY", True),
         "COMPACTION_MODEL": _str(env, "COMPACTION_MODEL"),
         "COMPACTION_INPUT_MAX_TOKENS": _int(env, "COMPACTION_INPUT_MAX_TOKENS", 8192, minimum=256),
         "COMPACTION_TIMEOUT": _float(env, "COMPACTION_TIMEOUT", 60.0),

@@ -86,7 +86,7 @@ class CompactorSettings:
     def from_config(cls, config: Mapping[str, Any], prices: PriceBook) -> CompactorSettings:
         """The settings of a Flask configuration, with the pipeline's prices."""
         return cls(
-            enabled=bool(config.get("COMPACTION", True)),
+            enabled=bool(config.get("COMPACTION", True)) and bool(config.get("COMPACTION_HISTORY", True)),
             model=config.get("COMPACTION_MODEL") or None,
             summary_max_tokens=config.get("COMPACTION_SUMMARY_MAX_TOKENS", 2048),
             input_max_tokens=config.get("COMPACTION_INPUT_MAX_TOKENS", 8192),

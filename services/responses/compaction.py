@@ -91,6 +91,11 @@ class Sealer:
             summary_max_tokens=config.get("COMPACTION_SUMMARY_MAX_TOKENS", 2048),
         )
 
+    @property
+    def can_seal(self) -> bool:
+        """Whether items can be sealed: compaction is on and a key is configured."""
+        return self.enabled and self._fernet is not None
+
     def require(self) -> MultiFernet:
         """The keys; a 400 when compaction is off, a 503 when no key is configured."""
         if not self.enabled:
@@ -125,6 +130,19 @@ class Sealer:
         if self.max_age_seconds is not None and time.time() - fernet.extract_timestamp(token) > self.max_age_seconds:
             raise _unreadable(field, f"{name} has expired (older than COMPACTION_MAX_AGE_DAYS); compact again")
         return Compaction(list(kept), str(summary))
+
+
+def sealed_summaries(items: list[Item], sealer: Sealer | None, client_key_id: int | None) -> list[Item]:
+    """Items read from a stored conversation, each `compaction` item (a summary row, whose
+    encrypted_content row_items left as the summary's text) sealed as /v1/responses/compact
+    seals one: a client may send it back as input. Without a COMPACTION_KEY its
+    encrypted_content is "" (the summary is never shown in the clear under that name)."""
+    for item in items:
+        if item.get("type") == "compaction":
+            usable = sealer is not None and sealer.can_seal
+            summary = Compaction([], item["encrypted_content"])
+            item["encrypted_content"] = sealer.seal(summary, client_key_id) if usable else ""
+    return items
 
 
 def _unreadable(field: str, message: str) -> ApiError:
