@@ -232,10 +232,11 @@ class Compactor:
         return [{"role": "system", "content": SUMMARISER_PROMPT}, {"role": "user", "content": text}]
 
     def _options(self, cap: int) -> dict[str, Any]:
-        """The call's parameters: the summary's cap, and its time bound where no router sets one."""
+        """The call's parameters: the summary's cap, and its time bound (the router's deadline,
+        or the client's timeout where there is no router)."""
         options: dict[str, Any] = {"max_completion_tokens": cap}
-        if getattr(self.llm, "routing", None) is None:
-            options["timeout"] = self.settings.timeout
+        bound = "deadline_seconds" if getattr(self.llm, "routing", None) is not None else "timeout"
+        options[bound] = self.settings.timeout
         return options
 
     def _charge(self, session: Any, job: Job, completion: Any, model: str | None) -> int | None:

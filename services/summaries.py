@@ -193,13 +193,8 @@ def covered_rows_remain(
     (the conversation was not erased, nor its oldest rows pruned by retention, while the model
     wrote it); None when they are not."""
     mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
-    found = dict(
-        session.execute(
-            select(MESSAGES.c.id, MESSAGES.c.public_id).where(*mine, MESSAGES.c.id.in_((first_id, through)))
-        )
-        .tuples()
-        .all()
-    )
+    query = select(MESSAGES.c.id, MESSAGES.c.public_id).where(*mine, MESSAGES.c.id.in_((first_id, through)))
+    found = {row_id: public_id for row_id, public_id in session.execute(query)}
     return found[through] if set(found) == {first_id, through} else None
 
 
