@@ -252,7 +252,8 @@ def take_lease(session: Session, name: str, holder: str, seconds: float) -> bool
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
         statement = (postgresql if dialect == "postgresql" else sqlite).insert(LEASES).on_conflict_do_nothing()
-        if session.execute(statement, values).rowcount:
+        # RETURNING says whether the row went in (rowcount may be -1 for an insert).
+        if session.execute(statement.returning(LEASES.c.conversation), values).first() is not None:
             return True
     elif not session.execute(select(LEASES.c.conversation).where(LEASES.c.conversation == name)).first():
         session.execute(insert(LEASES), values)
