@@ -26,6 +26,7 @@ from routes.console import register_console
 from routes.openapi import SECURITY_SCHEMES
 from schemas import CONVERSATION_HEADER
 from services.chat import ChatPipeline, ChatSettings
+from services.compactor import Compactor, CompactorSettings
 from services.journal import Journal
 from services.llm import build_llm
 from services.recorder import ExchangeRecorder
@@ -166,7 +167,10 @@ def register_chat(app: Flask) -> None:
     app.extensions["llm"] = llm
     recorder = ExchangeRecorder(app, Journal(app.config["JOURNAL_PATH"]))
     app.extensions["exchange_recorder"] = recorder
-    app.extensions["chat"] = ChatPipeline(llm, ChatSettings.from_config(app.config, llm), recorder)
+    settings = ChatSettings.from_config(app.config, llm)
+    compactor = Compactor(app, llm, CompactorSettings.from_config(app.config, settings.prices))
+    app.extensions["compactor"] = compactor
+    app.extensions["chat"] = ChatPipeline(llm, settings, recorder, compactor)
     if recorder.journal.pending():
         app.logger.warning("The journal %s holds exchanges to record; replaying it", recorder.journal.path)
         recorder.start_replayer()

@@ -66,7 +66,10 @@ def show_conversation(user_id: str, as_json: bool, key_prefix: str | None) -> No
         extra = ""
         if row.role == "assistant":
             extra = f" [{row.model}, {row.total_tokens} tokens]"
-        if row.status != "completed":
+        if row.role == "compaction":  # a summary of every exchange up to the row it names
+            through = (row.message_fields or {}).get("compacts_through")
+            extra = f" [summary of the conversation through {through}; {row.model}, {row.total_tokens} tokens]"
+        elif row.status != "completed":
             extra += f" [{row.status}{': ' + row.error if row.error else ''}]"
         click.echo(f"{data['timestamp']} {row.role}{extra}: {content}")
 

@@ -139,6 +139,9 @@ def _service_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "SYSTEM_PROMPT": _str(env, "SYSTEM_PROMPT", ""),
         "HISTORY_MAX_MESSAGES": _int(env, "HISTORY_MAX_MESSAGES", 50),
         "HISTORY_MAX_TOKENS": _int(env, "HISTORY_MAX_TOKENS", 3000),
+        # Unset: a routed model whose group declares its context window gets that window less
+        # the reply's cap instead of the 3000 default (services/turns.py).
+        "HISTORY_MAX_TOKENS_SET": bool((env.get("HISTORY_MAX_TOKENS") or "").strip()),
         # The most estimated tokens one request may send, its history read no further (less
         # when every routed deployment declares a smaller context_window): one million, the
         # largest window of OpenAI's models, about 4 MB of text.
@@ -226,6 +229,14 @@ def _compaction_settings(env: Mapping[str, str]) -> dict[str, Any]:
         # A compaction item older than this is refused (0: never).
         "COMPACTION_MAX_AGE_DAYS": _int(env, "COMPACTION_MAX_AGE_DAYS", 30),
         "COMPACTION_SUMMARY_MAX_TOKENS": _int(env, "COMPACTION_SUMMARY_MAX_TOKENS", 2048, minimum=16),
+        # Stored conversations (services/compactor.py): the model (or routing group) that writes
+        # their summaries (unset: the conversation's own), the most estimated tokens one
+        # summarising call reads, and how long it may take (seconds) before it is given up.
+        # off: stored conversations are trimmed as before, never summarised (COMPACTION=off too).
+        "COMPACTION_HISTORY": _bool(env, "COMPACTION_HISTORY", True),
+        "COMPACTION_MODEL": _str(env, "COMPACTION_MODEL"),
+        "COMPACTION_INPUT_MAX_TOKENS": _int(env, "COMPACTION_INPUT_MAX_TOKENS", 8192, minimum=256),
+        "COMPACTION_TIMEOUT": _float(env, "COMPACTION_TIMEOUT", 60.0),
     }
 
 

@@ -2,6 +2,7 @@
 
 from models.admin import Admin, AuditEntry
 from models.api_key import ApiKey, ApiKeyMonthlySpend, ApiKeyUsage, usd
+from models.compaction_lease import CompactionLease
 from models.conversation import ConversationRecord
 from models.message import Message, MessageStatus, as_utc, iso_utc
 from models.response import StoredResponse
@@ -13,6 +14,7 @@ __all__ = [
     "ApiKey",
     "ApiKeyMonthlySpend",
     "ApiKeyUsage",
+    "CompactionLease",
     "ConversationRecord",
     "Message",
     "MessageStatus",

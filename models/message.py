@@ -48,6 +48,10 @@ class MessageStatus(StrEnum):
     # The process serving it stopped (killed, or cut short past GRACEFUL_TIMEOUT) before the
     # reply was recorded: closed by the sweeper (services/sweeper.py), never sent as history.
     ABANDONED = "abandoned"
+    # Not an exchange's state: the row is a summary of the conversation's older exchanges
+    # (role "compaction", services/summaries.py). Never history as it is, never an item page's
+    # message: the history puts it first, the Conversations API lists it as a compaction item.
+    SUMMARY = "summary"
 
 
 class Message(db.Model):
@@ -113,6 +117,9 @@ class Message(db.Model):
     # On a reply's row: what it cost in micro-dollars at the prices of the moment it was
     # recorded (services/prices.py); NULL on a reply whose model is unpriced.
     cost_micros: Mapped[int | None] = mapped_column(BigInteger)
+    # On a summary row (status "summary"): the id of the newest row it covers; it stands for
+    # every completed exchange of its conversation up to that row (migration 0017).
+    compacts_through: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
 
     def to_dict(self) -> dict[str, Any]:
         """The row as JSON-ready data, timestamp in ISO 8601 UTC; its id is its public id."""

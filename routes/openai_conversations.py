@@ -18,6 +18,7 @@ from routes.openapi import KEY_REQUIRED, openai_object
 from schemas import ConversationCreate, ConversationPath, ConversationUpdate, ItemListQuery, ItemPath, ItemsAdd
 from services.conversations import ConversationLimits
 from services.responses import conversations_api
+from services.responses.compaction import app_sealer
 
 # The Conversations API's operationIds, as they were when these routes shared the Responses
 # API's blueprint: kept, so that clients generated from the document keep working.
@@ -74,7 +75,9 @@ def list_items(path: ConversationPath, query: ItemListQuery):
     """A conversation's items, newest first unless `order=asc`."""
     page_bytes = current_app.config["PAGE_MAX_BYTES"]
     return jsonify(
-        conversations_api.conversation_item_page(path.conversation_id, current_client_key_id(), query, page_bytes)
+        conversations_api.conversation_item_page(
+            path.conversation_id, current_client_key_id(), query, page_bytes, app_sealer(current_app)
+        )
     )
 
 
@@ -90,7 +93,10 @@ def append_items(path: ConversationPath, body: ItemsAdd):
 )
 def get_item(path: ItemPath):
     """One item of a conversation."""
-    return jsonify(conversations_api.conversation_item(path.conversation_id, current_client_key_id(), path.item_id))
+    item = conversations_api.conversation_item(
+        path.conversation_id, current_client_key_id(), path.item_id, app_sealer(current_app)
+    )
+    return jsonify(item)
 
 
 @openai_conversations_bp.delete(

@@ -39,7 +39,7 @@ from services.exchanges import (
     without_content,
 )
 from services.heartbeat import keep_alive
-from services.history import History, HistoryTooLong, turn_history
+from services.history import History, HistoryLimits, HistoryTooLong, turn_history
 from services.llm import ChatStream, Completion, OfflineChat, OpenAIChat, UpstreamError
 from services.llm.types import Attempt
 from services.prices import reply_cost
@@ -52,9 +52,10 @@ from services.tokens import (
     prompt_characters,
     text_of,
 )
-from services.turns import ChatSettings, ChatTurn, TurnRejected
+from services.turns import ChatSettings, ChatTurn, CompactionJob, TurnRejected
 
 if TYPE_CHECKING:
+    from services.compactor import Compactor
     from telemetry import ExchangeReport
 
 T = TypeVar("T")
@@ -76,6 +77,8 @@ class _Exchange:
     max_tool_calls: int | None = None  # ChatTurn's
     # The turn's messages that are new (recorded, sent after the history).
     new_messages: list[dict[str, Any]] = field(default_factory=list)
+    # The conversation to summarise once the reply is recorded (its history was trimmed).
+    compaction: CompactionJob | None = None
 
 
 @dataclass
@@ -99,10 +102,18 @@ class ChatAnswer:
 class ChatPipeline:
     """One process's chat pipeline: the LLM client and the settings every turn uses."""
 
-    def __init__(self, llm: OpenAIChat | OfflineChat, settings: ChatSettings, recorder: ExchangeRecorder) -> None:
+    def __init__(
+        self,
+        llm: OpenAIChat | OfflineChat,
+        settings: ChatSettings,
+        recorder: ExchangeRecorder,
+        compactor: Compactor | None = None,
+    ) -> None:
         self.llm = llm
         self.settings = settings
         self.recorder = recorder
+        # Summarises a stored conversation's trimmed-off exchanges after the reply (None: never).
+        self.compactor = compactor
 
     def answer(self, turn: ChatTurn, report: ExchangeReport) -> ChatAnswer:
         """Answer one turn, plain or streamed (see the module's docstring for the steps).
@@ -126,8 +137,15 @@ class ChatPipeline:
         completion = self._call(exchange, report, lambda: self.llm.complete(exchange.context, **self._call_args(turn)))
         report.outcome, report.completion = "ok", completion
         self._finish(exchange, completion, MessageStatus.COMPLETED)
+        self._compact_later(exchange)
         answer.completion = completion
         return answer
+
+    def _compact_later(self, exchange: _Exchange) -> None:
+        """Once the reply is recorded: a trimmed stored conversation is summarised in the
+        background (services/compactor.py), ready for a later turn; the client does not wait."""
+        if exchange.compaction is not None and self.compactor is not None:
+            self.compactor.schedule(exchange.compaction)
 
     def prompt_tokens(self, turn: ChatTurn) -> int:
         """The prompt tokens of the call `turn` would make (leading messages, trimmed history, new
@@ -142,7 +160,7 @@ class ChatPipeline:
         self._check(turn, leading)
         key_id = turn.client_key.id if turn.client_key else None
         with unit_of_work(write=False) as session:
-            return self._context(session, turn, turn.conversation_id or "", key_id, leading)
+            return self._context(session, turn, turn.conversation_id or "", key_id, leading)[:2]
 
     def _leading(self, turn: ChatTurn) -> list[dict[str, Any]]:
         if turn.leading is not None:
@@ -182,7 +200,7 @@ class ChatPipeline:
         exchange_id = new_exchange_id()
         began = datetime.now(UTC)  # the rows' time, and the day whose budget is reserved
         with unit_of_work() as session:
-            context, new = self._context(session, turn, conversation_id, key_id, leading)
+            context, new, history = self._context(session, turn, conversation_id, key_id, leading)
             prompt, cap = self._worst_case(context, turn)
             micros = self._worst_case_micros(turn, report.model, prompt, cap)
             reservation = reserve_budget(session, turn.client_key, prompt + cap, began.date(), micros)
@@ -200,17 +218,44 @@ class ChatPipeline:
             report.model,
             max_tool_calls=turn.max_tool_calls,
             new_messages=new,
+            compaction=self._compaction(turn, conversation_id, key_id, history, context, new),
         )
+
+    def _summarised(self, turn: ChatTurn) -> bool:
+        """Whether the turn's history is a stored conversation's, summarised when trimmed: not a
+        chain's, nor held in memory, nor sent untrimmed; and compaction is on."""
+        stored = turn.history_exchanges is None and not turn.held_history and turn.trim_history
+        return stored and self.compactor is not None and self.compactor.settings.enabled
+
+    def _compaction(
+        self, turn: ChatTurn, conversation_id: str, key_id: int | None, history: History, context: list, new: list
+    ) -> CompactionJob | None:
+        """The summarising job a turn whose stored history was trimmed leaves, or None."""
+        if not (history.trimmed and self._summarised(turn) and turn.store_content):
+            return None
+        always_sent = sum(estimate_message_tokens(m) for m in context) - sum(
+            estimate_message_tokens(m) for m in history.messages
+        )
+        limits = self._limits(turn)
+        return CompactionJob(
+            conversation_id, key_id, turn.model or getattr(self.llm, "default_model", None), limits, always_sent
+        )
+
+    def _limits(self, turn: ChatTurn) -> HistoryLimits:
+        """The turn's history limits (see ChatSettings.limits_for)."""
+        cap = completion_cap(turn.options, self.settings.default_max_tokens)
+        return self.settings.limits_for(self.llm, turn.model, cap)
 
     def _context(
         self, session: Any, turn: ChatTurn, conversation_id: str, key_id: int | None, leading: list[dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The messages the call sends (leading, history, new) and the turn's new ones among them."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], History]:
+        """The messages the call sends (leading, history, new), the turn's new ones among them,
+        and the history read."""
         history = self._history(session, turn, conversation_id, key_id, leading)
         # A client that sends its whole conversation each turn (LangChain does) repeats
         # what memory holds: only what is new is stored and sent after the history.
         new = turn.messages[history.repeated :]
-        return [*leading, *history.messages, *new], new
+        return [*leading, *history.messages, *new], new, history
 
     def _worst_case(self, context: list[dict[str, Any]], turn: ChatTurn) -> tuple[int, int]:
         """The most tokens the call may spend: the estimated prompt and the completion's cap."""
@@ -233,13 +278,22 @@ class ChatPipeline:
         conversation's), and how many of the turn's messages repeat them."""
         if turn.history_exchanges is None and turn.conversation_id is None and not turn.held_history:
             return History([])  # a conversation just made up has none
-        limits = self.settings.history if turn.trim_history else None
+        limits = self._limits(turn) if turn.trim_history else None
         leading_tokens = sum(estimate_message_tokens(m) for m in leading)
         bound = self.settings.history_bound
         chain = turn.history_exchanges
         try:
             return turn_history(
-                session, conversation_id, chain, key_id, limits, turn.messages, leading_tokens, bound, turn.held_history
+                session,
+                conversation_id,
+                chain,
+                key_id,
+                limits,
+                turn.messages,
+                leading_tokens,
+                bound,
+                turn.held_history,
+                self._summarised(turn),
             )
         except HistoryTooLong as exc:  # OpenAI's answer to an input that does not fit the model
             details = [{"field": "input", "message": f"history and input exceed {bound} tokens"}]
@@ -300,6 +354,7 @@ class ChatPipeline:
                 return
             ended, report.outcome = True, "ok"
             self._finish(exchange, stream.completion(), MessageStatus.COMPLETED)
+            self._compact_later(exchange)
         except GeneratorExit:
             if not ended:  # the client left before the end
                 report.outcome = "ClientDisconnected"

@@ -23,6 +23,7 @@ from services.exchanges import stored_columns
 from services.ownership import ANY_KEY, KeyScope, owned_by
 from services.pages import PageFill
 from services.prices import CURRENCY
+from services.summaries import delete_summaries_of_pruned
 from services.tokens import prompt_characters
 
 MESSAGES = Message.__table__
@@ -252,4 +253,5 @@ def prune_batch(session: Session, older_than: datetime, batch_size: int) -> int 
     # nothing of it may outlive retention.
     session.execute(delete(RESPONSES).where(RESPONSES.c.exchange_id.in_(batch)))
     session.execute(delete(ATTEMPTS).where(ATTEMPTS.c.exchange_id.in_(batch)))
+    delete_summaries_of_pruned(session, list(batch))  # a summary of them would outlive them
     return session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id.in_(batch))).rowcount or 0

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from models import Message, MessageStatus
 from services.exchanges import replayed
 from services.ownership import owned_by
+from services.summaries import Summary, latest_summary
 from services.tokens import estimate_message_tokens, text_of
 
 MESSAGES = Message.__table__
@@ -66,9 +67,10 @@ def completed_exchanges(conversation_id: str | BindParameter, client_key_id: int
 def _newest_first_rows(chain: bool, keyless: bool) -> Select:
     """The rows of completed exchanges of one key (`:key`, or of no key), newest exchange
     first, each exchange's rows together and in order: of the conversation `:conversation`
-    (its `:newest` most recent exchanges), or of the exchanges `:exchanges` (a chain). One
-    statement, built once per kind and only bound after that; its rows are read a few at
-    a time, so a caller can stop before the oldest are ever fetched."""
+    (its `:newest` most recent exchanges), or of the exchanges `:exchanges` (a chain); only
+    exchanges whose first row is past `:after` (what the conversation's summary covers is
+    not; 0: no summary). One statement, built once per kind and only bound after that; its
+    rows are read a few at a time, so a caller can stop before the oldest are ever fetched."""
     owner = None if keyless else bindparam("key")
     completed = MESSAGES.c.status == MessageStatus.COMPLETED
     if chain:
@@ -79,6 +81,7 @@ def _newest_first_rows(chain: bool, keyless: bool) -> Select:
         select(MESSAGES.c.exchange_id, func.min(MESSAGES.c.id).label("first_id"))
         .where(scope, owned_by(owner), completed)
         .group_by(MESSAGES.c.exchange_id)
+        .having(func.min(MESSAGES.c.id) > bindparam("after", type_=Integer))
         .order_by(func.min(MESSAGES.c.id).desc())
         .limit(bindparam("newest", type_=Integer))
         .subquery()
@@ -206,6 +209,11 @@ class History:
 
     messages: list[dict[str, Any]]
     repeated: int = 0
+    # Whether trimming left out completed exchanges (newer than the summary, when there is one):
+    # what a summary could stand for (services/compactor.py).
+    trimmed: bool = False
+    # The conversation's summary the history starts with, if any.
+    summary: Summary | None = None
 
 
 def rebuild_history(
@@ -216,22 +224,31 @@ def rebuild_history(
     turn: Sequence[dict[str, Any]] = (),
     always_sent_tokens: int = 0,
     bound: int | None = None,
+    summarised: bool = False,
 ) -> History:
     """The stored conversation to send the model before `turn`: whole completed exchanges,
     oldest first, each message as it was, trimmed to `limits` after `always_sent_tokens` (what
     is always sent) and the turn's new messages are counted; the newest exchange is kept
-    whatever it costs when the turn answers its tool calls.
+    whatever it costs when the turn answers its tool calls. `summarised` (and trimmed): the
+    conversation's newest summary first (services/summaries.py), then only exchanges after it.
 
     Exchanges are read newest first and no further than trimming or `bound` (the most
     estimated tokens one request may send) needs. `limits` None sends the history
     untrimmed: HistoryTooLong when it and the turn exceed `bound`."""
     if limits is not None and limits.max_messages <= 0:
         return History([])
-    values = {"conversation": conversation_id, "key": client_key_id}
+    summary = latest_summary(session, conversation_id, client_key_id) if summarised and limits else None
+    if summary is not None:  # it is sent first, and counts as one stored message
+        always_sent_tokens += summary.tokens
+        limits = HistoryLimits(max(limits.max_messages - 1, 0), limits.max_tokens)
+    values = {"conversation": conversation_id, "key": client_key_id, "after": summary.through if summary else 0}
     # A row is at least one message: `max_messages` exchanges hold every message trimming keeps.
     values["newest"] = limits.max_messages if limits is not None else MAX_EXCHANGES
     read = _read(session, _NEWEST_FIRST_ROWS[False, client_key_id is None], values, limits, bound, always_sent_tokens)
-    return _fitted(read, turn, limits, bound, always_sent_tokens)
+    history = _fitted(read, turn, limits, bound, always_sent_tokens)
+    if summary is None:
+        return history
+    return History([summary.message(), *history.messages], history.repeated, history.trimmed, summary)
 
 
 def chain_history(
@@ -254,7 +271,7 @@ def chain_history(
     read = _Read([], [], 0, complete=True)
     if exchange_ids:
         newest = min(len(exchange_ids), limits.max_messages) if limits is not None else len(exchange_ids)
-        values = {"exchanges": list(exchange_ids), "key": client_key_id, "newest": newest}
+        values = {"exchanges": list(exchange_ids), "key": client_key_id, "newest": newest, "after": 0}
         query = _NEWEST_FIRST_ROWS[True, client_key_id is None]
         read = _read(session, query, values, limits, bound, always_sent_tokens + sum(kept_costs))
     both = _Read([*read.exchanges, *kept], [*read.costs, *kept_costs], read.tokens + sum(kept_costs), read.complete)
@@ -271,14 +288,15 @@ def turn_history(
     always_sent_tokens: int,
     bound: int | None,
     held: Sequence[list[dict[str, Any]]] = (),
+    summarised: bool = False,
 ) -> History:
     """The history of a turn: the chain `exchange_ids` and the exchanges `held` in memory
-    after it (chain_history), or when both are missing the conversation's (rebuild_history),
-    read and trimmed (or bounded) as they do."""
+    after it (chain_history), or when both are missing the conversation's (rebuild_history,
+    from its summary when `summarised`), read and trimmed (or bounded) as they do."""
     if exchange_ids is not None or held:
         chain = exchange_ids or ()
         return chain_history(session, chain, client_key_id, limits, turn, always_sent_tokens, bound, held)
-    return rebuild_history(session, conversation_id, client_key_id, limits, turn, always_sent_tokens, bound)
+    return rebuild_history(session, conversation_id, client_key_id, limits, turn, always_sent_tokens, bound, summarised)
 
 
 # More exchanges than any conversation has: the untrimmed read's limit (its bound is in tokens).
@@ -324,7 +342,9 @@ def _fitted(
     # A turn that answers the newest exchange's tool calls needs that exchange, whatever it costs.
     keep_newest = bool(new) and new[0].get("role") == "tool"
     kept = trim_exchanges(exchanges, limits, reserved, keep_newest=keep_newest, costs=read.costs)
-    return History([message for exchange in kept for message in exchange], repeated)
+    messages = [message for exchange in kept for message in exchange]
+    trimmed = not read.complete or len(messages) < sum(len(exchange) for exchange in exchanges)
+    return History(messages, repeated, trimmed)
 
 
 def _sameness(message: dict[str, Any]) -> tuple:

@@ -32,6 +32,8 @@ class ChatSettings:
     history_bound: int = DEFAULT_BOUND
     # What tokens cost (services/prices.py): each reply's cost, and money budgets' reservations.
     prices: PriceBook = field(default_factory=lambda: PriceBook({}))
+    # Whether HISTORY_MAX_TOKENS was set: unset, a routed group's window sizes history (limits_for).
+    history_tokens_set: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], llm: Any = None) -> ChatSettings:
@@ -46,7 +48,40 @@ class ChatSettings:
             default_max_tokens=config.get("BUDGET_DEFAULT_MAX_TOKENS", 1024),
             history_bound=history_bound(config, llm),
             prices=PriceBook.from_config(config, getattr(llm, "routing", None)),
+            history_tokens_set=config.get("HISTORY_MAX_TOKENS_SET", True),
         )
+
+    def limits_for(self, llm: Any, model: str | None, reply_cap: int) -> HistoryLimits:
+        """The history limits of a turn for `model`: HISTORY_MAX_TOKENS when it is set (or
+        routing knows no window for the model's group), else the group's context window less
+        the reply's cap (`reply_cap`)."""
+        window = None if self.history_tokens_set else group_window(llm, model)
+        if window is None:
+            return self.history
+        return HistoryLimits(self.history.max_messages, max(window - reply_cap, 1))
+
+
+def group_window(llm: Any, model: str | None) -> int | None:
+    """The context window of the routing group serving `model`: the smallest `context_window`
+    of its deployments when every one declares one; None without routing or a declared window."""
+    routing, group_of = getattr(llm, "routing", None), getattr(llm, "group_of", None)
+    name = group_of(model) if routing is not None and group_of is not None else None
+    group = routing.groups.get(name) if name is not None else None
+    windows = [deployment.context_window for deployment in group.deployments] if group else []
+    return min(windows) if windows and all(windows) else None
+
+
+@dataclass(frozen=True)
+class CompactionJob:
+    """A stored conversation to summarise (services/compactor.py): whose, the model its turn
+    used, the history limits it was trimmed to, and the tokens always sent with it (leading
+    messages and the turn's own)."""
+
+    conversation_id: str
+    client_key_id: int | None
+    model: str | None
+    limits: HistoryLimits
+    always_sent_tokens: int
 
 
 class TurnRejected(Exception):

@@ -344,6 +344,9 @@ def app_settings(database_url: str, upstream: FakeUpstream | None = None, **over
         "RATELIMIT_STORAGE_URI": "memory://",
         "SWEEP_INTERVAL_SECONDS": 0,
         "COMPACTION_KEY": COMPACTION_KEY,
+        # Stored conversations are summarised in the background only where a test asks: another
+        # test's scripted upstream must not see summarising calls (tests/test_history_compaction.py).
+        "COMPACTION_HISTORY": False,
     }
     if upstream is not None:
         config.update({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": upstream.base_url})

@@ -87,9 +87,20 @@ class Router:
             raise error
         return RoutedCall(self.pool, group, model or self.default_model, messages, params)
 
-    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any) -> Completion:
-        """The whole reply from the first deployment that gives one (see RoutedCall)."""
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str | None = None,
+        deadline_seconds: float | None = None,
+        **params: Any,
+    ) -> Completion:
+        """The whole reply from the first deployment that gives one (see RoutedCall), within
+        `deadline_seconds` when that is sooner than the router's deadline (a background call's
+        own bound: services/compactor.py)."""
         call = self._call(model, messages, params)
+        if deadline_seconds is not None:
+            call.deadline = min(call.deadline, time.monotonic() + deadline_seconds)
         pool = self.pool
         for target, left in call.tries():
             started = time.monotonic()

@@ -91,6 +91,11 @@ class Sealer:
             summary_max_tokens=config.get("COMPACTION_SUMMARY_MAX_TOKENS", 2048),
         )
 
+    @property
+    def can_seal(self) -> bool:
+        """Whether items can be sealed: compaction is on and a key is configured."""
+        return self.enabled and self._fernet is not None
+
     def require(self) -> MultiFernet:
         """The keys; a 400 when compaction is off, a 503 when no key is configured."""
         if not self.enabled:
@@ -130,6 +135,19 @@ def unavailable(message: str) -> ApiError:
     """The 503 of a service that cannot compact: a setting missing, which a retry does not
     bring, so the SDKs are told not to retry (they would on a bare 503)."""
     return ApiError(503, message, headers={"x-should-retry": "false"}, code="compaction_unavailable")
+
+
+def sealed_summaries(items: list[Item], sealer: Sealer | None, client_key_id: int | None) -> list[Item]:
+    """Items read from a stored conversation, each `compaction` item (a summary row, whose
+    encrypted_content row_items left as the summary's text) sealed as /v1/responses/compact
+    seals one: a client may send it back as input. Without a COMPACTION_KEY its
+    encrypted_content is "" (the summary is never shown in the clear under that name)."""
+    for item in items:
+        if item.get("type") == "compaction":
+            usable = sealer is not None and sealer.can_seal
+            summary = Compaction([], item["encrypted_content"])
+            item["encrypted_content"] = sealer.seal(summary, client_key_id) if usable else ""
+    return items
 
 
 def _unreadable(field: str, message: str) -> ApiError:

@@ -13,6 +13,7 @@ from database import unit_of_work
 from schemas import ItemListQuery
 from services.conversations import ConversationLimits, check_new_items, delete_conversation
 from services.responses import store
+from services.responses.compaction import Sealer, sealed_summaries
 from services.responses.items import items_to_chat_messages, new_id, validated_items
 from services.responses.objects import item_list
 from services.responses.service import not_found
@@ -68,16 +69,16 @@ def erase_conversation(conversation_id: str, client_key_id: int | None) -> dict[
 
 
 def conversation_item_page(
-    conversation_id: str, client_key_id: int | None, query: ItemListQuery, page_bytes: int
+    conversation_id: str, client_key_id: int | None, query: ItemListQuery, page_bytes: int, sealer: Sealer | None = None
 ) -> dict[str, Any]:
     """The page `query` asks for of a conversation's items, newest first unless `order=asc`,
-    at most `page_bytes` of JSON."""
+    at most `page_bytes` of JSON; its summary a `compaction` item sealed by `sealer`."""
     with unit_of_work(write=False) as session:
         _conversation(session, conversation_id, client_key_id)
         page, has_more = store.conversation_items(
             session, conversation_id, client_key_id, query.limit, query.order == "desc", query.after, page_bytes
         )
-    return item_list(page, has_more)
+    return item_list(sealed_summaries(page, sealer, client_key_id), has_more)
 
 
 def append_items(
@@ -92,13 +93,15 @@ def append_items(
     return item_list(added, has_more=False)
 
 
-def conversation_item(conversation_id: str, client_key_id: int | None, item_id: str) -> dict[str, Any]:
-    """One item of a conversation; the 404 for any other."""
+def conversation_item(
+    conversation_id: str, client_key_id: int | None, item_id: str, sealer: Sealer | None = None
+) -> dict[str, Any]:
+    """One item of a conversation (a summary: a `compaction` item sealed by `sealer`); the 404 for any other."""
     with unit_of_work(write=False) as session:
         item = store.find_item(session, conversation_id, client_key_id, item_id)
     if item is None:
         raise not_found("Item", item_id)
-    return item
+    return sealed_summaries([item], sealer, client_key_id)[0]
 
 
 def erase_item(conversation_id: str, client_key_id: int | None, item_id: str) -> dict[str, Any]:

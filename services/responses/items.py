@@ -55,12 +55,12 @@ def response_of_item(item_id: str) -> str | None:
 
 
 # A row's item ids: msg_<public>, fco_<public>, fc_<public>_<n>, <public> 32 hex digits (ASCII only).
-_ROW_ITEM_ID = re.compile(r"(?:msg|fco)_([0-9a-f]{32})|fc_([0-9a-f]{32})_[0-9]{1,4}", re.ASCII)
+_ROW_ITEM_ID = re.compile(r"(?:msg|fco|cmp)_([0-9a-f]{32})|fc_([0-9a-f]{32})_[0-9]{1,4}", re.ASCII)
 
 
 def row_of_item(item_id: str) -> str | None:
     """The public id of the stored row an item id derived from it names (msg_<public>,
-    fc_<public>_<n>, fco_<public>), or None for any other string."""
+    fc_<public>_<n>, fco_<public>, cmp_<public>), or None for any other string."""
     match = _ROW_ITEM_ID.fullmatch(item_id)
     return (match.group(1) or match.group(2)) if match else None
 
@@ -357,6 +357,9 @@ def row_items(row: Any) -> list[Item]:
     """The items one stored message row is, with ids derived from the row's public id (or
     those the response that made the reply gave them)."""
     message = replayed(row.role, row.content, row.message_fields)
+    if row.role == "compaction":  # a stored conversation's summary (services/summaries.py)
+        # The summary's text for now: conversation_items seals it (a client may send the item back).
+        return [{"id": f"cmp_{row.public_id}", "type": "compaction", "encrypted_content": text_of(row.content)}]
     if row.role == "tool":
         call_id = message.get("tool_call_id") or ""
         return [function_call_output_item(call_id, text_of(row.content), item_id=f"fco_{row.public_id}")]

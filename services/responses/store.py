@@ -220,9 +220,8 @@ def conversation_items(
         items = row_items(row)
         return items[::-1] if newest_first else items
 
-    rows = select(MESSAGES).where(
-        MESSAGES.c.user_id == conversation_id, owned_by(client_key_id), MESSAGES.c.status == MessageStatus.COMPLETED
-    )
+    listed = MESSAGES.c.status.in_((MessageStatus.COMPLETED, MessageStatus.SUMMARY))  # a summary: a compaction item
+    rows = select(MESSAGES).where(MESSAGES.c.user_id == conversation_id, owned_by(client_key_id), listed)
     page = PageFill(limit, max_bytes if max_bytes is not None else 2**62)
     if after is not None:
         start = _item_row(session, conversation_id, client_key_id, after)
@@ -260,7 +259,7 @@ def _item_row(session: Session, conversation_id: str, client_key_id: int | None,
     """The completed row of the conversation that holds the item `item_id`, or None. Found by
     the row's public id, or by the response whose output the item is: never by reading the
     conversation's rows one by one."""
-    completed = MESSAGES.c.status == MessageStatus.COMPLETED
+    completed = MESSAGES.c.status.in_((MessageStatus.COMPLETED, MessageStatus.SUMMARY))
     mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id), completed)
     public_id = row_of_item(item_id)
     response_id = response_of_item(item_id)

@@ -1,0 +1,223 @@
+"""Stored conversations summarise what trimming leaves out (issue 24, items 1-5): the fake
+upstream is the summariser (deterministic: it keeps every line that says "Remember"), so a fact
+stated in the first of 60 turns reaches turn 61 in the summary; a failing, slow, empty or
+cut-off summariser leaves the conversation as it was (plain trimming) and is counted in
+/metrics; two summarisers of one conversation at once make one summary (the database lease);
+DELETE and retention erase summaries; the official SDK's types parse the Conversations API's
+compaction item."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import replace
+from datetime import timedelta
+
+import openai
+import pytest
+from fake_upstream import Hang, RawBody, Reply, Status
+from openai.types.responses import ResponseCompactionItem
+from sqlalchemy import func, select
+from support import LiveServer
+
+from database import unit_of_work
+from models import Message
+from services.compactor import Job
+from services.conversations import prune_batch
+from services.history import HistoryLimits
+from services.responses.compaction import SUMMARISER_PROMPT, app_sealer
+from services.summaries import SUMMARY_PREFIX
+
+FACT = "Remember: my locker code is 4417."
+FILLER = "and here is some more talk about the weather, the garden and the week ahead. " * 3
+# A small history budget, so a few turns fill it and trimming starts early.
+SETTINGS = {"COMPACTION_HISTORY": True, "HISTORY_MAX_TOKENS": 600, "HISTORY_MAX_MESSAGES": 50}
+
+
+def _is_summariser(body: dict) -> bool:
+    messages = body.get("messages") or []
+    return bool(messages) and messages[0].get("content") == SUMMARISER_PROMPT
+
+
+def _summarise_remembered(upstream) -> None:
+    """Make the fake upstream a deterministic summariser: it keeps every 'Remember' sentence."""
+
+    def answer(received) -> None:
+        if _is_summariser(received.body):
+            text = received.body["messages"][-1]["content"]
+            facts = sorted(set(re.findall(r"Remember: [^.]*\.", text)))
+            upstream.enqueue(Reply(text="Facts: " + " ".join(facts) if facts else "Small talk only."))
+
+    upstream.on_request = answer
+
+
+def _turn(client, app, user_id: str, prompt: str) -> None:
+    response = client.post("/openai-completion", json={"prompt": prompt, "user_id": user_id})
+    assert response.status_code == 200, response.get_json()
+    assert app.extensions["compactor"].wait_idle(30)
+
+
+def _turn_requests(upstream) -> list[dict]:
+    return [body for body in upstream.chat_requests() if not _is_summariser(body)]
+
+
+def _summary_in(body: dict) -> str | None:
+    summaries = [m["content"] for m in body["messages"] if str(m.get("content", "")).startswith(SUMMARY_PREFIX)]
+    return summaries[0] if summaries else None
+
+
+def _counted(client, outcome: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    found = re.search(rf'gateway_compactions_total{{outcome="{outcome}"}} ([0-9.]+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def _summaries(app) -> list[dict]:
+    with app.app_context(), unit_of_work(write=False) as session:
+        rows = session.scalars(select(Message).where(Message.status == "summary").order_by(Message.id))
+        return [{**row.to_dict(), "compacts_through": row.compacts_through} for row in rows]
+
+
+def test_turn_61_carries_a_summary_that_holds_the_first_turns_fact(make_app, upstream):
+    app = make_app(**SETTINGS)
+    client = app.test_client()
+    _summarise_remembered(upstream)
+    _turn(client, app, "long", FACT)
+    sizes = []
+    for number in range(2, 62):
+        _turn(client, app, "long", f"turn {number}: {FILLER}")
+        sizes.append(len(json.dumps(_turn_requests(upstream)[-1]["messages"])))
+    sent = _turn_requests(upstream)[-1]
+    summary = _summary_in(sent)
+    assert summary is not None and "4417" in summary
+    assert sent["messages"][0]["role"] == "system" and sent["messages"][-1]["content"].startswith("turn 61")
+    # Bounded: the request of turn 61 is no larger than those of turn 20, however long it grew.
+    assert max(sizes[40:]) <= max(sizes[:20]) + 200
+    summarising = [body for body in upstream.chat_requests() if _is_summariser(body)]
+    assert 1 <= len(summarising) <= 20  # now and then, never once per turn
+    rows = _summaries(app)
+    assert rows and all(row["role"] == "compaction" and row["model"] == "fake-model" for row in rows)
+    assert rows[-1]["total_tokens"] and rows[-1]["message_fields"]["compacts_through"]
+    shown = client.get("/conversations/long").get_json()
+    assert any(row["role"] == "compaction" and "4417" in row["content"] for row in shown["messages"])
+
+
+def _cut_off() -> RawBody:
+    choice = {"index": 0, "message": {"role": "assistant", "content": "Facts: Remem"}, "finish_reason": "length"}
+    body = {"id": "chatcmpl-cut", "object": "chat.completion", "created": 0, "model": "fake-model"}
+    body.update(choices=[choice], usage={"prompt_tokens": 5, "completion_tokens": 16, "total_tokens": 21})
+    return RawBody(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (Status(500, "summariser down"), "failed"),
+        (Hang(threading.Event(), max_seconds=5), "timeout"),
+        (Reply(text="  "), "empty"),
+        (_cut_off(), "cut_off"),
+    ],
+    ids=["500", "timeout", "empty", "cut_off"],
+)
+def test_a_failing_summariser_leaves_the_history_as_it_was(make_app, upstream, answer, outcome):
+    app = make_app(**SETTINGS, COMPACTION_TIMEOUT=0.5)
+    client = app.test_client()
+    before = _counted(client, outcome)
+
+    def fail(received) -> None:
+        if _is_summariser(received.body):
+            upstream.enqueue(answer)
+
+    upstream.on_request = fail
+    _turn(client, app, "faulty", FACT)
+    for number in range(2, 12):
+        _turn(client, app, "faulty", f"turn {number}: {FILLER}")
+    assert any(_is_summariser(body) for body in upstream.chat_requests())
+    assert _summaries(app) == []
+    sent = _turn_requests(upstream)[-1]
+    assert _summary_in(sent) is None  # plain trimming: the oldest turns are simply left out
+    assert all(FACT not in json.dumps(m) for m in sent["messages"])
+    assert _counted(client, outcome) > before
+
+
+def test_two_summarisers_at_once_make_one_summary(make_app, upstream):
+    app = make_app(**SETTINGS)
+    client = app.test_client()
+    compactor = app.extensions["compactor"]
+    compactor.settings = replace(compactor.settings, enabled=False)  # the turns below only fill it
+    _turn(client, app, "both", FACT)
+    for number in range(2, 12):
+        _turn(client, app, "both", f"turn {number}: {FILLER}")
+    release, arrived = threading.Event(), threading.Event()
+
+    def hold(received) -> None:
+        if _is_summariser(received.body):
+            upstream.enqueue(Hang(release, then=Reply(text="Facts: Remember: my locker code is 4417.")))
+            arrived.set()
+
+    upstream.on_request = hold
+    job = Job("both", None, "fake-model", HistoryLimits(50, 600), 40)
+    compactor.settings, outcomes = replace(compactor.settings, enabled=True), []
+
+    def run() -> None:
+        with app.app_context():
+            outcomes.append(compactor.run(job))
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert arrived.wait(10)  # the first holds the lease while the model writes
+    run()  # the second, concurrently: the lease is taken
+    release.set()
+    first.join(10)
+    assert sorted(outcomes) == ["busy", "made"]
+    assert len(_summaries(app)) == 1
+
+
+def _summarised(make_app, upstream, user_id: str):
+    app = make_app(**SETTINGS)
+    client = app.test_client()
+    _summarise_remembered(upstream)
+    _turn(client, app, user_id, FACT)
+    for number in range(2, 10):
+        _turn(client, app, user_id, f"turn {number}: {FILLER}")
+    assert _summaries(app)
+    return app, client
+
+
+def test_delete_erases_the_summaries(make_app, upstream):
+    app, client = _summarised(make_app, upstream, "erase-me")
+    assert client.delete("/conversations/erase-me").status_code in (200, 204)
+    assert _summaries(app) == []
+
+
+def test_retention_erases_a_summary_with_the_exchanges_it_covers(make_app, upstream):
+    app, _ = _summarised(make_app, upstream, "old")
+    with app.app_context(), unit_of_work(write=False) as session:
+        first = session.scalar(select(func.min(Message.timestamp)).where(Message.user_id == "old"))
+    with app.app_context(), unit_of_work() as session:
+        # Only the first exchange is past retention: the summaries holding it go with it.
+        prune_batch(session, first + timedelta(microseconds=1), 1)
+    assert _summaries(app) == []
+
+
+def test_the_sdk_parses_the_conversations_compaction_item(make_app, upstream):
+    app = make_app(**SETTINGS)
+    _summarise_remembered(upstream)
+    server = LiveServer(app)
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    conversation = sdk.conversations.create()
+    for number in range(10):
+        prompt = FACT if number == 0 else f"turn {number}: {FILLER}"
+        sdk.responses.create(model="fake-model", input=prompt, conversation=conversation.id, truncation="auto")
+        assert app.extensions["compactor"].wait_idle(30)
+    items = list(sdk.conversations.items.list(conversation.id, order="asc"))
+    compactions = [item for item in items if isinstance(item, ResponseCompactionItem)]
+    assert compactions and compactions[0].id.startswith("cmp_") and compactions[0].encrypted_content
+    with app.app_context():
+        opened = app_sealer(app).open(compactions[0].model_dump(), None, "item")
+    assert "4417" in opened.summary
+    again = sdk.conversations.items.retrieve(compactions[0].id, conversation_id=conversation.id)
+    assert isinstance(again, ResponseCompactionItem)
+    sdk.close()
+    server.stop()
