@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import yaml
 
@@ -56,13 +56,15 @@ def mask_url(url: str) -> str:
             userinfo, host = netloc.rsplit("@", 1)
             user = userinfo.split(":", 1)[0]
             netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, MASK if looks_secret(k) else v) for k, v in pairs], safe="•")
+        query = "&".join(_masked_parameter(part) for part in parts.query.split("&")) if parts.query else ""
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return MASK  # a URL that does not parse is not shown at all
+
+
+def _masked_parameter(part: str) -> str:
+    name, equals, _ = part.partition("=")
+    return f"{name}={MASK}" if equals and looks_secret(unquote_plus(name)) else part
 
 
 def masked(name: str, value: Any, secrets: frozenset[str]) -> Any:
