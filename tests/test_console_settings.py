@@ -92,6 +92,7 @@ def test_the_routing_in_force_is_shown_with_key_variables_named_and_keys_never(m
     assert f"http://proxy:{MASK}@127.0.0.1:9/v1" in html
     assert f"apiKey: {MASK}" in html and f"echo: {MASK}" in html  # a key by name, a key by value
     assert "model: m-a" in html and str(path) in html
+    assert "first_token: 60.0" in html  # a timeout, known to hold no secret
 
 
 @pytest.mark.parametrize(
@@ -105,7 +106,8 @@ def test_a_secret_looking_name_is_masked_whatever_it_holds(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["HISTORY_MAX_TOKENS", "AUTH_KEY_REFRESH_SECONDS", "REQUIRE_API_KEY", "OPENAI_MODEL", "KEYBOARD"]
+    "name",
+    ["HISTORY_MAX_TOKENS", "AUTH_KEY_REFRESH_SECONDS", "REQUIRE_API_KEY", "OPENAI_MODEL", "KEYBOARD", "first_token"],
 )
 def test_names_without_a_secret_word_or_known_to_hold_none_are_shown(name):
     assert not looks_secret(name)

@@ -28,7 +28,9 @@ SECRET_WORDS = frozenset(
      "PRIVATE", "AUTHORIZATION", "BEARER", "SIGNATURE", "SALT", "COOKIE", "SESSION", "APIKEY"}
 )  # fmt: skip
 # Names with such a word that hold no secret (a number, a flag, a variable's name).
-NOT_SECRET = frozenset({"AUTH_KEY_REFRESH_SECONDS", "REQUIRE_API_KEY", "SESSION_COOKIE_SECURE", "api_key_env"})
+NOT_SECRET = frozenset(
+    {"AUTH_KEY_REFRESH_SECONDS", "REQUIRE_API_KEY", "SESSION_COOKIE_SECURE", "api_key_env", "first_token"}
+)
 # Settings whose environment variable has another name; None: not read from the environment.
 ENV_NAMES: dict[str, str | None] = {
     "SQLALCHEMY_DATABASE_URI": "DATABASE_URL",
