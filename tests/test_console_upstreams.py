@@ -200,3 +200,20 @@ def test_recent_stats_are_over_the_last_hour_and_percentiles_by_nearest_rank(app
 )
 def test_an_endpoint_shows_as_its_host_only(url, host):
     assert endpoint_host(url) == host
+
+
+def test_no_database_connection_is_held_while_the_test_request_runs(make_app, upstream):
+    app = make_app(**CONSOLE)
+    make_admin(app)
+    client = signed_in(app)
+    token = csrf_token(client.get("/console/upstreams").text)
+    checked_out = []
+
+    def during_upstream_call(_received):
+        with app.app_context():
+            checked_out.append(db.engine.pool.checkedout())
+
+    upstream.on_request = during_upstream_call
+    tested = client.post("/console/upstreams/default/test", data={"csrf_token": token})
+    assert "answered (ok, HTTP 200)" in tested.text
+    assert checked_out == [0]

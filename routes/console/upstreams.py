@@ -7,7 +7,6 @@ from flask import current_app, render_template
 
 from database import unit_of_work
 from routes.console.blueprint import console_bp, current_admin
-from routes.console.forms import ActionForm
 from services.console.audit import record_action
 from services.console.upstream_probe import PROBE_MAX_TOKENS, ProbeOutcome, probe
 from services.console.upstreams import breaker_view, deployments_of, health_of, recent_stats
@@ -29,7 +28,6 @@ def _render(outcome: ProbeOutcome | None = None, status: int = 200):
         breaker_scope=scope,
         outcome=outcome,
         probe_max_tokens=PROBE_MAX_TOKENS,
-        action_form=ActionForm(formdata=None),
     )
     return page, status
 
