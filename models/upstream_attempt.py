@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from extensions import db
@@ -20,6 +20,8 @@ class UpstreamAttempt(db.Model):
     """One attempt of one exchange (see services/llm/types.py's Attempt)."""
 
     __tablename__ = "upstream_attempts"
+    # The console's upstreams page reads a deployment's recent attempts (migration 0019).
+    __table_args__ = (Index("ix_upstream_attempts_deployment_created_at", "deployment", "created_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     exchange_id: Mapped[str] = mapped_column(String(36), index=True)

@@ -10,7 +10,7 @@ from routes.console.blueprint import console_bp, current_admin
 from routes.console.forms import ActionForm, CreateKeyForm, LimitsForm
 from services.client_keys import create_key, revoke_key, utc_today
 from services.console.audit import record_action
-from services.console.keys import change_limits, find_key, keys_with_usage
+from services.console.keys import change_limits, find_key, format_usd, keys_with_usage, limits_of
 
 
 def _render(form: CreateKeyForm | None = None, created: dict | None = None, status: int = 200):
@@ -24,6 +24,7 @@ def _render(form: CreateKeyForm | None = None, created: dict | None = None, stat
         limits_form=LimitsForm(formdata=None),
         action_form=ActionForm(formdata=None),
         created=created,
+        format_usd=format_usd,
     )
     return page, status
 
@@ -42,8 +43,8 @@ def create_key_view():
         return _render(form, status=400)
     rate_limit, daily_tokens = form.rate_limit.data or None, form.daily_tokens.data
     with unit_of_work() as db_session:
-        record, key = create_key(db_session, form.name.data, rate_limit, daily_tokens)
-        detail = {"name": record["name"], "rate_limit": rate_limit, "daily_tokens": daily_tokens}
+        record, key = create_key(db_session, form.name.data, rate_limit, daily_tokens, *form.money_budgets())
+        detail = {"name": record["name"], **limits_of(record)}
         record_action(db_session, current_admin().name, "key.create", record["prefix"], detail)
     return _render(created={**record, "key": key}, status=201)
 
@@ -63,7 +64,8 @@ def revoke_key_view(key_id: int):
 
 @console_bp.post("/keys/<int:key_id>/limits")
 def change_limits_view(key_id: int):
-    """Set a key's rate limit and daily token budget (empty: the defaults, no budget)."""
+    """Set a key's rate limit, daily token budget and daily and monthly USD budgets (empty:
+    the defaults, no budget); the audit entry holds the limits before and after."""
     form = LimitsForm()
     if not form.validate():
         problems = "; ".join(f"{form[name].label.text}: {' '.join(errors)}" for name, errors in form.errors.items())
@@ -72,12 +74,9 @@ def change_limits_view(key_id: int):
     rate_limit, daily_tokens = form.rate_limit.data or None, form.daily_tokens.data
     with unit_of_work() as db_session:
         before = find_key(db_session, key_id)
-        after = change_limits(db_session, key_id, rate_limit, daily_tokens)
+        after = change_limits(db_session, key_id, rate_limit, daily_tokens, *form.money_budgets())
         if after is not None:
-            detail = {
-                "from": {"rate_limit": before["rate_limit"], "daily_tokens": before["daily_tokens"]},
-                "to": {"rate_limit": rate_limit, "daily_tokens": daily_tokens},
-            }
+            detail = {"from": limits_of(before), "to": limits_of(after)}
             record_action(db_session, current_admin().name, "key.limits", after["prefix"], detail)
     flash(f"Limits of key {after['prefix']} changed." if after else "No such key.")
     return redirect(url_for("console.keys_page"))
