@@ -31,6 +31,8 @@ PAGE_SIZE = 50
 # early (its cursor says where the walk stopped) rather than run long.
 SCAN_BATCH = 200
 SCAN_LIMIT = 10_000
+# A reply (the model's: the pipeline names its model) recorded without a price.
+UNPRICED_REPLY = (Message.role == "assistant", Message.model.is_not(None), Message.cost_micros.is_(None))
 # One key's conversation: (api_key_id, user_id).
 Ref = tuple[int | None, str]
 
@@ -84,13 +86,14 @@ def _stats(session: Session, rows_of: ColumnElement[bool]) -> dict[Ref, dict[str
             func.max(Message.timestamp),
             func.coalesce(func.sum(Message.total_tokens), 0),
             func.coalesce(func.sum(Message.cost_micros), 0),
+            func.count(Message.id).filter(*UNPRICED_REPLY),
         )
         .where(rows_of)
         .group_by(Message.api_key_id, Message.user_id)
     ).all()
     keys = _key_names(session, (row[0] for row in rows))
     stats = {}
-    for key_id, user_id, count, last_id, first_at, last_at, tokens, cost in rows:
+    for key_id, user_id, count, last_id, first_at, last_at, tokens, cost, unpriced in rows:
         stats[(key_id, user_id)] = {
             "api_key_id": key_id,
             "key": keys.get(key_id),
@@ -101,6 +104,7 @@ def _stats(session: Session, rows_of: ColumnElement[bool]) -> dict[Ref, dict[str
             "last_at": iso_utc(last_at),
             "tokens": int(tokens),
             "cost": format_usd(int(cost)),
+            "unpriced": unpriced,
         }
     return stats
 
