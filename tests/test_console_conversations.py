@@ -229,42 +229,46 @@ def test_keyless_conversations_are_listed_and_read_with_an_empty_key(make_app):
 def test_erasing_needs_the_confirmation_and_its_csrf_token_and_is_audited(console_app):
     api = console_app.test_client()
     alpha, beta = create_client_key(console_app, "alpha"), create_client_key(console_app, "beta")
-    chat(api, alpha, "doomed", "first")
-    chat(api, alpha, "doomed", "second")
+    item = {"type": "message", "role": "user", "content": "kept by the Conversations API"}
+    made = api.post("/v1/conversations", json={"items": [item], "metadata": {"topic": "x"}}, headers=bearer(alpha))
+    assert made.status_code == 200, made.text
+    doomed = made.get_json()["id"]
+    chat(api, alpha, doomed, "first")
     answer = api.post(
         "/v1/responses",
-        json={"model": "fake-model", "input": "via responses", "conversation": "doomed"},
+        json={"model": "fake-model", "input": "via responses", "conversation": doomed},
         headers=bearer(alpha),
     )
     assert answer.status_code == 200, answer.text
-    chat(api, beta, "doomed", "beta keeps this")
+    chat(api, beta, doomed, "beta keeps this")  # the same id under another key
     key = key_id_of(console_app, "alpha")
     console = signed_in(console_app)
-    rows = count(console_app, "messages", user_id="doomed", api_key_id=key)
-    assert rows >= 6 and count(console_app, "responses", user_id="doomed", api_key_id=key) >= 1
+    rows = count(console_app, "messages", user_id=doomed, api_key_id=key)
+    assert rows == 5 and count(console_app, "responses", user_id=doomed, api_key_id=key) == 1
+    assert count(console_app, "conversations", user_id=doomed, api_key_id=key) == 1
 
-    confirm = console.get(f"/console/conversation/erase?key={key}&id=doomed")
+    confirm = console.get(f"/console/conversation/erase?key={key}&id={doomed}")
     assert confirm.status_code == 200 and f"its\n{rows} messages" in confirm.text
-    form = {"key": str(key), "id": "doomed"}
+    form = {"key": str(key), "id": doomed}
     assert console.post("/console/conversation/erase", data=form).status_code == 400  # no CSRF token
     unconfirmed = console.post("/console/conversation/erase", data={**form, "csrf_token": csrf_token(confirm.text)})
     assert unconfirmed.status_code == 303 and "/console/conversation/erase?" in unconfirmed.headers["Location"]
-    assert count(console_app, "messages", user_id="doomed", api_key_id=key) == rows
+    assert count(console_app, "messages", user_id=doomed, api_key_id=key) == rows
 
     erased = console.post(
         "/console/conversation/erase", data={**form, "confirm": "yes", "csrf_token": csrf_token(confirm.text)}
     )
     assert erased.status_code == 303
-    assert f"Erased conversation doomed: {rows} messages" in console.get(erased.headers["Location"]).text
+    assert f"Erased conversation {doomed}: {rows} messages" in console.get(erased.headers["Location"]).text
     for table in ("messages", "responses", "conversations"):
-        assert count(console_app, table, user_id="doomed", api_key_id=key) == 0
-    assert count(console_app, "messages", user_id="doomed") == 2  # beta's conversation stays
-    assert api.get("/conversations/doomed", headers=bearer(alpha)).status_code == 404
+        assert count(console_app, table, user_id=doomed, api_key_id=key) == 0
+    assert count(console_app, "messages", user_id=doomed) == 2  # beta's conversation stays
+    assert api.get(f"/v1/conversations/{doomed}", headers=bearer(alpha)).status_code == 404
     with console_app.app_context():
         entry = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id.desc())).first().to_dict()
-    assert (entry["actor"], entry["action"], entry["target"]) == ("ops", "conversation.erase", "doomed")
-    assert entry["detail"] == {"key": alpha[:12], "conversation": "doomed", "messages": rows}
-    assert console.get(f"/console/conversation?key={key}&id=doomed").status_code == 404
+    assert (entry["actor"], entry["action"], entry["target"]) == ("ops", "conversation.erase", doomed)
+    assert entry["detail"] == {"key": alpha[:12], "conversation": doomed, "messages": rows}
+    assert console.get(f"/console/conversation?key={key}&id={doomed}").status_code == 404
 
 
 def test_a_summary_row_is_shown_as_a_block_of_its_own(console_app):
@@ -292,3 +296,20 @@ def test_a_summary_row_is_shown_as_a_block_of_its_own(console_app):
     block = text.split('<article class="turn summary"')[1].split("</article>")[0]
     assert "Summary of earlier exchanges" in block and "The user &lt;b&gt;said&lt;/b&gt; remember me." in block
     assert "covers" in block
+
+
+def test_every_exchange_status_is_shown_and_counted(console_app):
+    api = console_app.test_client()
+    alpha = create_client_key(console_app, "alpha")
+    for number in range(5):
+        chat(api, alpha, "statuses", f"turn {number}")
+    statuses = ["completed", "failed", "disconnected", "abandoned", "pending"]
+    with console_app.app_context():
+        rows = db.session.scalars(sa.select(Message).where(Message.user_id == "statuses").order_by(Message.id)).all()
+        exchanges = list(dict.fromkeys(row.exchange_id for row in rows))
+        for exchange, status in zip(exchanges, statuses, strict=True):
+            db.session.execute(sa.update(Message).where(Message.exchange_id == exchange).values(status=status))
+        db.session.commit()
+    text = signed_in(console_app).get(f"/console/conversation?key={key_id_of(console_app, 'alpha')}&id=statuses").text
+    assert re.findall(r'<section class="exchange status-(\w+)"', text) == statuses
+    assert "5: 1 completed, 1 failed, 1 disconnected, 1 abandoned, 1 pending" in " ".join(text.split())
