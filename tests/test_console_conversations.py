@@ -313,3 +313,14 @@ def test_every_exchange_status_is_shown_and_counted(console_app):
     text = signed_in(console_app).get(f"/console/conversation?key={key_id_of(console_app, 'alpha')}&id=statuses").text
     assert re.findall(r'<section class="exchange status-(\w+)"', text) == statuses
     assert "5: 1 completed, 1 failed, 1 disconnected, 1 abandoned, 1 pending" in " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    "path", ["/console/conversations", "/console/conversation?key=&id=x", "/console/conversation/erase?key=&id=x"]
+)
+def test_the_pages_need_a_signed_in_operator_and_carry_the_strict_headers(console_app, path):
+    key = create_client_key(console_app, "alpha")
+    answer = console_app.test_client().get(path, headers=bearer(key))  # a client key opens nothing
+    assert answer.status_code == 302 and answer.headers["Location"] == "/console/sign-in"
+    assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in signed_in(console_app).get(path).headers["Content-Security-Policy"]
