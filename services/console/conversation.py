@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,16 +71,17 @@ def exchange_start(session: Session, key_id: int | None, user_id: str, exchange_
     return None if first is None else first - 1
 
 
-def _fetch(session: Session, key_id: int | None, user_id: str, after: int | None, before: int | None) -> list[Message]:
+def _fetch(session: Session, key_id: int | None, user_id: str, after: int | None, before: int | None):
+    """The rows a page may take, read a few at a time (a page full of bytes stops early)."""
     query = select(Message).where(*_rows_of(key_id, user_id))
     if before is not None:
         query = query.where(Message.id < before).order_by(Message.id.desc())
     else:
         query = query.where(Message.id > (after or 0)).order_by(Message.id)
-    return list(session.scalars(query.limit(PAGE_ROWS + EXCHANGE_SLACK + 1)))
+    return session.scalars(query.limit(PAGE_ROWS + EXCHANGE_SLACK + 1).execution_options(yield_per=16))
 
 
-def _take(rows: list[Message], max_bytes: int) -> tuple[list[Message], bool]:
+def _take(rows: Iterable[Message], max_bytes: int) -> tuple[list[Message], bool]:
     """The rows of one page, in the order read: PAGE_ROWS and `max_bytes` at most (the
     first row whatever its size), then on to the end of the exchange under way; and
     whether rows were left."""
@@ -105,7 +107,11 @@ def thread_page(
 ) -> Thread:
     """The page of the conversation's rows after row `after` (from its start when neither
     is given) or, with `before`, the page that ends just before that row."""
-    rows, more = _take(_fetch(session, key_id, user_id, after, before), max_bytes)
+    fetched = _fetch(session, key_id, user_id, after, before)
+    try:
+        rows, more = _take(fetched, max_bytes)
+    finally:
+        fetched.close()
     if before is not None:
         rows.reverse()
     if not rows:
