@@ -65,6 +65,8 @@ class Message(db.Model):
         Index("ix_messages_api_key_id_user_id_status_id", "api_key_id", "user_id", "status", "id"),
         # A key's conversations are listed by user_id, and a conversation's rows paged by id.
         Index("ix_messages_api_key_id_user_id", "api_key_id", "user_id"),
+        # The console lists a key's conversations by newest activity: its rows, newest first.
+        Index("ix_messages_api_key_id_id", "api_key_id", "id"),
         # The sweeper looks for old pending rows: an index of the in-flight rows alone stays
         # tiny however large the table grows (the query names 'pending' as a literal).
         Index(

@@ -5,7 +5,7 @@ rate) and its last few errors: a range on this index each, where the table had o
 index by exchange and every read was a scan of all the attempts ever kept.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-03 10:40:00
 
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0019'
-down_revision = '0017'
+down_revision = '0018'
 branch_labels = None
 depends_on = None
 
