@@ -52,6 +52,7 @@ DATABASES = {
 PAGES = (
     ("Overview", "/console/"),
     ("Keys", "/console/keys"),
+    ("Keys, the last page (keyset)", "/console/keys?after=900"),
     ("Audit", "/console/audit"),
     ("Audit, an old page (keyset)", "/console/audit?before=100"),
     ("Requests", "/console/requests"),
@@ -157,11 +158,17 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered)) - 1))]
 
 
+def pages(wanted: str) -> list[tuple[str, str]]:
+    """PAGES, or those whose name or path contains one of the comma-separated `wanted`."""
+    words = [word.strip().lower() for word in wanted.split(",") if word.strip()]
+    return [page for page in PAGES if not words or any(w in (page[0] + page[1]).lower() for w in words)]
+
+
 def time_pages(base: str, browser: requests.Session, picks: Picks, args) -> list[dict]:
     """Each page of PAGES: warmed up, then timed; 404s noted as skipped; others fatal."""
     values = {**asdict(picks), "week_ago": time.strftime("%Y-%m-%d", time.gmtime(time.time() - 7 * 86400))}
     results = []
-    for name, template in PAGES:
+    for name, template in pages(args.pages):
         path = template.format(**values)
         warm = timed(browser, base + path, args.warmup)
         measured = warm if isinstance(warm, int) else timed(browser, base + path, args.requests)
@@ -189,16 +196,17 @@ def bench_database(name: str, url: str, args) -> list[dict]:
         stack.callback(server.stop)
         base = f"http://127.0.0.1:{args.port}"
         wait_http(f"{base}/healthz")
-        log(f"{name}: timing {len(PAGES)} pages, {args.requests} requests each after {args.warmup} to warm up")
+        count = len(pages(args.pages))
+        log(f"{name}: timing {count} pages, {args.requests} requests each after {args.warmup} to warm up")
         return time_pages(base, signed_in(base, password), picks, args)
 
 
-def markdown(results: dict[str, list[dict]]) -> str:
+def markdown(results: dict[str, list[dict]], wanted: str) -> str:
     """One table: a row per page, p50 / p95 / max per database, met or not."""
     names = list(results)
     lines = ["| page | " + " | ".join(f"{n} p50 / p95 / max (ms)" for n in names) + " | p95 < 300 ms? |"]
     lines.append("| --- " * (len(names) + 2) + "|")
-    for index, (page, path) in enumerate(PAGES):
+    for index, (page, path) in enumerate(pages(wanted)):
         rows = [results[n][index] for n in names]
         cells = [r["skipped"] if "skipped" in r else f"{r['p50']:.0f} / {r['p95']:.0f} / {r['max']:.0f}" for r in rows]
         timed_rows = [r for r in rows if "p95" in r]
@@ -213,6 +221,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the databases made last time (same scale)")
     parser.add_argument("--requests", type=int, default=50, help="timed requests per page")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--pages", default="", help="only pages whose name or path has one of these words (a,b)")
     parser.add_argument("--keys", type=int, default=Scale.keys)
     parser.add_argument("--conversations", type=int, default=Scale.conversations)
     parser.add_argument("--exchanges", type=int, default=Scale.exchanges)
@@ -221,7 +230,7 @@ def main() -> None:
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     results = {name: bench_database(name, DATABASES[name], args) for name in args.databases.split(",")}
-    table = markdown(results)
+    table = markdown(results, args.pages)
     (RESULTS / "console.md").write_text(table + "\n")
     (RESULTS / "console.json").write_text(json.dumps(results, indent=2))
     print(table)
