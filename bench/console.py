@@ -33,6 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import requests
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,7 +49,9 @@ DATABASES = {
     ),
 }
 # Every page the bench times: (name, path). Placeholders are filled from the generated
-# data (console_data.Picks, plus `week_ago`): add a page here when it is built.
+# data (console_data.Picks; plus `week_ago`, and `busy_key_prefix` and
+# `long_conversation_key_prefix` for pages that name a key by its prefix): add a page here
+# when it is built.
 PAGES = (
     ("Overview", "/console/"),
     ("Keys", "/console/keys"),
@@ -164,9 +167,20 @@ def pages(wanted: str) -> list[tuple[str, str]]:
     return [page for page in PAGES if not words or any(w in (page[0] + page[1]).lower() for w in words)]
 
 
-def time_pages(base: str, browser: requests.Session, picks: Picks, args) -> list[dict]:
-    """Each page of PAGES: warmed up, then timed; 404s noted as skipped; others fatal."""
+def placeholders(url: str, picks: Picks) -> dict:
+    """What PAGES' paths may name: the picks, the prefixes of their keys, a week ago."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        prefixes = dict(connection.execute(text("SELECT id, prefix FROM api_keys")).all())
+    engine.dispose()
     values = {**asdict(picks), "week_ago": time.strftime("%Y-%m-%d", time.gmtime(time.time() - 7 * 86400))}
+    values.update(busy_key_prefix=prefixes[picks.busy_key])
+    values.update(long_conversation_key_prefix=prefixes[picks.long_conversation_key])
+    return values
+
+
+def time_pages(base: str, browser: requests.Session, values: dict, args) -> list[dict]:
+    """Each page of PAGES: warmed up, then timed; 404s noted as skipped; others fatal."""
     results = []
     for name, template in pages(args.pages):
         path = template.format(**values)
@@ -198,7 +212,7 @@ def bench_database(name: str, url: str, args) -> list[dict]:
         wait_http(f"{base}/healthz")
         count = len(pages(args.pages))
         log(f"{name}: timing {count} pages, {args.requests} requests each after {args.warmup} to warm up")
-        return time_pages(base, signed_in(base, password), picks, args)
+        return time_pages(base, signed_in(base, password), placeholders(url, picks), args)
 
 
 def markdown(results: dict[str, list[dict]], wanted: str) -> str:
