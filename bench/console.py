@@ -53,7 +53,7 @@ DATABASES = {
 # `long_conversation_key_prefix` for pages that name a key by its prefix): add a page here
 # when it is built.
 PAGES = (
-    ("Overview", "/console/"),
+    ("Overview", "/console/overview"),
     ("Keys", "/console/keys"),
     ("Keys, the last page (keyset)", "/console/keys?after=900"),
     ("Audit", "/console/audit"),
@@ -64,6 +64,7 @@ PAGES = (
     ("Requests, a deep keyset page", "/console/requests?before={deep_message_id}"),
     ("Request detail, an old exchange", "/console/requests/{old_exchange}"),
     ("Conversations of the busiest key", "/console/conversations?key={busy_key}"),
+    ("Conversations, search by id", "/console/conversations?key={long_conversation_key}&q={long_conversation}"),
     ("The longest conversation", "/console/conversation?key={long_conversation_key}&id={long_conversation}"),
     ("Upstreams", "/console/upstreams"),
     ("Settings", "/console/settings"),
