@@ -83,7 +83,9 @@ def prepared(name: str, url: str, scale: Scale, reuse: bool) -> Picks:
         picks = Picks(**json.loads(saved.read_text()))
         if picks.scale == asdict(scale):
             log(f"{name}: reusing the database made last time; migrating it to head")
+            began = time.monotonic()
             migrate(url)
+            log(f"{name}: migrated in {time.monotonic() - began:.0f} s")
             return picks
         log(f"{name}: the database made last time has another scale ({picks.scale}): making it again")
     log(f"{name}: generating {scale.exchanges:,} exchanges ...")
