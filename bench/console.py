@@ -1,6 +1,6 @@
 """Times every console page on issue 25's big database: each under 300 ms (p95)?
 
-    make bench-console                      # both databases; generates them (about N minutes)
+    make bench-console                      # both databases, made afresh (about 20 minutes here)
     .venv/bin/python bench/console.py --reuse                  # the databases made last time
     .venv/bin/python bench/console.py --reuse --databases sqlite --requests 20
 
