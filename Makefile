@@ -9,7 +9,7 @@ NEWMAN_STAMP := tests/postman/node_modules/.installed
 # The official Node SDK for tests/test_node_sdk.py, pinned in tests/node/package-lock.json.
 NODE_SDK_STAMP := tests/node/node_modules/.installed
 
-.PHONY: install run test lint migrate bench bench-streams clean
+.PHONY: install run test lint migrate bench bench-streams bench-console clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench: migrate
 # Long streams and idle/slow clients, beside LiteLLM (about 5 minutes; no wrk needed).
 bench-streams: migrate
 	$(BIN)/python bench/streams.py --idle
+
+# Every console page timed on 1,000,000 exchanges, SQLite and PostgreSQL (bench/README.md:
+# "Console pages"). BENCH_CONSOLE_ARGS=--reuse keeps the databases made last time.
+bench-console: $(STAMP)
+	$(BIN)/python bench/console.py $(BENCH_CONSOLE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/postman/node_modules tests/node/node_modules

@@ -130,11 +130,11 @@ def create_key(
     return record.to_dict(), key
 
 
-def list_keys(session: Session) -> list[dict[str, Any]]:
-    """Every key, oldest first, with the tokens, requests and USD it spent today, the USD it
-    spent this month, and what its requests in progress hold."""
+def list_keys(session: Session, after_id: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Every key, oldest first (or the `limit` after `after_id`: keyset paging), with the tokens,
+    requests and USD it spent today, the USD it spent this month, what its requests hold."""
     today = utc_today()
-    rows = session.execute(
+    query = (
         select(
             ApiKey,
             USAGE.c.total_tokens,
@@ -147,7 +147,10 @@ def list_keys(session: Session) -> list[dict[str, Any]]:
         .outerjoin(USAGE, (USAGE.c.api_key_id == ApiKey.id) & (USAGE.c.day == today))
         .outerjoin(MONTHLY, (MONTHLY.c.api_key_id == ApiKey.id) & (MONTHLY.c.month == today.replace(day=1)))
         .order_by(ApiKey.id)
-    ).all()
+        .limit(limit)
+    )
+    if after_id is not None:
+        query = query.where(ApiKey.id > after_id)
     return [
         {
             **key.to_dict(),
@@ -158,7 +161,7 @@ def list_keys(session: Session) -> list[dict[str, Any]]:
             "usd_reserved_today": usd(held_micros or 0),
             "usd_this_month": usd(month or 0),
         }
-        for key, tokens, requests, held, cost, held_micros, month in rows
+        for key, tokens, requests, held, cost, held_micros, month in session.execute(query).all()
     ]
 
 

@@ -5,6 +5,8 @@ tests/test_console_browser.py drives the same pages in Chromium."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy as sa
 from console_support import SECRET_KEY, csrf_token
@@ -173,3 +175,18 @@ def test_create_limits_and_revoke_are_audited_without_the_key(console_app):
     actions = [("ops", action, prefix) for action in ("key.create", "key.limits", "key.revoke")]
     assert audit(console_app)[2:] == actions  # after admin.create (the CLI) and console.sign_in
     assert key not in str(all_rows(console_app)["audit_log"])
+
+
+def test_the_keys_page_shows_a_hundred_keys_and_links_to_the_next(console_app):
+    for number in range(1, 103):
+        create_client_key(console_app, f"team-{number:03d}")
+    make_admin(console_app)
+    client = signed_in(console_app)
+    first = client.get("/console/keys").text
+    names = re.findall(r'<td class="name">(team-\d+)</td>', first)
+    assert names == [f"team-{number:03d}" for number in range(1, 101)]
+    hundredth = all_rows(console_app)["api_keys"][99][0]
+    assert f'href="/console/keys?after={hundredth}"' in first
+    second = client.get(f"/console/keys?after={hundredth}").text
+    assert re.findall(r'<td class="name">(team-\d+)</td>', second) == ["team-101", "team-102"]
+    assert "Newer keys" not in second

@@ -3,22 +3,25 @@ change limits, each action written to the audit log in the same unit of work."""
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, request, url_for
 
 from database import unit_of_work
 from routes.console.blueprint import console_bp, current_admin
 from routes.console.forms import ActionForm, CreateKeyForm, LimitsForm
 from services.client_keys import create_key, revoke_key, utc_today
 from services.console.audit import record_action
-from services.console.keys import change_limits, find_key, format_usd, keys_with_usage, limits_of
+from services.console.keys import PAGE_SIZE, change_limits, find_key, format_usd, keys_with_usage, limits_of
 
 
-def _render(form: CreateKeyForm | None = None, created: dict | None = None, status: int = 200):
+def _render(
+    form: CreateKeyForm | None = None, created: dict | None = None, status: int = 200, after: int | None = None
+):
     with unit_of_work(write=False) as db_session:
-        keys = keys_with_usage(db_session)
+        keys = keys_with_usage(db_session, after)
     page = render_template(
         "console/keys.html",
         keys=keys,
+        newer=keys[-1]["id"] if len(keys) == PAGE_SIZE else None,
         today=utc_today().isoformat(),
         form=form or CreateKeyForm(formdata=None),
         limits_form=LimitsForm(formdata=None),
@@ -31,8 +34,9 @@ def _render(form: CreateKeyForm | None = None, created: dict | None = None, stat
 
 @console_bp.get("/keys")
 def keys_page():
-    """Every key with its limits, today's usage against its budget and its last day of use."""
-    return _render()
+    """A page of keys with their limits, today's usage against their budget and their last
+    day of use; `?after=<id>` for the next (newer) page."""
+    return _render(after=request.args.get("after", type=int))
 
 
 @console_bp.post("/keys")

@@ -15,28 +15,38 @@ from services.client_keys import check_rate_limit, list_keys, utc_today
 # What a key's limits are made of, as the audit log's from/to shows them.
 LIMITS = ("rate_limit", "daily_tokens", "daily_usd", "monthly_usd")
 
+# Keys per page: each row carries two forms, so a page of every key of a large deployment
+# (1,000 keys: 1.3 MB of HTML, 0.3-0.5 s) would miss the console's 300 ms (bench/README.md).
+PAGE_SIZE = 100
 
-def keys_with_usage(session: Session) -> list[dict[str, Any]]:
-    """Every key, oldest first, as `flask keys list` shows it, plus `last_used_day` (the
-    last UTC day it answered a request: the usage counters keep days, not instants) and
-    `budget_used` (tokens spent and held today, for the bar against `daily_tokens`),
-    `usd_used_today` and `usd_used_month` (USD spent and held today and this month, for the
-    bars against `daily_usd` and `monthly_usd`)."""
+
+def keys_with_usage(session: Session, after_id: int | None = None, limit: int = PAGE_SIZE) -> list[dict[str, Any]]:
+    """A page of keys, oldest first (the `limit` after `after_id` when given: keyset paging,
+    never OFFSET), as `flask keys list` shows them, plus `last_used_day` (the last UTC day
+    it answered a request: the usage counters keep days, not instants), `budget_used`
+    (tokens spent and held today, for the bar against `daily_tokens`), `usd_used_today` and
+    `usd_used_month` (USD spent and held today and this month, for the bars against
+    `daily_usd` and `monthly_usd`). Bounded: a page's keys, and their usage rows found by a
+    range of the counters' primary key."""
+    keys = list_keys(session, after_id, limit)
+    if not keys:
+        return keys
     last_days = dict(
         session.execute(
             select(ApiKeyUsage.api_key_id, func.max(ApiKeyUsage.day))
-            .where(ApiKeyUsage.requests > 0)
+            .where(ApiKeyUsage.api_key_id.between(keys[0]["id"], keys[-1]["id"]), ApiKeyUsage.requests > 0)
             .group_by(ApiKeyUsage.api_key_id)
         ).all()
     )
     month_held = dict(
         session.execute(
             select(ApiKeyMonthlySpend.api_key_id, ApiKeyMonthlySpend.reserved_micros).where(
-                ApiKeyMonthlySpend.month == utc_today().replace(day=1), ApiKeyMonthlySpend.reserved_micros > 0
+                ApiKeyMonthlySpend.api_key_id.between(keys[0]["id"], keys[-1]["id"]),
+                ApiKeyMonthlySpend.month == utc_today().replace(day=1),
+                ApiKeyMonthlySpend.reserved_micros > 0,
             )
         ).all()
     )
-    keys = list_keys(session)
     for key in keys:
         day = last_days.get(key["id"])
         key["last_used_day"] = day.isoformat() if day else None
