@@ -4,6 +4,7 @@ from models.admin import Admin, AuditEntry
 from models.api_key import ApiKey, ApiKeyMonthlySpend, ApiKeyUsage, usd
 from models.conversation import ConversationRecord
 from models.message import Message, MessageStatus, as_utc, iso_utc
+from models.request_log import RequestLog, RequestRollup
 from models.response import StoredResponse
 from models.upstream_attempt import UpstreamAttempt
 
@@ -16,6 +17,8 @@ __all__ = [
     "ConversationRecord",
     "Message",
     "MessageStatus",
+    "RequestLog",
+    "RequestRollup",
     "StoredResponse",
     "UpstreamAttempt",
     "as_utc",

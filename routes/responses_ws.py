@@ -38,7 +38,7 @@ from routes.sse import COMPACT
 from schemas import ResponseRequest
 from services.responses.compaction import app_sealer
 from services.responses.websocket_mode import WebSocketSession
-from telemetry import ExchangeReport, finish_message
+from telemetry import ExchangeReport, finish_message, route_rule
 
 responses_ws_bp = Blueprint("responses_ws", __name__, url_prefix="/v1")
 
@@ -63,7 +63,8 @@ def responses_socket(ws: Any) -> None:
 
 def _answer(ws: Any, session: WebSocketSession, message: str | bytes) -> None:
     """Send the events that answer one message; count and log it as a request of its own."""
-    started, report, status = time.perf_counter(), ExchangeReport(), 200
+    started, status = time.perf_counter(), 200
+    report = ExchangeReport(route=route_rule(), started=started)
     try:
         with closing(_events(session, message, report)) as events:
             for event in events:

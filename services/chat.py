@@ -76,6 +76,14 @@ class _Exchange:
     max_tool_calls: int | None = None  # ChatTurn's
     # The turn's messages that are new (recorded, sent after the history).
     new_messages: list[dict[str, Any]] = field(default_factory=list)
+    # The request's route and start (time.perf_counter()), for its request log row.
+    route: str | None = None
+    started: float | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        """The Ending's request log fields: the route, and the milliseconds since the request began."""
+        latency = None if self.started is None else round((time.perf_counter() - self.started) * 1000)
+        return {"route": self.route, "latency_ms": latency}
 
 
 @dataclass
@@ -200,6 +208,8 @@ class ChatPipeline:
             report.model,
             max_tool_calls=turn.max_tool_calls,
             new_messages=new,
+            route=report.route,
+            started=report.started,
         )
 
     def _context(
@@ -270,6 +280,7 @@ class ChatPipeline:
                     reservation=exchange.reservation,
                     attempts=attempt_rows(report.attempts),
                     model=exchange.model,
+                    **exchange.log_fields(),
                 )
             )
             raise
@@ -344,6 +355,7 @@ class ChatPipeline:
                 attempts=attempt_rows(attempts),
                 model=exchange.model,
                 spent_micros=cost.charged,
+                **exchange.log_fields(),
             )
         )
 
