@@ -41,7 +41,8 @@ def test_an_admin_signs_in_to_the_keys_page_and_out(page, console_service):
     assert page.url.endswith("/console/sign-in")  # no session: sent to sign in
     screenshot(page, "sign-in")
     sign_in(page, console_service)
-    assert page.url.endswith("/console/keys")
+    assert page.url.endswith("/console/overview")  # the console opens on its overview
+    page.goto("/console/keys")
     assert page.get_by_role("heading", name="Client keys").is_visible()
     assert page.locator("header .who").inner_text() == ADMIN
     cookie = next(c for c in page.context.cookies() if c["name"] == "gateway_console")
