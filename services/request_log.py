@@ -14,14 +14,14 @@ its rollup first.
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import MessageStatus, RequestLog, RequestRollup, as_utc
+from models import MessageStatus, RequestLog, RequestRollup
 from models.request_log import ERROR_LENGTH, LATENCY_BUCKETS_MS, LATENCY_COLUMNS
 
 LOG = RequestLog.__table__
@@ -37,6 +37,12 @@ def latency_bucket(latency_ms: int) -> int:
         if latency_ms <= bound:
             return index
     return len(LATENCY_BUCKETS_MS)
+
+
+def _utc_day(stamp: datetime) -> date:
+    """The UTC day of `stamp`; naive values (SQLite returns those) are taken as UTC. Here, not
+    models.as_utc: writing a row runs no code of the models folder (the request's path)."""
+    return stamp.date() if stamp.tzinfo is None else stamp.astimezone(UTC).date()
 
 
 def short_error(error: str | None) -> str | None:
@@ -58,7 +64,7 @@ def _rollup_upsert(dialect_name: str) -> Any:
 def _rollup_values(row: dict[str, Any], sign: int) -> dict[str, Any]:
     """What the log row `row` adds to (sign 1) or takes from (sign -1) its day's rollup."""
     values = {
-        "day": as_utc(row["created_at"]).date(),
+        "day": _utc_day(row["created_at"]),
         "api_key_id": row["api_key_id"] or 0,
         "model": row["model"] or "",
         "route": row["route"] or "",
