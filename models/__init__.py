@@ -4,7 +4,7 @@ from models.admin import Admin, AuditEntry
 from models.api_key import ApiKey, ApiKeyMonthlySpend, ApiKeyUsage, usd
 from models.conversation import ConversationRecord
 from models.message import Message, MessageStatus, as_utc, iso_utc
-from models.request_log import RequestLog, RequestRollup
+from models.request_log import RequestKeyRollup, RequestLog, RequestRollup
 from models.response import StoredResponse
 from models.upstream_attempt import UpstreamAttempt
 
@@ -17,6 +17,7 @@ __all__ = [
     "ConversationRecord",
     "Message",
     "MessageStatus",
+    "RequestKeyRollup",
     "RequestLog",
     "RequestRollup",
     "StoredResponse",

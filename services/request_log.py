@@ -3,7 +3,8 @@
 `log_exchange` runs in the unit of work that records an exchange's ending (services/recorder.py)
 or closes it as abandoned (services/sweeper.py): one row in `request_log`, and the same
 exchange added to its day's rollup by an upsert (INSERT ... ON CONFLICT DO UPDATE, which
-SQLite and PostgreSQL both speak), so concurrent endings add up instead of racing.
+SQLite and PostgreSQL both speak) to its day's row by model and route and its day's row
+by key, so concurrent endings add up instead of racing.
 
 An exchange has one row. An ending recorded over an exchange the sweeper had closed (its
 reply was journaled for longer than ABANDON_AFTER_SECONDS), or applied twice (an erased
@@ -21,11 +22,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import MessageStatus, RequestLog, RequestRollup
+from models import MessageStatus, RequestKeyRollup, RequestLog, RequestRollup
 from models.request_log import ERROR_LENGTH, LATENCY_BUCKETS_MS, LATENCY_COLUMNS
 
 LOG = RequestLog.__table__
 ROLLUPS = RequestRollup.__table__
+KEY_ROLLUPS = RequestKeyRollup.__table__
 ERROR_STATUSES = (MessageStatus.FAILED, MessageStatus.ABANDONED)
 _COUNTERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", "latency_ms_total")
 _LOG_COLUMNS = tuple(column.name for column in LOG.columns if column.name != "id")
@@ -51,14 +53,24 @@ def short_error(error: str | None) -> str | None:
 
 
 @functools.cache
-def _rollup_upsert(dialect_name: str) -> Any:
-    """The rollup's INSERT ... ON CONFLICT DO UPDATE adding to its counters, built once per backend."""
-    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(ROLLUPS)
+def _rollup_upsert(dialect_name: str, by_key: bool) -> Any:
+    """A rollup's INSERT ... ON CONFLICT DO UPDATE adding to its counters, built once per
+    backend: the day's by model and route, or (`by_key`) the day's by key."""
+    table = KEY_ROLLUPS if by_key else ROLLUPS
+    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
     added = (*_COUNTERS, *LATENCY_COLUMNS)
     return insert.on_conflict_do_update(
-        index_elements=[ROLLUPS.c.day, ROLLUPS.c.api_key_id, ROLLUPS.c.model, ROLLUPS.c.route],
-        set_={name: ROLLUPS.c[name] + insert.excluded[name] for name in added},
+        index_elements=[column for column in table.primary_key.columns],
+        set_={name: table.c[name] + insert.excluded[name] for name in added},
     )
+
+
+def _add_to_rollups(session: Session, row: dict[str, Any], sign: int) -> None:
+    """Add the log row `row` to (sign 1) or take it from (sign -1) its day's two rollups."""
+    dialect = session.get_bind().dialect.name
+    values = _rollup_values(row, sign)
+    session.execute(_rollup_upsert(dialect, False), values)
+    session.execute(_rollup_upsert(dialect, True), values)
 
 
 def _rollup_values(row: dict[str, Any], sign: int) -> dict[str, Any]:
@@ -87,14 +99,13 @@ def log_exchange(session: Session, row: dict[str, Any], *, replace: bool) -> Non
     it may have a row already), a row it has is taken out of its rollup and deleted first."""
     row = {name: row.get(name) for name in _LOG_COLUMNS}
     row["error"] = short_error(row["error"])
-    dialect = session.get_bind().dialect.name
     if replace:
         found = session.execute(select(LOG).where(LOG.c.exchange_id == row["exchange_id"])).mappings().first()
         if found is not None:
-            session.execute(_rollup_upsert(dialect), _rollup_values(dict(found), -1))
+            _add_to_rollups(session, dict(found), -1)
             session.execute(delete(LOG).where(LOG.c.id == found["id"]))
     session.execute(LOG.insert(), row)
-    session.execute(_rollup_upsert(dialect), _rollup_values(row, 1))
+    _add_to_rollups(session, row, 1)
 
 
 def ended_row(

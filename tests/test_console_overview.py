@@ -87,12 +87,17 @@ def test_the_windows_count_days_back_from_today(console_app):
     with console_app.app_context(), db.engine.begin() as conn:
         for day, requests in rows:
             zeros = ", ".join(["0"] * 15)  # errors, tokens, cost, latency: none
-            insert = f"INSERT INTO request_rollups VALUES (:day, 0, 'm', '', :n, {zeros})"
+            counters = "requests, errors, prompt_tokens, completion_tokens, cost_micros, latency_ms_total, "
+            counters += ", ".join(f"latency_b{n}" for n in range(10))
+            insert = f"INSERT INTO request_rollups (day, model, route, {counters}) VALUES (:day, 'm', '', :n, {zeros})"
+            conn.execute(sa.text(insert), {"day": day, "n": requests})
+            insert = f"INSERT INTO request_key_rollups (day, api_key_id, {counters}) VALUES (:day, 0, :n, {zeros})"
             conn.execute(sa.text(insert), {"day": day, "n": requests})
     page = signed_in(console_app).get("/console/overview?days=7").text
     counts = [cells(page, rf'<tr class="window" data-days="{days}">')[1] for days in (1, 7, 30)]
     assert counts == ["1", "11", "111"]
     assert cells(page.split('data-by="model"')[1], r'<tr class="part">')[:2] == ["m", "11"]
+    assert cells(page.split('data-by="api_key_id"')[1], r'<tr class="part">')[:2] == ["no key", "11"]
 
 
 def test_latency_percentiles_come_from_the_histogram():

@@ -23,6 +23,7 @@ from services.sweeper import ABANDONED_ERROR, sweep
 
 # gpt-4o-mini in the shipped table: 0.15 input, 0.60 output per million tokens.
 MINI_COST = 1000 * 0.15 + 500 * 0.60  # 450 micro-dollars
+ROLLUPS = ("request_rollups", "request_key_rollups")
 
 
 @pytest.fixture
@@ -76,6 +77,10 @@ def test_each_exchange_is_logged_with_its_route_model_cost_and_latency(console_a
         by_model = {(row.model, row.route): tuple(row)[2:] for row in rollups}
     assert by_model[("gpt-4o-mini", "/v1/chat/completions")] == (1, 0, MINI_COST)
     assert by_model[("gpt-4o", "/v1/chat/completions")] == (1, 1, 0)
+    with console_app.app_context(), db.engine.connect() as conn:
+        by_key = conn.execute(sa.text("SELECT api_key_id, requests, errors, cost_micros FROM request_key_rollups"))
+        # The second reply: 10 and 5 tokens of gpt-4o-mini, 4.5 micro-dollars, rounded to 5.
+        assert [tuple(row) for row in by_key] == [(first["api_key_id"], 3, 1, MINI_COST + 5)]
 
 
 def test_the_requests_page_shows_the_log_filters_it_and_opens_an_exchange(console_app, upstream):
@@ -160,16 +165,20 @@ def test_an_abandoned_exchange_is_logged_by_the_sweeper_and_replaced_by_its_late
         [row] = log_rows(console_app)
         assert (row["status"], row["error"], row["user_id"]) == ("abandoned", ABANDONED_ERROR, "swept")
         with db.engine.connect() as conn:
-            counted = conn.execute(sa.text("SELECT SUM(requests), SUM(errors) FROM request_rollups")).one()
-        assert tuple(counted) == (1, 1)
+            counted = [
+                conn.execute(sa.text(f"SELECT SUM(requests), SUM(errors) FROM {table}")).one() for table in ROLLUPS
+            ]
+        assert [tuple(row) for row in counted] == [(1, 1), (1, 1)]
 
         reply = {"role": "assistant", "content": "late", "message_fields": None, "model": "fake-model"}
         replay_entry(Ending("ex-abandoned", "swept", None, MessageStatus.COMPLETED, reply=reply).as_entry())
         [row] = log_rows(console_app)
         assert (row["status"], row["error"]) == ("completed", None)
         with db.engine.connect() as conn:
-            counted = conn.execute(sa.text("SELECT SUM(requests), SUM(errors) FROM request_rollups")).one()
-        assert tuple(counted) == (1, 0)  # the abandoned count taken back out
+            counted = [
+                conn.execute(sa.text(f"SELECT SUM(requests), SUM(errors) FROM {table}")).one() for table in ROLLUPS
+            ]
+        assert [tuple(row) for row in counted] == [(1, 0), (1, 0)]  # the abandoned count taken back out
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 2
 
 

@@ -56,6 +56,7 @@ def test_the_migration_backfills_the_log_and_the_rollups_from_messages(empty_dat
             with db.engine.connect() as conn:
                 log = conn.execute(sa.text("SELECT * FROM request_log ORDER BY id")).mappings().all()
                 rollups = conn.execute(sa.text("SELECT * FROM request_rollups ORDER BY model")).mappings().all()
+                by_key = conn.execute(sa.text("SELECT * FROM request_key_rollups")).mappings().all()
             db.engine.dispose()
     finally:
         app.extensions["llm"].close()
@@ -86,3 +87,6 @@ def test_the_migration_backfills_the_log_and_the_rollups_from_messages(empty_dat
     ]
     day = str(yesterday.date())
     assert summed == [(day, "gpt-4o", "", 1, 1, 0, 0), (day, "gpt-4o-mini", "", 1, 0, 450, 0)]
+    assert [(str(r["day"]), r["api_key_id"], r["requests"], r["errors"], r["cost_micros"]) for r in by_key] == [
+        (day, 0, 2, 1, 450)
+    ]

@@ -2,9 +2,10 @@
 
 `request_log`: one row per ended exchange, with an index per filter of the Requests page
 (key, model, route, status, or none), each ordered newest first. `request_rollups`: the
-exchanges of each UTC day, key, model and route counted, with a latency histogram.
+exchanges of each UTC day, model and route counted, with a latency histogram;
+`request_key_rollups` the same per UTC day and key.
 
-Both are backfilled from `messages`, set-based (one INSERT ... SELECT each), so that an
+All are backfilled from `messages`, set-based (one INSERT ... SELECT each), so that an
 existing install's console is not empty: routes and latencies were never kept, so they
 are NULL (the rollups' histogram counts none); the model is the one asked for where the
 rows name it (a failed exchange's), else the one that answered. Exchanges still pending get their row when
@@ -43,15 +44,26 @@ ORDER BY MAX(timestamp), MIN(id)
 """
 
 BACKFILL_ROLLUPS = """
-INSERT INTO request_rollups (day, api_key_id, model, route, requests, errors, prompt_tokens, completion_tokens,
-                             cost_micros, latency_ms_total, {latency})
-SELECT {day}, COALESCE(api_key_id, 0), COALESCE(model, ''), COALESCE(route, ''), COUNT(*),
-       SUM(CASE WHEN status IN ('failed', 'abandoned') THEN 1 ELSE 0 END),
+INSERT INTO {table} ({dimensions}, requests, errors, prompt_tokens, completion_tokens, cost_micros,
+                     latency_ms_total, {latency})
+SELECT {grouped}, COUNT(*), SUM(CASE WHEN status IN ('failed', 'abandoned') THEN 1 ELSE 0 END),
        COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_micros), 0),
        0, {zeros}
 FROM request_log
-GROUP BY {day}, COALESCE(api_key_id, 0), COALESCE(model, ''), COALESCE(route, '')
+GROUP BY {grouped}
 """
+
+
+def _counters():
+    return [
+        sa.Column('requests', sa.Integer(), nullable=False),
+        sa.Column('errors', sa.Integer(), nullable=False),
+        sa.Column('prompt_tokens', sa.BigInteger(), nullable=False),
+        sa.Column('completion_tokens', sa.BigInteger(), nullable=False),
+        sa.Column('cost_micros', sa.BigInteger(), nullable=False),
+        sa.Column('latency_ms_total', sa.BigInteger(), nullable=False),
+        *[sa.Column(name, sa.Integer(), nullable=False) for name in LATENCY_COLUMNS],
+    ]
 
 
 def upgrade():
@@ -79,24 +91,23 @@ def upgrade():
     op.create_table(
         'request_rollups',
         sa.Column('day', sa.Date(), nullable=False),
-        sa.Column('api_key_id', sa.Integer(), nullable=False),
         sa.Column('model', sa.String(length=255), nullable=False),
         sa.Column('route', sa.String(length=128), nullable=False),
-        sa.Column('requests', sa.Integer(), nullable=False),
-        sa.Column('errors', sa.Integer(), nullable=False),
-        sa.Column('prompt_tokens', sa.BigInteger(), nullable=False),
-        sa.Column('completion_tokens', sa.BigInteger(), nullable=False),
-        sa.Column('cost_micros', sa.BigInteger(), nullable=False),
-        sa.Column('latency_ms_total', sa.BigInteger(), nullable=False),
-        *[sa.Column(name, sa.Integer(), nullable=False) for name in LATENCY_COLUMNS],
-        sa.PrimaryKeyConstraint('day', 'api_key_id', 'model', 'route', name=op.f('pk_request_rollups')),
+        *_counters(),
+        sa.PrimaryKeyConstraint('day', 'model', 'route', name=op.f('pk_request_rollups')),
+    )
+    op.create_table(
+        'request_key_rollups',
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.Column('api_key_id', sa.Integer(), nullable=False),
+        *_counters(),
+        sa.PrimaryKeyConstraint('day', 'api_key_id', name=op.f('pk_request_key_rollups')),
     )
     _backfill()
     # Indexes after the backfill: built once from sorted data rather than kept row by row.
     op.create_index('ix_request_log_created_at_id', 'request_log', ['created_at', 'id'], unique=False)
     for column in FILTERS:
         op.create_index(f'ix_request_log_{column}_created_at_id', 'request_log', [column, 'created_at', 'id'])
-    op.create_index('ix_request_rollups_api_key_id_day', 'request_rollups', ['api_key_id', 'day'], unique=False)
 
 
 def _backfill():
@@ -108,13 +119,21 @@ def _backfill():
         day = 'DATE(created_at)'
     latency = ', '.join(LATENCY_COLUMNS)
     zeros = ', '.join('0' for _ in LATENCY_COLUMNS)
-    bind.execute(sa.text(BACKFILL_ROLLUPS.format(day=day, latency=latency, zeros=zeros)))
+    grains = {
+        'request_rollups': ('day, model, route', f"{day}, COALESCE(model, ''), COALESCE(route, '')"),
+        'request_key_rollups': ('day, api_key_id', f'{day}, COALESCE(api_key_id, 0)'),
+    }
+    for table, (dimensions, grouped) in grains.items():
+        statement = BACKFILL_ROLLUPS.format(
+            table=table, dimensions=dimensions, grouped=grouped, latency=latency, zeros=zeros
+        )
+        bind.execute(sa.text(statement))
 
 
 def downgrade():
-    op.drop_index('ix_request_rollups_api_key_id_day', table_name='request_rollups')
     for column in FILTERS:
         op.drop_index(f'ix_request_log_{column}_created_at_id', table_name='request_log')
     op.drop_index('ix_request_log_created_at_id', table_name='request_log')
+    op.drop_table('request_key_rollups')
     op.drop_table('request_rollups')
     op.drop_table('request_log')

@@ -2,8 +2,9 @@
 by model, key and route; latency percentiles; the last 30 days as bar charts.
 
 Everything is summed from the daily rollups (models/request_log.py), never from the log:
-one query of at most 30 rows per day's totals, and one grouped query per breakdown over
-the rollups of its window, whatever the number of exchanges.
+the totals, charts and breakdowns by model and route from the rollups by day, model and
+route (a few rows a day), the breakdown by key from those by day and key (one row per
+active key and day), whatever the number of exchanges.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import ApiKey, RequestRollup, usd
+from models import ApiKey, RequestKeyRollup, RequestRollup, usd
 from models.request_log import LATENCY_BUCKETS_MS, LATENCY_COLUMNS
 
 ROLLUPS = RequestRollup.__table__
+KEY_ROLLUPS = RequestKeyRollup.__table__
 WINDOWS = (1, 7, 30)
 BREAKDOWN_ROWS = 20
 _SUMMED = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", *LATENCY_COLUMNS)
@@ -75,8 +77,8 @@ def percentile(histogram: list[int], quantile: float) -> str | None:
     return None  # not reached: the counts add up to total
 
 
-def _sums() -> list[Any]:
-    return [func.sum(ROLLUPS.c[name]).label(name) for name in _SUMMED]
+def _sums(table: Any = ROLLUPS) -> list[Any]:
+    return [func.sum(table.c[name]).label(name) for name in _SUMMED]
 
 
 def window_totals(session: Session, today: date) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
@@ -101,12 +103,13 @@ def window_totals(session: Session, today: date) -> tuple[dict[int, dict[str, An
 def breakdown(session: Session, today: date, days: int, by: str) -> list[dict[str, Any]]:
     """The window's totals by `by` ("model", "route" or "api_key_id"), the costliest first
     (then the busiest), BREAKDOWN_ROWS at most; keys named."""
-    column = ROLLUPS.c[by]
+    table = KEY_ROLLUPS if by == "api_key_id" else ROLLUPS
+    column = table.c[by]
     query = (
-        select(column.label("name"), *_sums())
-        .where(ROLLUPS.c.day > today - timedelta(days=days))
+        select(column.label("name"), *_sums(table))
+        .where(table.c.day > today - timedelta(days=days))
         .group_by(column)
-        .order_by(func.sum(ROLLUPS.c.cost_micros).desc(), func.sum(ROLLUPS.c.requests).desc(), column)
+        .order_by(func.sum(table.c.cost_micros).desc(), func.sum(table.c.requests).desc(), column)
         .limit(BREAKDOWN_ROWS)
     )
     shown = []
