@@ -100,6 +100,8 @@ def test_the_requests_page_shows_the_log_filters_it_and_opens_an_exchange(consol
     assert "0.000450" in page.text and "/v1/chat/completions" in page.text
 
     assert listed_exchanges(console.get(f"/console/requests?key={alpha[:12]}").text) == [costly]
+    pasted = console.get(f"/console/requests?key={alpha}")  # a whole key: filtered by its prefix, never shown
+    assert listed_exchanges(pasted.text) == [costly] and alpha not in pasted.text
     assert listed_exchanges(console.get("/console/requests?model=fake-model").text) == [failed, cheap]
     assert listed_exchanges(console.get("/console/requests?status=failed").text) == [failed]
     assert listed_exchanges(console.get("/console/requests?route=/openai-completion").text) == []

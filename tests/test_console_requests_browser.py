@@ -35,7 +35,6 @@ def test_a_request_made_with_a_console_key_appears_with_its_cost_and_opens(
 ):
     sign_in(page, console_service)
     assert page.url.endswith("/console/overview")
-    page.goto("/console/keys")
     key = create_key(page, "sdk-user")
     upstream.enqueue(Reply(text="hi there", model="gpt-4o-mini", prompt_tokens=1000, completion_tokens=500))
     assert ask(console_service, key, "gpt-4o-mini") == "hi there"
@@ -65,7 +64,6 @@ def test_a_request_made_with_a_console_key_appears_with_its_cost_and_opens(
 
 def test_html_in_a_model_name_is_shown_as_text(page, console_service, upstream, scripts_run):
     sign_in(page, console_service)
-    page.goto("/console/keys")
     key = create_key(page, "xss-probe")
     payload = "<img src=x onerror=alert(1)>"
     upstream.enqueue(Reply(text="ok", model="fake-model"))

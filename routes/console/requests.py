@@ -9,7 +9,14 @@ from flask import current_app, render_template, request, url_for
 
 from database import unit_of_work
 from routes.console.blueprint import PREFIX, console_bp
-from services.console.requests import STATUSES, RequestFilters, key_id_of, request_detail, request_page
+from services.console.requests import (
+    STATUSES,
+    RequestFilters,
+    key_filter_text,
+    key_id_of,
+    request_detail,
+    request_page,
+)
 
 FILTER_NAMES = ("key", "model", "route", "status", "since", "until")
 
@@ -56,6 +63,7 @@ def conversation_url(api_key_id: int | None, user_id: str, exchange_id: str) -> 
 def requests_page():
     """A page of the request log, newest first; `?before=<id>` for the next (older) page."""
     args = {name: request.args.get(name, "").strip() for name in FILTER_NAMES}
+    args["key"] = key_filter_text(args["key"])
     before = request.args.get("before", type=int)
     with unit_of_work(write=False) as db_session:
         filters, problems = _filters(db_session, args)

@@ -15,7 +15,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from models import ApiKey, RequestLog, UpstreamAttempt, iso_utc, usd
-from services.client_keys import KEY_PREFIX
+from services.client_keys import KEY_PREFIX, PREFIX_LENGTH
 
 PAGE_SIZE = 50
 LOG = RequestLog.__table__
@@ -47,13 +47,19 @@ class RequestFilters:
         return conditions
 
 
+def key_filter_text(text: str) -> str:
+    """What the key filter keeps of `text` (and the page shows again): a whole key pasted
+    in is cut to its prefix, so that no page ever shows a key."""
+    text = text.strip()
+    return text[:PREFIX_LENGTH] if text.startswith(KEY_PREFIX) else text
+
+
 def key_id_of(session: Session, text: str) -> int | None:
     """The id of the key `text` names (its id, or its prefix); None when it names none."""
-    text = text.strip()
     if text.isdigit():
         return int(text)
     if text.startswith(KEY_PREFIX):
-        return session.scalar(select(ApiKey.id).where(ApiKey.prefix == text[:16]))
+        return session.scalar(select(ApiKey.id).where(ApiKey.prefix == text[:PREFIX_LENGTH]))
     return None
 
 
