@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import MessageStatus, RequestKeyRollup, RequestLog, RequestRollup
-from models.request_log import ERROR_LENGTH, LATENCY_BUCKETS_MS, LATENCY_COLUMNS
+from models.request_log import LATENCY_BUCKETS_MS, LATENCY_COLUMNS
 
 LOG = RequestLog.__table__
 ROLLUPS = RequestRollup.__table__
@@ -31,6 +31,9 @@ KEY_ROLLUPS = RequestKeyRollup.__table__
 ERROR_STATUSES = (MessageStatus.FAILED, MessageStatus.ABANDONED)
 _COUNTERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", "latency_ms_total")
 _LOG_COLUMNS = tuple(column.name for column in LOG.columns if column.name != "id")
+# The log's string columns and their sizes: what a row holds is cut to fit, so a long value
+# (a journal line anyone could have edited) cannot make the database refuse the ending.
+_SIZES = {column.name: column.type.length for column in LOG.columns if getattr(column.type, "length", None)}
 
 
 def latency_bucket(latency_ms: int) -> int:
@@ -45,11 +48,6 @@ def _utc_day(stamp: datetime) -> date:
     """The UTC day of `stamp`; naive values (SQLite returns those) are taken as UTC. Here, not
     models.as_utc: writing a row runs no code of the models folder (the request's path)."""
     return stamp.date() if stamp.tzinfo is None else stamp.astimezone(UTC).date()
-
-
-def short_error(error: str | None) -> str | None:
-    """An error as the log keeps it: its first ERROR_LENGTH characters."""
-    return None if error is None else error[:ERROR_LENGTH]
 
 
 @functools.cache
@@ -98,7 +96,9 @@ def log_exchange(session: Session, row: dict[str, Any], *, replace: bool) -> Non
     its rollup, in the caller's transaction. With `replace` (the exchange was not pending:
     it may have a row already), a row it has is taken out of its rollup and deleted first."""
     row = {name: row.get(name) for name in _LOG_COLUMNS}
-    row["error"] = short_error(row["error"])
+    for name, size in _SIZES.items():
+        if isinstance(row[name], str):
+            row[name] = row[name][:size]
     if replace:
         found = session.execute(select(LOG).where(LOG.c.exchange_id == row["exchange_id"])).mappings().first()
         if found is not None:

@@ -150,6 +150,7 @@ def test_a_replayed_journal_entry_writes_its_log_row_and_an_old_entry_still_repl
         replay_entry({**ending.__class__(**{**ending.__dict__, "route": "/v1/responses", "latency_ms": 42}).as_entry()})
         old_entry = Ending("ex-old-entry", "journaled", None, MessageStatus.COMPLETED, reply=reply).as_entry()
         del old_entry["route"], old_entry["latency_ms"]
+        old_entry["error"] = "e" * 5000  # a long error (an edited line): cut to fit, the ending kept
         replay_entry(old_entry)
         replay_entry(old_entry)  # applied twice (a commit that looked failed): one row still
     rows = {row["exchange_id"]: row for row in log_rows(console_app)}
@@ -157,6 +158,7 @@ def test_a_replayed_journal_entry_writes_its_log_row_and_an_old_entry_still_repl
     journaled, old = rows["ex-journaled"], rows["ex-old-entry"]
     assert (journaled["route"], journaled["latency_ms"], journaled["cost_micros"]) == ("/v1/responses", 42, 7)
     assert (old["route"], old["latency_ms"], old["model"], old["prompt_tokens"]) == (None, None, "gpt-4o-mini", 3)
+    assert old["error"] == "e" * 300
 
 
 def test_an_abandoned_exchange_is_logged_by_the_sweeper_and_replaced_by_its_late_reply(console_app):
