@@ -79,7 +79,12 @@ RATELIMIT_DEGRADED = Gauge(
 
 def _route_label() -> str:
     # The rule, not the path: paths carry ids and would explode the label space.
-    return request.url_rule.rule if request.url_rule is not None else "unmatched"
+    return route_rule() or "unmatched"
+
+
+def route_rule() -> str | None:
+    """The URL rule of this request ("/v1/chat/completions"), or None when none matched."""
+    return request.url_rule.rule if request.url_rule is not None else None
 
 
 def register_request_telemetry(app: Flask) -> None:
@@ -131,11 +136,15 @@ class ExchangeReport:
     # exchange failed (an answer's are its completion's).
     model: str | None = None
     attempts: tuple[Attempt, ...] = ()
+    # The URL rule the client called and when its request began (time.perf_counter()), for
+    # the request log (services/request_log.py).
+    route: str | None = None
+    started: float | None = None
 
 
 def exchange_report() -> ExchangeReport:
     """A new report of this request's exchange, which its log line reads when it closes."""
-    g.exchange = ExchangeReport()
+    g.exchange = ExchangeReport(route=route_rule(), started=g.get("started"))
     return g.exchange
 
 

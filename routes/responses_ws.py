@@ -41,7 +41,7 @@ from schemas import ResponseRequest
 from services.client_keys import find_active_key
 from services.responses.compaction import app_sealer
 from services.responses.websocket_mode import WebSocketSession
-from telemetry import ExchangeReport, finish_message
+from telemetry import ExchangeReport, finish_message, route_rule
 
 responses_ws_bp = Blueprint("responses_ws", __name__, url_prefix="/v1")
 
@@ -71,7 +71,8 @@ def responses_socket(ws: Any) -> None:
 def _answer(ws: Any, session: WebSocketSession, message: str | bytes) -> int:
     """Send the events that answer one message; count and log it as a request of its own.
     Its status (200, or the error event's) is returned."""
-    started, report, status = time.perf_counter(), ExchangeReport(), 200
+    started, status = time.perf_counter(), 200
+    report = ExchangeReport(route=route_rule(), started=started)
     try:
         with closing(_events(session, message, report)) as events:
             for event in events:

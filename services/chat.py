@@ -79,6 +79,14 @@ class _Exchange:
     new_messages: list[dict[str, Any]] = field(default_factory=list)
     # The conversation to summarise once the reply is recorded (its history was trimmed).
     compaction: CompactionJob | None = None
+    # The request's route and start (time.perf_counter()), for its request log row.
+    route: str | None = None
+    started: float | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        """The Ending's request log fields: the route, and the milliseconds since the request began."""
+        latency = None if self.started is None else round((time.perf_counter() - self.started) * 1000)
+        return {"route": self.route, "latency_ms": latency}
 
 
 @dataclass
@@ -218,7 +226,9 @@ class ChatPipeline:
             report.model,
             max_tool_calls=turn.max_tool_calls,
             new_messages=new,
-            compaction=self._compaction(turn, conversation_id, key_id, history, context, new),
+            compaction=self._compaction(turn, conversation_id, key_id, history, context),
+            route=report.route,
+            started=report.started,
         )
 
     def _summarised(self, turn: ChatTurn) -> bool:
@@ -227,19 +237,12 @@ class ChatPipeline:
         stored = turn.history_exchanges is None and not turn.held_history and turn.trim_history
         return stored and self.compactor is not None and self.compactor.settings.enabled
 
-    def _compaction(
-        self, turn: ChatTurn, conversation_id: str, key_id: int | None, history: History, context: list, new: list
-    ) -> CompactionJob | None:
+    def _compaction(self, turn: ChatTurn, conversation_id: str, key_id: int | None, history: History, context: list):
         """The summarising job a turn whose stored history was trimmed leaves, or None."""
         if not (history.trimmed and self._summarised(turn) and turn.store_content):
             return None
-        always_sent = sum(estimate_message_tokens(m) for m in context) - sum(
-            estimate_message_tokens(m) for m in history.messages
-        )
-        limits = self._limits(turn)
-        return CompactionJob(
-            conversation_id, key_id, turn.model or getattr(self.llm, "default_model", None), limits, always_sent
-        )
+        model = turn.model or getattr(self.llm, "default_model", None)
+        return CompactionJob.of(conversation_id, key_id, model, self._limits(turn), context, history.messages)
 
     def _limits(self, turn: ChatTurn) -> HistoryLimits:
         """The turn's history limits (see ChatSettings.limits_for)."""
@@ -324,6 +327,7 @@ class ChatPipeline:
                     reservation=exchange.reservation,
                     attempts=attempt_rows(report.attempts),
                     model=exchange.model,
+                    **exchange.log_fields(),
                 )
             )
             raise
@@ -399,6 +403,7 @@ class ChatPipeline:
                 attempts=attempt_rows(attempts),
                 model=exchange.model,
                 spent_micros=cost.charged,
+                **exchange.log_fields(),
             )
         )
 

@@ -18,7 +18,16 @@ from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.orm import Session
 
 from errors import ApiError
-from models import ConversationRecord, Message, MessageStatus, StoredResponse, UpstreamAttempt, iso_utc, usd
+from models import (
+    ConversationRecord,
+    Message,
+    MessageStatus,
+    RequestLog,
+    StoredResponse,
+    UpstreamAttempt,
+    iso_utc,
+    usd,
+)
 from services.exchanges import stored_columns
 from services.ownership import ANY_KEY, KeyScope, owned_by
 from services.pages import PageFill
@@ -30,6 +39,7 @@ MESSAGES = Message.__table__
 RESPONSES = StoredResponse.__table__
 CONVERSATIONS = ConversationRecord.__table__
 ATTEMPTS = UpstreamAttempt.__table__
+REQUEST_LOG = RequestLog.__table__
 
 
 def conversation_rows(session: Session, conversation_id: str, client_key_id: KeyScope = ANY_KEY) -> list[Message]:
@@ -249,9 +259,11 @@ def prune_batch(session: Session, older_than: datetime, batch_size: int) -> int 
     ).all()
     if not batch:
         return None
-    # A response made by one of these exchanges goes with it, and its upstream attempts:
-    # nothing of it may outlive retention.
+    # A response made by one of these exchanges goes with it, and its upstream attempts and
+    # request log row: nothing of it may outlive retention (the daily rollups, counts with
+    # no conversation in them, stay).
     session.execute(delete(RESPONSES).where(RESPONSES.c.exchange_id.in_(batch)))
     session.execute(delete(ATTEMPTS).where(ATTEMPTS.c.exchange_id.in_(batch)))
+    session.execute(delete(REQUEST_LOG).where(REQUEST_LOG.c.exchange_id.in_(batch)))
     delete_summaries_of_pruned(session, list(batch))  # a summary of them would outlive them
     return session.execute(delete(MESSAGES).where(MESSAGES.c.exchange_id.in_(batch))).rowcount or 0

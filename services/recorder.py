@@ -31,6 +31,7 @@ from models import MessageStatus
 from services.client_keys import Reservation, settle_reservation
 from services.exchanges import attempts_recorded, exchange_status, record_attempts, record_failure, record_reply
 from services.journal import EntryRejected, Journal
+from services.request_log import ended_row, log_exchange
 from services.responses.store import name_reply_items, record_response, response_recorded
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class Ending:
     model: str | None = None
     # What `spent` cost in micro-dollars (the reply row's cost; 0 when unpriced), charged with it.
     spent_micros: int = 0
+    # For the request log: the URL rule the client called, and the time from the request's
+    # start to this ending (None in entries journaled before the log existed).
+    route: str | None = None
+    latency_ms: int | None = None
 
     def as_entry(self) -> dict[str, Any]:
         """The ending as one JSON-ready journal entry."""
@@ -83,6 +88,8 @@ class Ending:
             "attempts": list(self.attempts),
             "model": self.model,
             "spent_micros": self.spent_micros,
+            "route": self.route,
+            "latency_ms": self.latency_ms,
         }
 
     def apply(self, session: Session, *, recheck: bool) -> None:
@@ -93,11 +100,12 @@ class Ending:
     def from_entry(cls, entry: dict[str, Any]) -> Ending:
         """The ending a journal entry holds; KeyError, TypeError or ValueError if it holds none.
         An entry journaled before attempts were recorded holds none, and no model; one
-        journaled before costs were, no cost."""
+        journaled before costs were, no cost; one journaled before the request log, no route
+        nor latency."""
         held = entry["reservation"]
-        model = entry.get("model")
-        if model is not None and not isinstance(model, str):
-            raise TypeError("an ending's model must be a string")
+        model, route, latency = entry.get("model"), entry.get("route"), entry.get("latency_ms")
+        if not all(value is None or isinstance(value, str) for value in (model, route)):
+            raise TypeError("an ending's model and route must be strings")
         return cls(
             **{name: entry[name] for name in ("exchange_id", "conversation_id", "client_key_id", "status", "error")},
             reply=entry["reply"],
@@ -107,6 +115,8 @@ class Ending:
             attempts=tuple(attempt_columns(attempt) for attempt in entry.get("attempts") or ()),
             model=model,
             spent_micros=int(entry.get("spent_micros") or 0),
+            route=None if route is None else route[:128],
+            latency_ms=None if latency is None else int(latency),
         )
 
 
@@ -230,6 +240,30 @@ def apply_ending(session: Session, ending: Ending, *, recheck: bool) -> None:
     # An erased exchange's ending may be applied twice (it stays open): its attempts go in once.
     if ending.attempts and not (recheck and attempts_recorded(session, ending.exchange_id)):
         record_attempts(session, ending.exchange_id, ending.attempts, ending.ended_at)
+    log_exchange(session, _log_row(ending), replace=before != MessageStatus.PENDING)
+
+
+def _log_row(ending: Ending) -> dict[str, Any]:
+    """The ending's request log row (services/request_log.py)."""
+    reply = ending.reply or {}
+    spent = ending.spent or (None, None)
+    prompt, completion = reply.get("prompt_tokens"), reply.get("completion_tokens")
+    return ended_row(
+        exchange_id=ending.exchange_id,
+        api_key_id=ending.client_key_id,
+        user_id=ending.conversation_id,
+        status=ending.status,
+        created_at=ending.ended_at,
+        route=ending.route,
+        model=ending.model or reply.get("model"),
+        answered_model=reply.get("model"),
+        deployment=reply.get("deployment"),
+        error=ending.error,
+        prompt_tokens=spent[0] if prompt is None else prompt,
+        completion_tokens=spent[1] if completion is None else completion,
+        cost_micros=reply.get("cost_micros"),
+        latency_ms=ending.latency_ms,
+    )
 
 
 def replay_entry(entry: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ from database import unit_of_work
 from models import Message, MessageStatus, as_utc
 from services.client_keys import Reservation, charge_usage, settle_reservation
 from services.exchanges import replayed
+from services.request_log import ended_row, log_exchange
 from services.tokens import estimate_message_tokens
 
 log = logging.getLogger("gateway.sweeper")
@@ -72,7 +73,7 @@ def _unheartbeated(older_than: datetime) -> ColumnElement[bool]:
 def abandon_stale(session: Session, older_than: datetime, error: str, batch_size: int) -> list[Row]:
     """Close the exchanges of up to `batch_size` rows still pending since before `older_than`
     (and not heartbeated since), whole, as ABANDONED with `error`; return the rows this
-    statement changed (exchange_id, api_key_id, role, content, message_fields, and the
+    statement changed (exchange_id, api_key_id, user_id, role, content, message_fields, and the
     reserved_tokens, reserved_micros and timestamp of the reservation a first row records): fewer than
     `batch_size` means none is left.
 
@@ -92,6 +93,7 @@ def abandon_stale(session: Session, older_than: datetime, error: str, batch_size
         .returning(
             MESSAGES.c.exchange_id,
             MESSAGES.c.api_key_id,
+            MESSAGES.c.user_id,
             MESSAGES.c.role,
             MESSAGES.c.content,
             MESSAGES.c.message_fields,
@@ -131,7 +133,27 @@ def sweep_batch(session: Session, older_than: datetime, batch_size: int = BATCH_
         if key_id is not None:
             charge_usage(session, key_id, tokens, 0)
             charged += tokens
+    _log_abandoned(session, rows, exchanges)
     return SweepResult(exchanges=len(exchanges), charged_tokens=charged, rows=len(rows))
+
+
+def _log_abandoned(session: Session, rows: list[Row], exchanges: dict[str, tuple[int | None, int]]) -> None:
+    """The request log row of each exchange closed: abandoned, its estimated prompt tokens
+    (what its key was charged), route and latency unknown (its process kept them)."""
+    now = datetime.now(UTC)
+    conversations = {row.exchange_id: row.user_id for row in rows}
+    for exchange_id, (key_id, tokens) in exchanges.items():
+        row = ended_row(
+            exchange_id=exchange_id,
+            api_key_id=key_id,
+            user_id=conversations[exchange_id],
+            status=MessageStatus.ABANDONED,
+            created_at=now,
+            error=ABANDONED_ERROR,
+            prompt_tokens=tokens,
+            completion_tokens=0,
+        )
+        log_exchange(session, row, replace=False)
 
 
 def sweep(older_than: datetime, batch_size: int = BATCH_SIZE) -> SweepResult:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from services.heartbeat import heartbeat_seconds
 from services.history import DEFAULT_BOUND, HistoryLimits, history_bound
 from services.prices import PriceBook
+from services.tokens import estimate_message_tokens
 
 if TYPE_CHECKING:
     from services.client_keys import ClientKey
@@ -82,6 +83,21 @@ class CompactionJob:
     model: str | None
     limits: HistoryLimits
     always_sent_tokens: int
+
+    @classmethod
+    def of(
+        cls,
+        conversation_id: str,
+        client_key_id: int | None,
+        model: str | None,
+        limits: HistoryLimits,
+        context: list[dict[str, Any]],
+        history: list[dict[str, Any]],
+    ) -> CompactionJob:
+        """The job of a turn whose `context` (what it sent) holds the trimmed `history`."""
+        tokens = estimate_message_tokens
+        always_sent = sum(tokens(m) for m in context) - sum(tokens(m) for m in history)
+        return cls(conversation_id, client_key_id, model, limits, always_sent)
 
 
 class TurnRejected(Exception):

@@ -203,6 +203,8 @@ def test_retention_prunes_an_exchange_with_its_attempts(make_app):
     assert pruned.exit_code == 0, pruned.output
     assert {row["exchange_id"] for row in rows_of(app)} == {"ex-new"}
     assert _attempt_rows(app) == _rows("ex-new", FAILOVER)
+    with app.app_context(), db.engine.connect() as conn:  # its request log row went with it
+        assert conn.execute(sa.text("SELECT exchange_id FROM request_log")).scalars().all() == ["ex-new"]
 
 
 # -- the database refusing --------------------------------------------------------------------

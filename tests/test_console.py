@@ -41,7 +41,7 @@ def signed_in(app, name: str = "ops", password: str = PASSWORD):
     client = https_client(app)
     token = csrf_token(client.get("/console/sign-in").text)
     answer = client.post("/console/sign-in", data={"name": name, "password": password, "csrf_token": token})
-    assert answer.status_code == 302 and answer.headers["Location"] == "/console/keys", answer.text
+    assert answer.status_code == 302 and answer.headers["Location"] == "/console/overview", answer.text
     return client
 
 

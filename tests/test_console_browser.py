@@ -25,6 +25,7 @@ def ask(service, key: str, prompt: str = "hello"):
 
 def create_key(page, name: str, daily_tokens: str = "") -> str:
     """Create a key on the keys page; return the key the page shows once."""
+    page.goto("/console/keys")
     page.get_by_label("Name").fill(name)
     if daily_tokens:
         page.locator("form.create-key").get_by_label("Daily tokens").fill(daily_tokens)
@@ -41,7 +42,8 @@ def test_an_admin_signs_in_to_the_keys_page_and_out(page, console_service):
     assert page.url.endswith("/console/sign-in")  # no session: sent to sign in
     screenshot(page, "sign-in")
     sign_in(page, console_service)
-    assert page.url.endswith("/console/keys")
+    assert page.url.endswith("/console/overview")  # the console opens on its overview
+    page.goto("/console/keys")
     assert page.get_by_role("heading", name="Client keys").is_visible()
     assert page.locator("header .who").inner_text() == ADMIN
     cookie = next(c for c in page.context.cookies() if c["name"] == "gateway_console")
@@ -111,6 +113,7 @@ def test_a_budget_set_on_the_page_holds_from_the_next_request(page, console_serv
 
 def test_a_form_without_its_csrf_token_is_refused(page, console_service):
     sign_in(page, console_service)
+    page.goto("/console/keys")
     page.locator("form.create-key input[name=csrf_token]").evaluate("input => input.remove()")
     page.get_by_label("Name").fill("forged")
     page.get_by_role("button", name="Create key").click()

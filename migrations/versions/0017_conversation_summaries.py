@@ -7,7 +7,7 @@ next summary and until when, so that no two processes or hosts summarise one con
 once (a conditional INSERT/UPDATE, services/summaries.py).
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-03 10:40:00
 
 """
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0017'
-down_revision = '0015'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 

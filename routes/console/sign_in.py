@@ -43,16 +43,17 @@ def _count_failure() -> None:
 
 
 @console_bp.get("")
+@console_bp.get("/")
 def home():
-    """The console opens on the keys page."""
-    return redirect(url_for("console.keys_page"))
+    """The console opens on the overview page."""
+    return redirect(url_for("console.overview_page"))
 
 
 @console_bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
     """The sign-in form; a right name and password start a signed session."""
     if current_admin() is not None:
-        return redirect(url_for("console.keys_page"))
+        return redirect(url_for("console.overview_page"))
     form = SignInForm()
     if not form.is_submitted():
         return render_template("console/sign_in.html", form=form)
@@ -75,7 +76,7 @@ def sign_in():
     session.clear()
     session.permanent = True
     session.update(admin_id=admin.id, admin_token=admin.session_token)
-    return redirect(url_for("console.keys_page"))
+    return redirect(url_for("console.overview_page"))
 
 
 @console_bp.post("/sign-out")
