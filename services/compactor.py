@@ -24,6 +24,7 @@ import logging
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,12 +35,14 @@ from prometheus_client import Counter
 
 from database import unit_of_work
 from errors import ApiError
+from models import MessageStatus
 from services.client_keys import Reservation, settle_reservation
 from services.exchanges import new_exchange_id, record_attempts
 from services.history import HistoryLimits
 from services.llm import UpstreamError
 from services.llm.errors import UpstreamTimeout
 from services.prices import PriceBook, reply_cost
+from services.request_log import ended_row, log_exchange
 from services.responses.compaction import SUMMARISER_PROMPT, _accepted, transcript
 from services.summaries import (
     Summary,
@@ -172,15 +175,20 @@ class Compactor:
             return "nothing", "everything after its summary fits"
         messages = [message for unit in units for message in unit.messages]
         replaced = sum(unit.tokens for unit in units) + (previous.tokens if previous else 0)
+        started = time.perf_counter()
         try:
             completion = self.llm.complete(self._request(previous, messages, model), model=model, **self._options(cap))
         except UpstreamError as exc:
             return ("timeout" if isinstance(exc, UpstreamTimeout) else "failed"), exc.message
         refusal = _refusal(completion, replaced, cap)
-        return refusal or self._store(job, units, completion, model, len(messages), replaced)
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return refusal or self._store(job, units, completion, model, (len(messages), replaced, latency_ms))
 
-    def _store(self, job: Job, units: list[Unit], completion: Any, model: str | None, count: int, replaced: int):
-        """Charge the call and store the summary, unless its rows went meanwhile: the outcome."""
+    def _store(self, job: Job, units: list[Unit], completion: Any, model: str | None, sizes: tuple[int, int, int]):
+        """Charge the call and store the summary, unless its rows went meanwhile: the outcome.
+        The call is in the request log (route "compaction") and the console's rollups, as any
+        exchange is; `sizes` are the messages and tokens it replaced, and its milliseconds."""
+        count, replaced, latency_ms = sizes
         with unit_of_work() as session:
             cost = self._charge(session, job, completion, model)
             first, through = units[0].first_ids[0], units[-1].first_ids[-1]
@@ -197,6 +205,7 @@ class Compactor:
             )
             attempts = completion.attempts if len(completion.attempts) > 1 else ()
             record_attempts(session, exchange_id, [attempt.as_row() for attempt in attempts], datetime.now(UTC))
+            log_exchange(session, _log_row(job, exchange_id, completion, model, cost, latency_ms), replace=False)
         return "made", f"{count} messages ({replaced} tokens) into {completion.completion_tokens} tokens"
 
     def _falling_out(self, session: Any, job: Job, previous: Summary | None, cap: int, input_cap: int) -> list[Unit]:
@@ -249,6 +258,29 @@ class Compactor:
             held = Reservation(job.client_key_id, datetime.now(UTC).date(), 0)
             settle_reservation(session, held, (prompt, answer), cost.charged)
         return cost.micros
+
+
+# The request log's route of a summarising call: no client route, the service's own.
+SUMMARY_ROUTE = "compaction"
+
+
+def _log_row(job: Job, exchange_id: str, completion: Any, model: str | None, cost: int | None, latency_ms: int):
+    """The request log row of a summarising call whose summary was stored."""
+    return ended_row(
+        exchange_id=exchange_id,
+        api_key_id=job.client_key_id,
+        user_id=job.conversation_id,
+        status=MessageStatus.COMPLETED,
+        created_at=datetime.now(UTC),
+        route=SUMMARY_ROUTE,
+        model=model,
+        answered_model=completion.model,
+        deployment=completion.deployment,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        cost_micros=cost,
+        latency_ms=latency_ms,
+    )
 
 
 def _summary_row(completion: Any, through: int, through_id: str, cost: int | None) -> dict[str, Any]:

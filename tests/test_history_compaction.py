@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from support import LiveServer
 
 from database import unit_of_work
-from models import Message
+from models import Message, RequestLog, RequestRollup
 from services.compactor import Job
 from services.conversations import prune_batch
 from services.history import HistoryLimits
@@ -101,6 +101,13 @@ def test_turn_61_carries_a_summary_that_holds_the_first_turns_fact(make_app, ups
     assert rows[-1]["total_tokens"] and rows[-1]["message_fields"]["compacts_through"]
     shown = client.get("/conversations/long").get_json()
     assert any(row["role"] == "compaction" and "4417" in row["content"] for row in shown["messages"])
+    # Each summarising call is in the request log and the console's rollups, as any exchange.
+    with app.app_context(), unit_of_work(write=False) as session:
+        logged = session.scalars(select(RequestLog).where(RequestLog.route == "compaction")).all()
+        rolled = session.scalar(select(func.sum(RequestRollup.requests)).where(RequestRollup.route == "compaction"))
+    assert len(logged) == len(rows) == rolled
+    assert {(row.user_id, row.status, row.model) for row in logged} == {("long", "completed", "fake-model")}
+    assert sorted(row.exchange_id for row in logged) == sorted(row["exchange_id"] for row in rows)
 
 
 def _cut_off() -> RawBody:
