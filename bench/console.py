@@ -63,9 +63,12 @@ PAGES = (
     ("Requests, filtered", "/console/requests?key={busy_key}&model={model}&status=failed&since={week_ago}"),
     ("Requests, a deep keyset page", "/console/requests?before={deep_message_id}"),
     ("Request detail, an old exchange", "/console/requests/{old_exchange}"),
+    ("Conversations, the newest of every key", "/console/conversations"),
     ("Conversations of the busiest key", "/console/conversations?key={busy_key}"),
+    ("Conversations, search by prefix", "/console/conversations?q={long_conversation:.6}&prefix=1"),
     ("Conversations, search by id", "/console/conversations?key={long_conversation_key}&q={long_conversation}"),
     ("The longest conversation", "/console/conversation?key={long_conversation_key}&id={long_conversation}"),
+    ("Erase confirmation", "/console/conversation/erase?key={long_conversation_key}&id={long_conversation}"),
     ("Upstreams", "/console/upstreams"),
     ("Settings", "/console/settings"),
 )

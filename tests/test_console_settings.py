@@ -118,6 +118,10 @@ def test_passwords_and_secret_parameters_in_urls_are_masked_and_known_secrets_an
     assert mask_url("rediss://:p4ss@h:6380/1?ssl_cert_reqs=none") == f"rediss://:{MASK}@h:6380/1?ssl_cert_reqs=none"
     assert mask_url("https://tok3n@h/v1") == f"https://{MASK}@h/v1"
     assert "s3cret" not in mask_url("https://h/v1?api-key=s3cret&api-version=1")
+    # A password may hold , ; and ' unencoded (RFC 3986; SQLAlchemy and redis-py read them).
+    for url in ("postgresql://gw:s3cr,et@db:5432/gw", "redis://:red;pass@r:6379/0", "postgresql://gw:it's@db/gw"):
+        shown = masked("DATABASE_URL", url, frozenset())
+        assert MASK in shown and not any(part in shown for part in ("s3cr", "red;", "it's")), shown
     assert masked("SYSTEM_PROMPT", "connect to sqlite:///x and mysql://a:b@c/d", frozenset()).endswith(
         f"mysql://a:{MASK}@c/d"
     )

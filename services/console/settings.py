@@ -38,7 +38,9 @@ ENV_NAMES: dict[str, str | None] = {
     "SESSION_COOKIE_SECURE": "CONSOLE_COOKIE_SECURE",
     "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": None,
 }
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,;\"'<>]+")
+# A URL in a text: its user and password (anything up to the last "@" before the host, which
+# may hold , ; ' as RFC 3986 allows and database drivers read) and then the rest.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/?#]*@)?[^\s,;\"'<>]+")
 
 
 def looks_secret(name: str) -> bool:
@@ -78,7 +80,8 @@ def masked(name: str, value: Any, secrets: frozenset[str]) -> Any:
     if isinstance(value, list | tuple):
         return [masked(name, item, secrets) for item in value]
     if isinstance(value, str):
-        text = _URL.sub(lambda match: mask_url(match.group(0)), value)
+        one_url = "://" in value and not any(c.isspace() for c in value.strip())  # parsed whole
+        text = mask_url(value.strip()) if one_url else _URL.sub(lambda match: mask_url(match.group(0)), value)
         return MASK if any(secret in text for secret in secrets) else text
     return value
 
