@@ -237,6 +237,7 @@ def _compaction_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "COMPACTION_MODEL": _str(env, "COMPACTION_MODEL"),
         "COMPACTION_INPUT_MAX_TOKENS": _int(env, "COMPACTION_INPUT_MAX_TOKENS", 8192, minimum=256),
         "COMPACTION_TIMEOUT": _float(env, "COMPACTION_TIMEOUT", 60.0),
+        "COMPACTION_RETRY_SECONDS": _float(env, "COMPACTION_RETRY_SECONDS", 300.0),
     }
 
 

@@ -49,6 +49,7 @@ from services.summaries import (
     Unit,
     covered_rows_remain,
     drop_lease,
+    hold_lease,
     kept_from,
     latest_summary,
     lease_name,
@@ -83,6 +84,8 @@ class CompactorSettings:
     summary_max_tokens: int
     input_max_tokens: int
     timeout: float
+    # After a summary failed or was refused: the conversation's lease is kept this long.
+    retry_seconds: float
     prices: PriceBook
 
     @classmethod
@@ -94,6 +97,7 @@ class CompactorSettings:
             summary_max_tokens=config.get("COMPACTION_SUMMARY_MAX_TOKENS", 2048),
             input_max_tokens=config.get("COMPACTION_INPUT_MAX_TOKENS", 8192),
             timeout=config.get("COMPACTION_TIMEOUT") or 60.0,
+            retry_seconds=config.get("COMPACTION_RETRY_SECONDS", 300.0),
             prices=prices,
         )
 
@@ -154,6 +158,7 @@ class Compactor:
             taken = take_lease(session, name, holder, self.settings.timeout + 60)
         if not taken:
             return _counted("busy", job, "another process is summarising it")
+        outcome, detail = "error", "stopped"
         try:
             outcome, detail = self._summarise(job)
         except Exception as exc:
@@ -161,7 +166,10 @@ class Compactor:
             outcome, detail = "error", type(exc).__name__
         finally:
             with unit_of_work() as session:
-                drop_lease(session, name, holder)
+                if outcome in RETRY_LATER:  # not again for a while, in any process: trimming meanwhile
+                    hold_lease(session, name, holder, self.settings.retry_seconds)
+                else:
+                    drop_lease(session, name, holder)
         return _counted(outcome, job, detail)
 
     def _summarise(self, job: Job) -> tuple[str, str]:
@@ -182,7 +190,18 @@ class Compactor:
             return ("timeout" if isinstance(exc, UpstreamTimeout) else "failed"), exc.message
         refusal = _refusal(completion, replaced, cap)
         latency_ms = round((time.perf_counter() - started) * 1000)
-        return refusal or self._store(job, units, completion, model, (len(messages), replaced, latency_ms))
+        if refusal is not None:
+            self._charge_refused(job, completion, model, latency_ms, refusal[1])
+            return refusal
+        return self._store(job, units, completion, model, (len(messages), replaced, latency_ms))
+
+    def _charge_refused(self, job: Job, completion: Any, model: str | None, latency_ms: int, reason: str) -> None:
+        """A refused summary's call: charged to the key (its tokens were spent) and in the
+        request log as failed, with why."""
+        with unit_of_work() as session:
+            cost = self._charge(session, job, completion, model)
+            row = _log_row(job, new_exchange_id(), completion, model, cost, latency_ms)
+            log_exchange(session, {**row, "status": MessageStatus.FAILED, "error": reason}, replace=False)
 
     def _store(self, job: Job, units: list[Unit], completion: Any, model: str | None, sizes: tuple[int, int, int]):
         """Charge the call and store the summary, unless its rows went meanwhile: the outcome.
@@ -260,6 +279,9 @@ class Compactor:
         return cost.micros
 
 
+# Outcomes after which a conversation is not summarised again for COMPACTION_RETRY_SECONDS: the
+# same exchanges would most likely fail the same way, and each try is a charged call.
+RETRY_LATER = frozenset({"failed", "timeout", "empty", "cut_off", "not_shorter", "error"})
 # The request log's route of a summarising call: no client route, the service's own.
 SUMMARY_ROUTE = "compaction"
 

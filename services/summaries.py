@@ -262,6 +262,14 @@ def take_lease(session: Session, name: str, holder: str, seconds: float) -> bool
     return bool(session.execute(_TAKE_EXPIRED, moved).rowcount)
 
 
+def hold_lease(session: Session, name: str, holder: str, seconds: float) -> None:
+    """Keep the lease `holder` has for `seconds` from now: no process summarises the
+    conversation until then (after a failure: its next turns trim as before)."""
+    until = datetime.now(UTC) + timedelta(seconds=seconds)
+    mine = and_(LEASES.c.conversation == name, LEASES.c.holder == holder)
+    session.execute(update(LEASES).where(mine).values(expires_at=until))
+
+
 def drop_lease(session: Session, name: str, holder: str) -> None:
     """Give the lease back, if `holder` still has it."""
     session.execute(delete(LEASES).where(and_(LEASES.c.conversation == name, LEASES.c.holder == holder)))

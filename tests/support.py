@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Every table of the schema, children first: what a PostgreSQL test empties between tests.
 EMPTY_ALL_TABLES = (
     "TRUNCATE messages, responses, conversations, upstream_attempts, api_key_usage, api_key_monthly_spend, api_keys, "
-    "admins, audit_log, request_log, request_rollups, request_key_rollups "
+    "admins, audit_log, request_log, request_rollups, request_key_rollups, compaction_leases "
     "RESTART IDENTITY"
 )
 

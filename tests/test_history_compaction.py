@@ -140,12 +140,21 @@ def test_a_failing_summariser_leaves_the_history_as_it_was(make_app, upstream, a
     _turn(client, app, "faulty", FACT)
     for number in range(2, 12):
         _turn(client, app, "faulty", f"turn {number}: {FILLER}")
-    assert any(_is_summariser(body) for body in upstream.chat_requests())
+    # Tried once, then not again for COMPACTION_RETRY_SECONDS: never one call per turn.
+    assert sum(_is_summariser(body) for body in upstream.chat_requests()) == 1
     assert _summaries(app) == []
     sent = _turn_requests(upstream)[-1]
     assert _summary_in(sent) is None  # plain trimming: the oldest turns are simply left out
     assert all(FACT not in json.dumps(m) for m in sent["messages"])
     assert _counted(client, outcome) > before
+    # A refused summary's call spent tokens: it is in the request log, failed, with why.
+    with app.app_context(), unit_of_work(write=False) as session:
+        logged = session.execute(select(RequestLog.status, RequestLog.error).where(RequestLog.route == "compaction"))
+        logged = logged.all()
+    if outcome in ("empty", "cut_off"):
+        assert [status for status, _ in logged] == ["failed"] and logged[0][1], logged
+    else:
+        assert logged == []  # the upstream answered nothing: nothing was spent
 
 
 def test_two_summarisers_at_once_make_one_summary(make_app, upstream):
