@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config import ConfigError, read_yaml_file
-from services.llm.offline import OFFLINE_MODEL
 
 if TYPE_CHECKING:
     from services.llm.routing import Deployment, RoutingFile
@@ -77,7 +76,9 @@ class Price(BaseModel):
         )
 
 
-# What a reply of the offline model costs (README "Money"): it calls no upstream.
+# The built-in offline model's name (services/llm/offline.py answers under it), and what its
+# replies cost (README "Money"): it calls no upstream.
+OFFLINE_MODEL = "offline"
 FREE = Price(input=0, output=0)
 
 
@@ -149,7 +150,7 @@ class PriceBook:
         """The price of a reply `deployment` gave: the routing file's, else the table's for
         the model the upstream says answered, else for the one the deployment was asked for."""
         if answered_model == OFFLINE_MODEL and deployment is None:
-            return FREE  # the built-in stand-in: no upstream, nothing spent
+            return FREE  # the built-in stand-in (services/llm/offline.py): no upstream, nothing spent
         found = self._deployments.get(deployment or "")
         if found is not None and found[1] is not None:
             return found[1]

@@ -164,6 +164,9 @@ def test_a_bad_summary_is_a_clear_error_and_nothing_is_stored(sdk, upstream, app
     with pytest.raises(openai.APIStatusError) as refused:
         sdk.responses.compact(model="fake-model", input=HISTORY)
     assert refused.value.status_code == 502 and (says is None or says in refused.value.message)
+    # Not to be retried by the SDKs (their default is to retry a 502, and each try is charged).
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert refused.value.response.headers["x-should-retry"] == "false"
 
 
 def test_context_management_compacts_past_its_threshold(sdk, upstream, app):

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.llm.types import ChatStream, Completion
+from services.prices import OFFLINE_MODEL  # the name the price book knows as free
 from services.tokens import estimate_message_tokens, text_of
-
-OFFLINE_MODEL = "offline"
 
 
 class OfflineChat:

@@ -209,7 +209,14 @@ def transcript(messages: Sequence[Mapping[str, Any]], instructions: str | None) 
 
 
 def _compaction_failed(message: str) -> ApiError:
-    return ApiError(502, f"Compaction failed: {message}; nothing was compacted", code="compaction_failed")
+    # The summariser's answer was refused: the SDKs are told not to send it again (each try
+    # is a charged summarising call, and the same input most likely fails the same way).
+    return ApiError(
+        502,
+        f"Compaction failed: {message}; nothing was compacted",
+        headers={"x-should-retry": "false"},
+        code="compaction_failed",
+    )
 
 
 @dataclass(frozen=True)
