@@ -187,10 +187,16 @@ def conversation_exists(session: Session, conversation_id: str, client_key_id: K
 
 def delete_conversation(session: Session, conversation_id: str, client_key_id: KeyScope) -> int:
     """Erase a conversation for good: every row (pending, failed and completed), the
-    responses made in it and its Conversations-API record; return how many rows went."""
+    responses made in it, its Conversations-API record, and its exchanges' request log rows
+    and upstream attempts (which name it and hold its errors; the daily rollups, counts with
+    no conversation in them, stay); return how many rows went."""
     for table in (RESPONSES, CONVERSATIONS):
         session.execute(delete(table).where(table.c.user_id == conversation_id, owned_by(client_key_id, table)))
-    result = session.execute(delete(MESSAGES).where(MESSAGES.c.user_id == conversation_id, owned_by(client_key_id)))
+    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
+    exchanges = select(MESSAGES.c.exchange_id).where(*mine)
+    for table in (REQUEST_LOG, ATTEMPTS):
+        session.execute(delete(table).where(table.c.exchange_id.in_(exchanges)))
+    result = session.execute(delete(MESSAGES).where(*mine))
     return result.rowcount or 0
 
 

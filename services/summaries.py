@@ -209,6 +209,14 @@ def record_summary(
     session.execute(insert(MESSAGES), [values])
 
 
+def delete_summaries_covering(session: Session, conversation_id: str, client_key_id: int | None, row_id: int) -> None:
+    """Before one row of the conversation is erased (DELETE of a Conversations API item): the
+    summaries that cover it go too, since they hold what it said; its next trimmed turn makes
+    a new one from what is left."""
+    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id), MESSAGES.c.status == MessageStatus.SUMMARY)
+    session.execute(delete(MESSAGES).where(*mine, MESSAGES.c.compacts_through >= row_id))
+
+
 def delete_summaries_of_pruned(session: Session, exchange_ids: list[str]) -> None:
     """Before retention deletes `exchange_ids`: the summaries that cover any of their rows go
     too (a summary holds what they said), whatever their own age."""

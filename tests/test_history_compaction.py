@@ -205,6 +205,11 @@ def test_delete_erases_the_summaries(make_app, upstream):
     app, client = _summarised(make_app, upstream, "erase-me")
     assert client.delete("/conversations/erase-me").status_code in (200, 204)
     assert _summaries(app) == []
+    # Nothing of it names it afterwards: its request log rows (summarising calls' too) went
+    # with it; the day's rollups, counts with no conversation in them, stay.
+    with app.app_context(), unit_of_work(write=False) as session:
+        assert session.scalars(select(RequestLog).where(RequestLog.user_id == "erase-me")).all() == []
+        assert session.scalar(select(func.sum(RequestRollup.requests))) > 0
 
 
 def test_retention_erases_a_summary_with_the_exchanges_it_covers(make_app, upstream):
@@ -235,5 +240,11 @@ def test_the_sdk_parses_the_conversations_compaction_item(make_app, upstream):
     assert "4417" in opened.summary
     again = sdk.conversations.items.retrieve(compactions[0].id, conversation_id=conversation.id)
     assert isinstance(again, ResponseCompactionItem)
+    # The user erases the message that said the fact: the summaries holding it go with it.
+    said = next(item for item in items if item.type == "message" and FACT in json.dumps(item.model_dump()))
+    sdk.conversations.items.delete(said.id, conversation_id=conversation.id)
+    left = list(sdk.conversations.items.list(conversation.id, order="asc"))
+    assert not [item for item in left if isinstance(item, ResponseCompactionItem)]
+    assert _summaries(app) == []
     sdk.close()
     server.stop()

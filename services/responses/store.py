@@ -23,6 +23,7 @@ from services.history import completed_exchanges
 from services.ownership import owned_by
 from services.pages import PageFill
 from services.responses.items import response_of_item, row_items, row_of_item
+from services.summaries import delete_summaries_covering
 
 MESSAGES = Message.__table__
 RESPONSES = StoredResponse.__table__
@@ -294,6 +295,7 @@ def delete_item(session: Session, conversation_id: str, client_key_id: int | Non
     row = _item_row(session, conversation_id, client_key_id, item_id)
     if row is None:
         return False
+    delete_summaries_covering(session, conversation_id, client_key_id, row.id)
     items = row_items(row)
     keep = [item for item in items if item["id"] != item_id]
     if not keep:
