@@ -292,6 +292,9 @@ def test_a_summary_row_is_shown_as_a_block_of_its_own(console_app):
     block = text.split('<article class="turn summary"')[1].split("</article>")[0]
     assert "Summary of earlier exchanges" in block and "The user &lt;b&gt;said&lt;/b&gt; remember me." in block
     assert f"through row <code>{through}</code>" in block
+    # Counted as a summary, not as an exchange the client left (1 exchange, 1 summary).
+    counts = text.split("<dt>Exchanges</dt>")[1].split("</dd>")[0]
+    assert "1 completed" in counts and "1 summaries" in counts and "disconnected" not in counts, counts
 
 
 def test_every_exchange_status_is_shown_and_counted(console_app):

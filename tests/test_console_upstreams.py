@@ -90,7 +90,7 @@ def test_the_test_button_sends_one_small_request_shows_its_outcome_and_is_audite
         answered.text,
     )
     (sent,) = secondary.server.chat_requests()
-    assert sent["max_tokens"] == 5 and sent["model"] == "secondary-model" and len(sent["messages"]) == 1
+    assert sent["max_completion_tokens"] == 16 and sent["model"] == "secondary-model" and len(sent["messages"]) == 1
 
     failed = client.post(f"/console/upstreams/{primary.name}/test", data={"csrf_token": token})
     assert failed.status_code == 200
@@ -136,7 +136,7 @@ def test_without_a_routing_file_the_page_shows_the_one_upstream(make_app, upstre
     token = csrf_token(html)
     tested = client.post("/console/upstreams/default/test", data={"csrf_token": token})
     assert "answered (ok, HTTP 200)" in tested.text
-    assert upstream.chat_requests()[-1]["max_tokens"] == 5
+    assert upstream.chat_requests()[-1]["max_completion_tokens"] == 16
 
 
 def test_the_offline_model_is_one_deployment_answering_in_process(make_app):

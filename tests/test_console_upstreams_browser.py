@@ -107,7 +107,7 @@ def test_the_upstreams_page_shows_each_deployment_and_the_test_button_shows_the_
     assert outcome.locator(".probe-outcome").inner_text() == "answered (ok, HTTP 200)"
     assert outcome.locator(".probe-latency").inner_text().endswith(" ms")
     assert len(secondary.chat_requests()) == asked_before + 1
-    assert secondary.chat_requests()[-1]["max_tokens"] == 5
+    assert secondary.chat_requests()[-1]["max_completion_tokens"] == 16
     screenshot(page, "upstream-tested")
 
     page.locator('tr.upstream[data-deployment="primary"]').get_by_role("button", name="Send a test request").click()
@@ -135,6 +135,7 @@ def test_a_keys_usd_budgets_are_set_in_the_forms(routed_page, routed_console):
     service = routed_console[0]
     page = routed_page
     sign_in(page, service)
+    page.goto("/console/keys")  # the console opens on its overview
     create = page.locator("form.create-key")
     create.get_by_label("Name").fill("team-money")
     create.get_by_label("Daily USD").fill("5")

@@ -55,7 +55,12 @@ def conversation_header(session: Session, key_id: int | None, user_id: str) -> d
     ).one()
     exchanges = usage["exchanges"]
     named = sum(count for status, count in exchanges.items() if status != "total")
-    exchanges["disconnected"] = exchanges["total"] - named
+    # The usage API counts summary rows (services/summaries.py) among the exchanges.
+    summaries = session.scalar(
+        select(func.count()).where(*_rows_of(key_id, user_id), Message.status == MessageStatus.SUMMARY)
+    )
+    exchanges["summaries"] = summaries or 0
+    exchanges["disconnected"] = exchanges["total"] - named - exchanges["summaries"]
     micros = round(usage["cost"]["amount"] * 1_000_000)
     return {**usage, "cost_usd": format_usd(micros), "first_id": first_id, "last_id": last_id}
 

@@ -16,7 +16,7 @@ from typing import Any
 from services.llm.errors import UpstreamError
 
 PROBE_MESSAGES = [{"role": "user", "content": "Reply with the single word: ok"}]
-PROBE_MAX_TOKENS = 5
+PROBE_MAX_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def probe(llm: Any, name: str) -> ProbeOutcome | None:
     if getattr(llm, "offline", False):
         if name != "offline":
             return None
-        return _timed(name, lambda: llm.complete(PROBE_MESSAGES, max_tokens=PROBE_MAX_TOKENS))
+        return _timed(name, lambda: llm.complete(PROBE_MESSAGES, max_completion_tokens=PROBE_MAX_TOKENS))
     target = next((t for t in llm.pool.deployments() if t.name == name), None)
     if target is None:
         return None
@@ -49,7 +49,7 @@ def probe(llm: Any, name: str) -> ProbeOutcome | None:
     return _timed(
         name,
         lambda: target.chat.complete(
-            PROBE_MESSAGES, model=model, deployment=name, timeout=timeout, max_tokens=PROBE_MAX_TOKENS
+            PROBE_MESSAGES, model=model, deployment=name, timeout=timeout, max_completion_tokens=PROBE_MAX_TOKENS
         ),
     )
 
