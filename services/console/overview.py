@@ -60,8 +60,9 @@ class Totals:
 
 def percentile(histogram: list[int], quantile: float) -> str | None:
     """The `quantile` of the latencies counted in `histogram` (LATENCY_BUCKETS_MS), as
-    text: interpolated within its bucket ("420 ms"), or "> 60000 ms" past the last bound;
-    None when it counts none."""
+    text: interpolated within its bucket ("420 ms"), "< 100 ms" in the first (from 0 ms an
+    interpolation would be made up: local upstreams answer in a few), or "> 60000 ms" past
+    the last bound; None when it counts none."""
     total = sum(histogram)
     if not total:
         return None
@@ -70,6 +71,8 @@ def percentile(histogram: list[int], quantile: float) -> str | None:
         if count and below + count >= wanted:
             if index == len(LATENCY_BUCKETS_MS):
                 return f"> {LATENCY_BUCKETS_MS[-1]} ms"
+            if index == 0:
+                return f"< {LATENCY_BUCKETS_MS[0]} ms"
             lower = LATENCY_BUCKETS_MS[index - 1] if index else 0
             upper = LATENCY_BUCKETS_MS[index]
             return f"{round(lower + (wanted - below) / count * (upper - lower))} ms"
