@@ -1,6 +1,7 @@
 """The Requests and Overview pages driven in headless Chromium against gunicorn (issue 25):
 a key made on the keys page, used with the openai SDK against /v1/chat/completions; the
-request appears on the Requests page with its cost and opens; the Overview counts it; HTML
+request appears on the Requests page with its cost and opens, and so does its conversation;
+the Overview counts it; HTML
 in a model name stays text (no script runs). Screenshots go to tests/screenshots/."""
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def test_a_request_made_with_a_console_key_appears_with_its_cost_and_opens(
     assert page.locator("table.request-detail td.cost").inner_text() == COST
     assert page.locator("a.conversation").get_attribute("href").startswith("/console/conversation?key=")
     screenshot(page, "request")
+    # ... and its conversation opens as a thread: the prompt, the reply, what it cost.
+    page.locator("a.conversation").click()
+    page.wait_for_load_state()
+    thread = page.locator("main").inner_text()
+    assert "hello" in thread and "hi there" in thread and "$0.00045" in thread, thread
+    screenshot(page, "request-conversation")
 
     page.get_by_role("link", name="Overview").click()
     page.wait_for_load_state()
