@@ -53,6 +53,7 @@ from services.summaries import (
     kept_from,
     latest_summary,
     lease_name,
+    oldest_pending,
     record_summary,
     take_lease,
     to_summarise,
@@ -236,6 +237,9 @@ class Compactor:
         before = kept_from(session, job.conversation_id, job.client_key_id, after, keep_tokens, keep_messages)
         if before is None:
             return []
+        # Not past an exchange still in flight: it would complete behind the summary, in neither.
+        pending = oldest_pending(session, job.conversation_id, job.client_key_id)
+        before = before if pending is None else min(before, pending)
         budget = input_cap - (previous.tokens if previous else 0)
         return to_summarise(session, job.conversation_id, job.client_key_id, after, before, max(budget, 1))
 

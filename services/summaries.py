@@ -157,6 +157,13 @@ def kept_from(
     return boundary if unit is not None and not fits(unit) else None
 
 
+def oldest_pending(session: Session, conversation_id: str, client_key_id: int | None) -> int | None:
+    """The first row id of the conversation's oldest exchange still in flight (pending), or
+    None: a summary covers nothing from there on (that exchange completes after it)."""
+    mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))
+    return session.scalar(select(func.min(MESSAGES.c.id)).where(*mine, MESSAGES.c.status == MessageStatus.PENDING))
+
+
 def to_summarise(
     session: Session, conversation_id: str, client_key_id: int | None, after: int, before: int, max_tokens: int
 ) -> list[Unit]:

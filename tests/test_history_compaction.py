@@ -190,6 +190,30 @@ def test_two_summarisers_at_once_make_one_summary(make_app, upstream):
     assert len(_summaries(app)) == 1
 
 
+def test_a_summary_stops_before_an_exchange_still_in_flight(make_app, upstream):
+    """An exchange that began before later ones and is still pending when the summary is made
+    completes behind it: the summary covers nothing from it on, so it is sent when it is done."""
+    app = make_app(**SETTINGS)
+    client = app.test_client()
+    compactor = app.extensions["compactor"]
+    compactor.settings = replace(compactor.settings, enabled=False)  # the turns below only fill it
+    _summarise_remembered(upstream)
+    _turn(client, app, "inflight", FACT)
+    for number in range(2, 4):
+        _turn(client, app, "inflight", f"turn {number}: {FILLER}")
+    with app.app_context(), unit_of_work() as session:  # a long answer, begun now, not done yet
+        session.add(Message(user_id="inflight", exchange_id="slow-1", role="user", content="slow", status="pending"))
+    with app.app_context(), unit_of_work(write=False) as session:
+        pending_id = session.scalar(select(Message.id).where(Message.exchange_id == "slow-1"))
+    for number in range(4, 14):
+        _turn(client, app, "inflight", f"turn {number}: {FILLER}")
+    compactor.settings = replace(compactor.settings, enabled=True)
+    with app.app_context():
+        assert compactor.run(Job("inflight", None, "fake-model", HistoryLimits(50, 600), 40)) == "made"
+    rows = _summaries(app)
+    assert rows and all(row["compacts_through"] < pending_id for row in rows)
+
+
 def _summarised(make_app, upstream, user_id: str):
     app = make_app(**SETTINGS)
     client = app.test_client()
