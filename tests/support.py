@@ -26,7 +26,7 @@ import sqlalchemy as sa
 import yaml
 from fake_upstream import FakeUpstream, Hang
 from fault_upstream import FaultUpstream
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from app import create_app
 from extensions import db
@@ -374,7 +374,8 @@ class _TrackedResponses:
         except BaseException:
             self._done()
             raise
-        return _Closing(body, self._done)
+        environ[_CLOSING] = _Closing(body, self._done)
+        return environ[_CLOSING]
 
     def _done(self) -> None:
         with self.idle:
@@ -387,14 +388,24 @@ class _TrackedResponses:
             return self.idle.wait_for(lambda: self.active == 0, timeout)
 
 
+# The environ key under which _TrackedResponses leaves a request's _Closing for _ClosingHandler.
+_CLOSING = "tests.closing"
+
+
 class _Closing:
+    """A response body that calls `on_close` once, after the body's own close()."""
+
     def __init__(self, body, on_close) -> None:
         self._body, self._on_close = body, on_close
+        self._closed = False
 
     def __iter__(self):
         return iter(self._body)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             if hasattr(self._body, "close"):
                 self._body.close()
@@ -402,12 +413,27 @@ class _Closing:
             self._on_close()
 
 
+class _ClosingHandler(WSGIRequestHandler):
+    """werkzeug's request handler, closing the response when the client drops the connection.
+
+    After the body, werkzeug reads what the client may still send, then closes the response;
+    when that read fails (the client reset the connection: the SDK's stream stops reading at
+    `[DONE]` and closes its socket with the final chunk unread) it skips close(), which PEP 3333
+    requires "whether the request was completed normally, or terminated early" and gunicorn
+    always calls. Without this, 1 run in 6 a streamed reply's log line was never written."""
+
+    def connection_dropped(self, error, environ=None) -> None:
+        super().connection_dropped(error, environ)
+        if environ is not None and _CLOSING in environ:
+            environ[_CLOSING].close()
+
+
 class LiveServer:
     """The app served over real HTTP by werkzeug in a thread, on a free port."""
 
     def __init__(self, app) -> None:
         self.tracker = _TrackedResponses(app)
-        self._server = make_server("127.0.0.1", 0, self.tracker, threaded=True)
+        self._server = make_server("127.0.0.1", 0, self.tracker, threaded=True, request_handler=_ClosingHandler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
