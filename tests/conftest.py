@@ -40,17 +40,26 @@ from extensions import db
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
-# The files that take longest, slowest first (`--durations`; most of them drive gunicorn or
-# subprocesses): under xdist they start first, so no worker is left running one alone at the end.
+# The files that take longest, slowest first (`--durations`, 2026-12-03: most of them drive
+# gunicorn, Chromium or subprocesses, or fuzz): under xdist they start first, so no worker
+# is left running one alone at the end.
 SLOWEST_FILES = (
-    "test_production.py",
     "test_api_contract.py",
-    "test_abandoned.py",
     "test_readme_examples.py",
+    "test_production.py",
+    "test_responses_websocket.py",
+    "test_abandoned.py",
     "test_responses_api.py",
+    "test_console_browser.py",
+    "test_postman_collection.py",
+    "test_validation_properties.py",
+    "test_serve.py",
     "test_access_control.py",
     "test_secrets.py",
-    "test_serve.py",
+    "test_redis_outage.py",
+    "test_request_limits.py",
+    "test_id_parsing.py",
+    "test_lingering_close.py",
 )
 
 
