@@ -5,9 +5,11 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -196,12 +198,47 @@ def run_flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-class Served:
-    """gunicorn started as `make run` starts it, stopped with SIGTERM."""
+@functools.cache
+def _migrated_template() -> Path:
+    """A SQLite file built by the project's migrations, once per test process."""
+    path = Path(tempfile.mkdtemp(prefix="served-template-")) / "template.db"
+    run_migrations(f"sqlite:///{path}")
+    return path
 
-    def __init__(self, env: dict[str, str]) -> None:
-        migrate = run_flask(env, "db", "upgrade")
-        assert migrate.returncode == 0, migrate.stderr
+
+def _revisions(url: str) -> list[str]:
+    """The Alembic revisions the database at `url` is stamped with ([] for none)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+    except sa.exc.DatabaseError:
+        return []
+    finally:
+        engine.dispose()
+
+
+def _migrated_already(url: str) -> bool:
+    """Make the database at `url` what `flask db upgrade` would, without a process of its own
+    where that is a copy or nothing: a new SQLite file becomes a copy of the migrated template;
+    a database already at the head revision is left alone. False where the CLI must migrate."""
+    sqlite = sa.make_url(url)
+    if sqlite.get_backend_name() == "sqlite" and sqlite.database and not Path(sqlite.database).exists():
+        shutil.copy(_migrated_template(), sqlite.database)
+        return True
+    return _revisions(url) == _revisions(f"sqlite:///{_migrated_template()}")
+
+
+class Served:
+    """gunicorn started as `make run` starts it, stopped with SIGTERM. `make run` migrates
+    first (`flask db upgrade`); with `migrate_by_cli` False that step is done in this process
+    where it can be (_migrated_already: each `flask` process costs seconds of CPU), and
+    tests/test_serve.py runs it as `make run` does."""
+
+    def __init__(self, env: dict[str, str], *, migrate_by_cli: bool = False) -> None:
+        if migrate_by_cli or not _migrated_already(env["DATABASE_URL"]):
+            migrate = run_flask(env, "db", "upgrade")
+            assert migrate.returncode == 0, migrate.stderr
         self.url = f"http://{env['HOST']}:{env['PORT']}"
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
