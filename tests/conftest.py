@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,17 +41,28 @@ from extensions import db
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
-# The files that take longest, slowest first (`--durations`; most of them drive gunicorn or
-# subprocesses): under xdist they start first, so no worker is left running one alone at the end.
+# The files that take longest, slowest first (`--durations`, 2026-12-03: most of them drive
+# gunicorn, Chromium or subprocesses, or fuzz): under xdist they start first, so no worker
+# is left running one alone at the end. Shell patterns: every console page's browser file
+# (a gunicorn and Chromium each) ranks as the first did.
 SLOWEST_FILES = (
-    "test_production.py",
     "test_api_contract.py",
-    "test_abandoned.py",
+    "test_responses_websocket.py",
+    "test_production.py",
     "test_readme_examples.py",
-    "test_responses_api.py",
-    "test_access_control.py",
+    "test_routing_retries.py",
     "test_secrets.py",
     "test_serve.py",
+    "test_abandoned.py",
+    "test_responses_api.py",
+    "test_console*_browser.py",
+    "test_postman_collection.py",
+    "test_validation_properties.py",
+    "test_routing_streams.py",
+    "test_responses_params.py",
+    "test_routing_timeouts.py",
+    "test_routing_edges.py",
+    "test_access_control.py",
 )
 
 
@@ -80,8 +92,12 @@ def pytest_collection_modifyitems(items) -> None:
             item._id = item.parent.id.child(item.name)
     if WORKER is not None:
         # A stable sort: each file's tests keep their order, and every worker collects the same list.
-        rank = {name: place for place, name in enumerate(SLOWEST_FILES)}
-        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+        items.sort(key=lambda item: _slowness_rank(item.path.name))
+
+
+def _slowness_rank(name: str) -> int:
+    """The place of the first SLOWEST_FILES pattern `name` matches; past them all for none."""
+    return next((place for place, pattern in enumerate(SLOWEST_FILES) if fnmatch(name, pattern)), len(SLOWEST_FILES))
 
 
 def pytest_sessionfinish(session) -> None:

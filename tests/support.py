@@ -5,9 +5,11 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,7 +28,7 @@ import sqlalchemy as sa
 import yaml
 from fake_upstream import FakeUpstream, Hang
 from fault_upstream import FaultUpstream
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from app import create_app
 from extensions import db
@@ -196,12 +198,47 @@ def run_flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-class Served:
-    """gunicorn started as `make run` starts it, stopped with SIGTERM."""
+@functools.cache
+def _migrated_template() -> Path:
+    """A SQLite file built by the project's migrations, once per test process."""
+    path = Path(tempfile.mkdtemp(prefix="served-template-")) / "template.db"
+    run_migrations(f"sqlite:///{path}")
+    return path
 
-    def __init__(self, env: dict[str, str]) -> None:
-        migrate = run_flask(env, "db", "upgrade")
-        assert migrate.returncode == 0, migrate.stderr
+
+def _revisions(url: str) -> list[str]:
+    """The Alembic revisions the database at `url` is stamped with ([] for none)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+    except sa.exc.DatabaseError:
+        return []
+    finally:
+        engine.dispose()
+
+
+def _migrated_already(url: str) -> bool:
+    """Make the database at `url` what `flask db upgrade` would, without a process of its own
+    where that is a copy or nothing: a new SQLite file becomes a copy of the migrated template;
+    a database already at the head revision is left alone. False where the CLI must migrate."""
+    sqlite = sa.make_url(url)
+    if sqlite.get_backend_name() == "sqlite" and sqlite.database and not Path(sqlite.database).exists():
+        shutil.copy(_migrated_template(), sqlite.database)
+        return True
+    return _revisions(url) == _revisions(f"sqlite:///{_migrated_template()}")
+
+
+class Served:
+    """gunicorn started as `make run` starts it, stopped with SIGTERM. `make run` migrates
+    first (`flask db upgrade`); with `migrate_by_cli` False that step is done in this process
+    where it can be (_migrated_already: each `flask` process costs seconds of CPU), and
+    tests/test_serve.py runs it as `make run` does."""
+
+    def __init__(self, env: dict[str, str], *, migrate_by_cli: bool = False) -> None:
+        if migrate_by_cli or not _migrated_already(env["DATABASE_URL"]):
+            migrate = run_flask(env, "db", "upgrade")
+            assert migrate.returncode == 0, migrate.stderr
         self.url = f"http://{env['HOST']}:{env['PORT']}"
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -377,7 +414,8 @@ class _TrackedResponses:
         except BaseException:
             self._done()
             raise
-        return _Closing(body, self._done)
+        environ[_CLOSING] = _Closing(body, self._done)
+        return environ[_CLOSING]
 
     def _done(self) -> None:
         with self.idle:
@@ -390,14 +428,24 @@ class _TrackedResponses:
             return self.idle.wait_for(lambda: self.active == 0, timeout)
 
 
+# The environ key under which _TrackedResponses leaves a request's _Closing for _ClosingHandler.
+_CLOSING = "tests.closing"
+
+
 class _Closing:
+    """A response body that calls `on_close` once, after the body's own close()."""
+
     def __init__(self, body, on_close) -> None:
         self._body, self._on_close = body, on_close
+        self._closed = False
 
     def __iter__(self):
         return iter(self._body)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             if hasattr(self._body, "close"):
                 self._body.close()
@@ -405,12 +453,27 @@ class _Closing:
             self._on_close()
 
 
+class _ClosingHandler(WSGIRequestHandler):
+    """werkzeug's request handler, closing the response when the client drops the connection.
+
+    After the body, werkzeug reads what the client may still send, then closes the response;
+    when that read fails (the client reset the connection: the SDK's stream stops reading at
+    `[DONE]` and closes its socket with the final chunk unread) it skips close(), which PEP 3333
+    requires "whether the request was completed normally, or terminated early" and gunicorn
+    always calls. Without this, 1 run in 6 a streamed reply's log line was never written."""
+
+    def connection_dropped(self, error, environ=None) -> None:
+        super().connection_dropped(error, environ)
+        if environ is not None and _CLOSING in environ:
+            environ[_CLOSING].close()
+
+
 class LiveServer:
     """The app served over real HTTP by werkzeug in a thread, on a free port."""
 
     def __init__(self, app) -> None:
         self.tracker = _TrackedResponses(app)
-        self._server = make_server("127.0.0.1", 0, self.tracker, threaded=True)
+        self._server = make_server("127.0.0.1", 0, self.tracker, threaded=True, request_handler=_ClosingHandler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

@@ -119,8 +119,13 @@ def _limited_pair(tmp_path, upstream, storage: str):
             }
         )
         servers.append(Served(env))
-    for server in servers:
-        server.wait_for(WORKER_READY, count=2)
+    try:
+        for server in servers:
+            server.wait_for(WORKER_READY, count=2)
+    except BaseException:  # wait_for stops only its own server: the other would outlive the run
+        for server in servers:
+            server.stop()
+        raise
     return servers
 
 

@@ -14,7 +14,7 @@ def test_gunicorn_serves_both_routes_through_an_openai_compatible_upstream(tmp_p
     env = service_env(
         tmp_path, OPENAI_API_KEY=UPSTREAM_KEY, OPENAI_BASE_URL=upstream.base_url, OPENAI_MODEL="fake-model"
     )
-    served = Served(env)
+    served = Served(env, migrate_by_cli=True)
     try:
         served.wait_for("LLM upstream: OpenAI at", count=2)
         first = requests.post(f"{served.url}/openai-completion", json={"prompt": "via gunicorn"}, timeout=30)
@@ -40,7 +40,7 @@ def test_gunicorn_serves_both_routes_through_an_openai_compatible_upstream(tmp_p
 
 
 def test_gunicorn_without_a_key_serves_the_offline_model(tmp_path):
-    served = Served(service_env(tmp_path))
+    served = Served(service_env(tmp_path), migrate_by_cli=True)
     try:
         served.wait_for("built-in offline model", count=2)
         served.wait_for("objects of the built app frozen")
