@@ -38,7 +38,7 @@ lint: install
 
 # The suite in parallel (pytest-xdist), one test file per worker at a time; each worker has
 # databases of its own (tests/conftest.py). `make test TEST_WORKERS=0` runs it in one process.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 6
 test: lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -19,7 +19,7 @@ import pytest
 from fake_upstream import Hang, RawBody, Reply, Status
 from openai.types.responses import ResponseCompactionItem
 from sqlalchemy import func, select
-from support import LiveServer
+from support import LiveServer, deployment
 
 from database import unit_of_work
 from models import Message, RequestLog, RequestRollup
@@ -28,6 +28,7 @@ from services.conversations import prune_batch
 from services.history import HistoryLimits
 from services.responses.compaction import SUMMARISER_PROMPT, app_sealer
 from services.summaries import SUMMARY_PREFIX
+from services.tokens import estimate_message_tokens
 
 FACT = "Remember: my locker code is 4417."
 FILLER = "and here is some more talk about the weather, the garden and the week ahead. " * 3
@@ -272,3 +273,33 @@ def test_the_sdk_parses_the_conversations_compaction_item(make_app, upstream):
     assert _summaries(app) == []
     sdk.close()
     server.stop()
+
+
+def test_without_history_max_tokens_a_routed_groups_window_sizes_the_history(routed, fault_upstreams):
+    """Issue 24, 5: HISTORY_MAX_TOKENS unset and every deployment of the group declaring its
+    context_window, the history sent is that window less the reply's cap; a group that
+    declares none keeps the HISTORY_MAX_TOKENS default's (much larger) budget."""
+    small_server, open_server = fault_upstreams(2)
+    small = deployment(small_server, "small", model="small-model", context_window=700)
+    roomy = deployment(open_server, "roomy", model="roomy-model")
+    app, server = routed(
+        {"small": {"deployments": [small]}, "roomy": {"deployments": [roomy]}},
+        HISTORY_MAX_TOKENS_SET=False,
+        COMPACTION_HISTORY=False,
+    )
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    for model, upstream in (("small", small_server), ("roomy", open_server)):
+        for number in range(12):
+            sdk.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": f"turn {number}: {FILLER}"}],
+                max_tokens=200,
+                extra_headers={"X-Conversation-Id": f"window-{model}"},
+            )
+        sent = upstream.chat_requests()[-1]["messages"]
+        estimated = sum(estimate_message_tokens(message) for message in sent)
+        if model == "small":
+            assert estimated <= 700 - 200 and len(sent) < 23, (estimated, len(sent))
+        else:
+            assert len(sent) == 23  # eleven whole exchanges and the turn: nothing trimmed
+    sdk.close()
