@@ -45,8 +45,11 @@ class ConsoleService:
 def start_console_service(tmp_path: Path, upstream, **extra: str) -> ConsoleService:
     """Migrate, make the admin with `flask admins create`, then start gunicorn with the
     console on and client keys required."""
+    # One worker: the pages are the same in every worker (tests/test_access_control.py shows a
+    # revocation reaching all of them), and each worker more is an app import more.
+    settings = {"WEB_CONCURRENCY": "1", **extra}
     env = upstream_service_env(
-        tmp_path, upstream, CONSOLE_ENABLED="true", SECRET_KEY=SECRET_KEY, REQUIRE_API_KEY="true", **extra
+        tmp_path, upstream, CONSOLE_ENABLED="true", SECRET_KEY=SECRET_KEY, REQUIRE_API_KEY="true", **settings
     )
     migrated = run_flask(env, "db", "upgrade")
     assert migrated.returncode == 0, migrated.stderr
