@@ -8,6 +8,7 @@ it took, the answering one included (outcome "ok"). They are audit data, never b
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -36,3 +37,11 @@ class UpstreamAttempt(db.Model):
     latency_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The attempt as the console shows it (every column but its ids and time)."""
+        return {name: getattr(self, name) for name in SHOWN_COLUMNS}
+
+
+# An attempt's columns a reader is shown.
+SHOWN_COLUMNS = ("attempt", "deployment", "model", "outcome", "status_code", "latency_ms", "error")

@@ -384,3 +384,21 @@ def request_log() -> Iterator[list[logging.LogRecord]]:
     logger.addHandler(capture)
     yield capture.records
     logger.removeHandler(capture)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request, tmp_path):
+    """An empty database on each backend, for the migrations to build: a new SQLite file, or a
+    schema of its own in this worker's PostgreSQL database (its migrated tables left alone)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    # TEST_DATABASE_URL (this xdist worker's own database of it); skips when unset.
+    url = request.getfixturevalue("postgres_database")
+    # A schema of its own, so the session's migrated test database is left alone.
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS migration_check CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA migration_check"))
+    engine.dispose()
+    yield_url = sa.make_url(url).update_query_dict({"options": "-csearch_path=migration_check"})
+    return yield_url.render_as_string(hide_password=False)

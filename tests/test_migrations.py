@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -10,22 +9,6 @@ from flask_migrate import downgrade, upgrade
 
 from app import create_app
 from extensions import db
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.db'}"
-    # TEST_DATABASE_URL (this xdist worker's own database of it); skips when unset.
-    url = request.getfixturevalue("postgres_database")
-    # A schema of its own, so the session's migrated test database is left alone.
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS migration_check CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA migration_check"))
-    engine.dispose()
-    yield_url = sa.make_url(url).update_query_dict({"options": "-csearch_path=migration_check"})
-    return yield_url.render_as_string(hide_password=False)
 
 
 def test_upgrade_from_nothing_matches_the_models_and_downgrades(empty_database_url):

@@ -5,25 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
 from app import create_app
 from extensions import db
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'backfill.db'}"
-    url = request.getfixturevalue("postgres_database")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS backfill_check CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA backfill_check"))
-    engine.dispose()
-    return sa.make_url(url).update_query_dict({"options": "-csearch_path=backfill_check"}).render_as_string(False)
 
 
 def message(exchange, role, status, at, **columns):

@@ -139,17 +139,7 @@ def _attempts(session: Session, exchange_ids: set[str]) -> dict[str, list[dict[s
     found: dict[str, list[dict[str, Any]]] = {}
     query = select(UpstreamAttempt).where(UpstreamAttempt.exchange_id.in_(exchange_ids))
     for attempt in session.scalars(query.order_by(UpstreamAttempt.exchange_id, UpstreamAttempt.attempt)):
-        found.setdefault(attempt.exchange_id, []).append(
-            {
-                "attempt": attempt.attempt,
-                "deployment": attempt.deployment,
-                "model": attempt.model,
-                "outcome": attempt.outcome,
-                "status_code": attempt.status_code,
-                "latency_ms": attempt.latency_ms,
-                "error": attempt.error,
-            }
-        )
+        found.setdefault(attempt.exchange_id, []).append(attempt.to_dict())
     return found
 
 

@@ -106,16 +106,5 @@ def request_detail(session: Session, exchange_id: str) -> dict[str, Any] | None:
     attempts = session.scalars(
         select(UpstreamAttempt).where(UpstreamAttempt.exchange_id == exchange_id).order_by(UpstreamAttempt.attempt)
     )
-    shown["attempts"] = [
-        {
-            "attempt": attempt.attempt,
-            "deployment": attempt.deployment,
-            "model": attempt.model,
-            "outcome": attempt.outcome,
-            "status_code": attempt.status_code,
-            "latency_ms": attempt.latency_ms,
-            "error": attempt.error,
-        }
-        for attempt in attempts
-    ]
+    shown["attempts"] = [attempt.to_dict() for attempt in attempts]
     return shown
