@@ -32,7 +32,7 @@ from services.exchanges import stored_columns
 from services.ownership import ANY_KEY, KeyScope, owned_by
 from services.pages import PageFill
 from services.prices import CURRENCY
-from services.summaries import delete_summaries_of_pruned
+from services.summaries import delete_summaries_of_pruned, erase_leases
 from services.tokens import prompt_characters
 
 MESSAGES = Message.__table__
@@ -190,6 +190,7 @@ def delete_conversation(session: Session, conversation_id: str, client_key_id: K
     responses made in it, its Conversations-API record, and its exchanges' request log rows
     and upstream attempts (which name it and hold its errors; the daily rollups, counts with
     no conversation in them, stay); return how many rows went."""
+    erase_leases(session, conversation_id, client_key_id)  # first: see services/summaries.py
     for table in (RESPONSES, CONVERSATIONS):
         session.execute(delete(table).where(table.c.user_id == conversation_id, owned_by(client_key_id, table)))
     mine = (MESSAGES.c.user_id == conversation_id, owned_by(client_key_id))

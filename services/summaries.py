@@ -285,6 +285,25 @@ def hold_lease(session: Session, name: str, holder: str, seconds: float) -> None
     session.execute(update(LEASES).where(mine).values(expires_at=until))
 
 
+def lock_lease(session: Session, name: str, holder: str) -> bool:
+    """Lock the lease `holder` has, for the rest of the caller's transaction (PostgreSQL: FOR
+    UPDATE; SQLite's writers take turns anyway); False when it is gone (the conversation was
+    erased, which deletes its lease first)."""
+    mine = and_(LEASES.c.conversation == name, LEASES.c.holder == holder)
+    return session.execute(select(LEASES.c.conversation).where(mine).with_for_update()).first() is not None
+
+
+def erase_leases(session: Session, conversation_id: str, client_key_id: Any) -> None:
+    """An erasure's first step: the conversation's summarising lease goes (ANY_KEY: every
+    key's), waiting for a summariser that holds it locked to commit, so that the rows the
+    erasure deletes next include its summary, or the summariser finds the lease gone."""
+    if client_key_id is None or isinstance(client_key_id, int):
+        where = LEASES.c.conversation == lease_name(conversation_id, client_key_id)
+    else:
+        where = LEASES.c.conversation.endswith(":" + conversation_id, autoescape=True)
+    session.execute(delete(LEASES).where(where))
+
+
 def drop_lease(session: Session, name: str, holder: str) -> None:
     """Give the lease back, if `holder` still has it."""
     session.execute(delete(LEASES).where(and_(LEASES.c.conversation == name, LEASES.c.holder == holder)))

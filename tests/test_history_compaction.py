@@ -24,10 +24,10 @@ from support import LiveServer, deployment
 from database import unit_of_work
 from models import Message, RequestLog, RequestRollup
 from services.compactor import Job
-from services.conversations import prune_batch
+from services.conversations import delete_conversation, prune_batch
 from services.history import HistoryLimits
 from services.responses.compaction import SUMMARISER_PROMPT, app_sealer
-from services.summaries import SUMMARY_PREFIX
+from services.summaries import SUMMARY_PREFIX, lease_name, lock_lease, record_summary, take_lease
 from services.tokens import estimate_message_tokens
 
 FACT = "Remember: my locker code is 4417."
@@ -303,3 +303,32 @@ def test_without_history_max_tokens_a_routed_groups_window_sizes_the_history(rou
         else:
             assert len(sent) == 23  # eleven whole exchanges and the turn: nothing trimmed
     sdk.close()
+
+
+def test_an_erasure_waits_for_a_summary_being_stored_then_takes_it_too(make_app, upstream, request):
+    """The summariser stores its summary holding its lease locked; an erasure deletes the lease
+    first, so it waits for that transaction, and the rows it then deletes include the summary
+    (PostgreSQL, READ COMMITTED: without the lock, a summary committed just after the erasure's
+    check would outlive the conversation). An erasure first leaves the summariser no lease."""
+    if "postgresql" not in request.node.callspec.id:
+        pytest.skip("SQLite's writers take turns: there is no such race to order")
+    app, _ = _summarised(make_app, upstream, "racing")
+    with app.app_context(), unit_of_work() as session:
+        assert take_lease(session, lease_name("racing", None), "summariser", 60)
+    erased = threading.Event()
+
+    def erase() -> None:
+        with app.app_context(), unit_of_work() as session:
+            delete_conversation(session, "racing", None)
+        erased.set()
+
+    with app.app_context(), unit_of_work() as session:
+        assert lock_lease(session, lease_name("racing", None), "summariser")
+        eraser = threading.Thread(target=erase)
+        eraser.start()
+        assert not erased.wait(1)  # the erasure waits on the locked lease
+        record_summary(session, "late-summary", "racing", None, {"content": "late", "compacts_through": 1})
+    eraser.join(10)
+    assert erased.is_set() and _summaries(app) == []
+    with app.app_context(), unit_of_work() as session:
+        assert not lock_lease(session, lease_name("racing", None), "summariser")  # gone: nothing stored
