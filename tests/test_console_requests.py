@@ -16,7 +16,7 @@ from test_console import CONSOLE, make_admin, signed_in
 
 from database import unit_of_work
 from extensions import db
-from models import Message, MessageStatus
+from models import Message, MessageStatus, RequestLog
 from services.exchanges import record_turn
 from services.recorder import Ending, replay_entry
 from services.sweeper import ABANDONED_ERROR, sweep
@@ -137,6 +137,24 @@ def test_pages_follow_the_keyset_with_neither_duplicates_nor_gaps(console_app, m
         url = found.group(1).replace("&amp;", "&") if found else None
         assert url is None or "model=fake-model" in url  # the filters go on to the next page
     assert seen == newest_first and pages == 3
+
+
+def test_the_next_page_goes_on_when_its_last_row_has_gone_meanwhile(console_app, monkeypatch):
+    """The "Older requests" link holds the last row's time and id, so a row replaced (an
+    ending recorded again) or pruned between two page views does not end the list early."""
+    monkeypatch.setattr("services.console.requests.PAGE_SIZE", 3)
+    key = create_client_key(console_app, "pager")
+    api = console_app.test_client()
+    for number in range(6):
+        assert chat(api, key, content=f"turn {number}", model="fake-model").status_code == 200
+    newest_first = [row["exchange_id"] for row in log_rows(console_app)][::-1]
+    console = signed_in(console_app)
+    first = console.get("/console/requests")
+    assert listed_exchanges(first.text) == newest_first[:3]
+    with console_app.app_context(), unit_of_work() as session:  # the page's last row goes
+        session.execute(sa.delete(RequestLog).where(RequestLog.exchange_id == newest_first[2]))
+    link = re.search(r'<a rel="next" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
+    assert listed_exchanges(console.get(link).text) == newest_first[3:]
 
 
 def test_a_replayed_journal_entry_writes_its_log_row_and_an_old_entry_still_replays(console_app):

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from flask import current_app, render_template, request, url_for
 
 from database import unit_of_work
+from models import as_utc
 from routes.console.blueprint import PREFIX, console_bp
 from services.console.requests import (
     STATUSES,
@@ -64,14 +65,23 @@ def requests_page():
     """A page of the request log, newest first; `?before=<id>` for the next (older) page."""
     args = {name: request.args.get(name, "").strip() for name in FILTER_NAMES}
     args["key"] = key_filter_text(args["key"])
-    before = request.args.get("before", type=int)
+    before, at = request.args.get("before", type=int), _instant(request.args.get("at", ""))
     with unit_of_work(write=False) as db_session:
         filters, problems = _filters(db_session, args)
-        rows, older = request_page(db_session, filters, before)
+        rows, older = request_page(db_session, filters, before, at=at)
     shown = {name: value for name, value in args.items() if value}
+    cursor = {**shown, "before": older, "at": rows[-1]["created_at"]} if older else None
     return render_template(
-        "console/requests.html", rows=rows, older=older, args=args, shown=shown, problems=problems, statuses=STATUSES
+        "console/requests.html", rows=rows, cursor=cursor, args=args, shown=shown, problems=problems, statuses=STATUSES
     )
+
+
+def _instant(text: str) -> datetime | None:
+    """A cursor's ISO 8601 instant, in UTC; None when it is missing or no instant."""
+    try:
+        return as_utc(datetime.fromisoformat(text)) if text else None
+    except ValueError:
+        return None
 
 
 @console_bp.get("/requests/<exchange_id>")

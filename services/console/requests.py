@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
 from models import ApiKey, RequestLog, UpstreamAttempt, iso_utc, usd
@@ -78,18 +78,25 @@ def _with_key(query: Any) -> Any:
 
 
 def request_page(
-    session: Session, filters: RequestFilters, before: int | None = None, size: int | None = None
+    session: Session,
+    filters: RequestFilters,
+    before: int | None = None,
+    size: int | None = None,
+    at: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Up to `size` (PAGE_SIZE) log rows matching `filters`, newest first, older than the row
-    `before` (an id; the page's keyset) when given; and the id the next page starts before
-    (None: last page)."""
+    `before` ended at `at` (the page's keyset; without `at`, the time of the row `before`)
+    when given; and the id the next page starts before (None: last page). The cursor holds
+    both, so a page goes on even when its last row has been replaced or pruned since."""
     size = size or PAGE_SIZE
     query = _with_key(select(LOG)).where(*filters.conditions())
     if before is not None:
-        anchor = session.execute(select(LOG.c.created_at, LOG.c.id).where(LOG.c.id == before)).first()
-        if anchor is None:
-            return [], None
-        query = query.where(tuple_(LOG.c.created_at, LOG.c.id) < tuple_(anchor.created_at, anchor.id))
+        if at is None:
+            at = session.scalar(select(LOG.c.created_at).where(LOG.c.id == before))
+            if at is None:
+                return [], None
+        anchor = tuple_(bindparam("at", at, type_=LOG.c.created_at.type), bindparam("before", before))
+        query = query.where(tuple_(LOG.c.created_at, LOG.c.id) < anchor)
     query = query.order_by(LOG.c.created_at.desc(), LOG.c.id.desc()).limit(size + 1)
     rows = [_row(row) for row in session.execute(query)]
     more = len(rows) > size
