@@ -95,7 +95,7 @@ def known_keys() -> KnownKeys:
     return current_app.extensions["known_keys"]
 
 
-def _client_key(presented: str) -> ClientKey:
+def client_key_for(presented: str) -> ClientKey:
     """The live key `presented` is; 401 when it is none, 429 for an address over
     AUTH_FAILURE_LIMIT unless it is a key this process knows to be live.
 
@@ -163,4 +163,4 @@ def register_authentication(app: Flask) -> None:
                 headers=_CHALLENGE,
                 code="missing_api_key",
             )
-        g.client_key = _client_key(presented)
+        g.client_key = client_key_for(presented)

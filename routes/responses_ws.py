@@ -31,14 +31,13 @@ from flask import Blueprint, current_app
 from flask_limiter import RateLimitExceeded
 from pydantic import ValidationError
 
-from auth import current_client_key, known_keys, presented_key
+from auth import client_key_for, current_client_key, presented_key
 from errors import ApiError, reject_invalid
 from extensions import limiter, sock
 from ratelimit import completion_limit
 from request_body import nesting_deeper_than
 from routes.sse import COMPACT
 from schemas import ResponseRequest
-from services.client_keys import find_active_key
 from services.responses.compaction import app_sealer
 from services.responses.websocket_mode import WebSocketSession
 from telemetry import ExchangeReport, finish_message, route_rule
@@ -85,14 +84,10 @@ def _answer(ws: Any, session: WebSocketSession, message: str | bytes) -> int:
 
 
 def _key_still_live(session: WebSocketSession) -> None:
-    """Read the connection's key again, as every POST reads its own: a key revoked since the
-    upgrade is refused (401) from its next message, and changed limits hold from it."""
-    if session.client_key is None:
-        return
-    client_key = find_active_key(presented_key() or "", known_keys())
-    if client_key is None:
-        raise ApiError(401, "Invalid or revoked API key", code="invalid_api_key")
-    session.client_key = client_key
+    """Read the connection's key again, as every POST reads its own (auth.py's check, its 401
+    for a key revoked since the upgrade); changed limits hold from this message."""
+    if session.client_key is not None:
+        session.client_key = client_key_for(presented_key() or "")
 
 
 def _events(session: WebSocketSession, message: str | bytes, report: ExchangeReport) -> Iterator[dict[str, Any]]:

@@ -275,25 +275,20 @@ def next_reset(day: date) -> datetime:
 
 
 # Statements each budgeted request runs, built once (then only bound).
+def _reserving(table: Any, row: Any, spent: str, held: str, amount: str) -> Any:
+    """The conditional UPDATE that holds `amount` more of a budget on `row` of `table`: only
+    while what was `spent` and is `held` there, and the amount, fit within `budget`."""
+    fits = table.c[spent] + table.c[held] + bindparam(amount) <= bindparam("budget")
+    return update(table).where(row, fits).values({held: table.c[held] + bindparam(amount)})
+
+
 _USAGE_ROW = (USAGE.c.api_key_id == bindparam("usage_key")) & (USAGE.c.day == bindparam("usage_day"))
-_RESERVE = (
-    update(USAGE)
-    .where(_USAGE_ROW, USAGE.c.total_tokens + USAGE.c.reserved_tokens + bindparam("tokens") <= bindparam("budget"))
-    .values(reserved_tokens=USAGE.c.reserved_tokens + bindparam("tokens"))
-)
+_RESERVE = _reserving(USAGE, _USAGE_ROW, "total_tokens", "reserved_tokens", "tokens")
 _HELD = select(USAGE.c.total_tokens, USAGE.c.reserved_tokens).where(_USAGE_ROW)
-_RESERVE_USD = (
-    update(USAGE)
-    .where(_USAGE_ROW, USAGE.c.cost_micros + USAGE.c.reserved_micros + bindparam("micros") <= bindparam("budget"))
-    .values(reserved_micros=USAGE.c.reserved_micros + bindparam("micros"))
-)
+_RESERVE_USD = _reserving(USAGE, _USAGE_ROW, "cost_micros", "reserved_micros", "micros")
 _HELD_USD = select(USAGE.c.cost_micros, USAGE.c.reserved_micros).where(_USAGE_ROW)
 _MONTH_ROW = (MONTHLY.c.api_key_id == bindparam("usage_key")) & (MONTHLY.c.month == bindparam("usage_month"))
-_RESERVE_MONTH = (
-    update(MONTHLY)
-    .where(_MONTH_ROW, MONTHLY.c.cost_micros + MONTHLY.c.reserved_micros + bindparam("micros") <= bindparam("budget"))
-    .values(reserved_micros=MONTHLY.c.reserved_micros + bindparam("micros"))
-)
+_RESERVE_MONTH = _reserving(MONTHLY, _MONTH_ROW, "cost_micros", "reserved_micros", "micros")
 _HELD_MONTH = select(MONTHLY.c.cost_micros, MONTHLY.c.reserved_micros).where(_MONTH_ROW)
 # A money reservation of a key without that budget is still held (settled the same way).
 _NO_LIMIT = 2**62

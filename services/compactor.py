@@ -162,7 +162,7 @@ class Compactor:
             return _counted("busy", job, "another process is summarising it")
         outcome, detail = "error", "stopped"
         try:
-            outcome, detail = self._summarise(job, holder)
+            outcome, detail = self._summarise(job, (name, holder))
         except Exception as exc:
             log.exception("summarising conversation %s failed", job.conversation_id)
             outcome, detail = "error", type(exc).__name__
@@ -174,7 +174,7 @@ class Compactor:
                     drop_lease(session, name, holder)
         return _counted(outcome, job, detail)
 
-    def _summarise(self, job: Job, holder: str) -> tuple[str, str]:
+    def _summarise(self, job: Job, lease: tuple[str, str]) -> tuple[str, str]:
         """Read what falls out, have it summarised (no connection held), store the summary."""
         cap = self.summary_cap(job.limits)
         model = self.settings.model or job.model
@@ -195,7 +195,7 @@ class Compactor:
         if refusal is not None:
             self._charge_refused(job, completion, model, latency_ms, refusal[1])
             return refusal
-        return self._store(job, holder, units, completion, model, (len(messages), replaced, latency_ms))
+        return self._store(job, lease, units, completion, model, (len(messages), replaced, latency_ms))
 
     def _charge_refused(self, job: Job, completion: Any, model: str | None, latency_ms: int, reason: str) -> None:
         """A refused summary's call: charged to the key (its tokens were spent) and in the
@@ -205,7 +205,7 @@ class Compactor:
             row = _log_row(job, new_exchange_id(), completion, model, cost, latency_ms)
             log_exchange(session, {**row, "status": MessageStatus.FAILED, "error": reason}, replace=False)
 
-    def _store(self, job: Job, holder: str, units: list[Unit], completion: Any, model: str | None, sizes: tuple):
+    def _store(self, job: Job, lease: tuple, units: list[Unit], completion: Any, model: str | None, sizes: tuple):
         """Charge the call and store the summary, unless its rows went meanwhile: the outcome.
         The call is in the request log (route "compaction") and the console's rollups, as any
         exchange is; `sizes` are the messages and tokens it replaced, and its milliseconds.
@@ -215,7 +215,7 @@ class Compactor:
         with unit_of_work() as session:
             cost = self._charge(session, job, completion, model)
             first, through = units[0].first_ids[0], units[-1].first_ids[-1]
-            held = lock_lease(session, lease_name(job.conversation_id, job.client_key_id), holder)
+            held = lock_lease(session, *lease)  # (name, holder), as run() took it
             through_id = held and covered_rows_remain(session, job.conversation_id, job.client_key_id, first, through)
             if not through_id:
                 return "erased", "its rows were erased (or its lease lost) while the model wrote the summary"

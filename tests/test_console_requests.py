@@ -119,13 +119,18 @@ def test_the_requests_page_shows_the_log_filters_it_and_opens_an_exchange(consol
     assert console.get("/console/requests/no-such-exchange").status_code == 404
 
 
-def test_pages_follow_the_keyset_with_neither_duplicates_nor_gaps(console_app, monkeypatch):
+def _paged_turns(console_app, monkeypatch, count: int) -> list[str]:
+    """`count` turns of one key, logged, with pages of 3; their exchange ids newest first."""
     monkeypatch.setattr("services.console.requests.PAGE_SIZE", 3)
     key = create_client_key(console_app, "pager")
     api = console_app.test_client()
-    for number in range(8):
+    for number in range(count):
         assert chat(api, key, content=f"turn {number}", model="fake-model").status_code == 200
-    newest_first = [row["exchange_id"] for row in log_rows(console_app)][::-1]
+    return [row["exchange_id"] for row in log_rows(console_app)][::-1]
+
+
+def test_pages_follow_the_keyset_with_neither_duplicates_nor_gaps(console_app, monkeypatch):
+    newest_first = _paged_turns(console_app, monkeypatch, 8)
 
     console, url, seen, pages = signed_in(console_app), "/console/requests?model=fake-model", [], 0
     while url:
@@ -142,12 +147,7 @@ def test_pages_follow_the_keyset_with_neither_duplicates_nor_gaps(console_app, m
 def test_the_next_page_goes_on_when_its_last_row_has_gone_meanwhile(console_app, monkeypatch):
     """The "Older requests" link holds the last row's time and id, so a row replaced (an
     ending recorded again) or pruned between two page views does not end the list early."""
-    monkeypatch.setattr("services.console.requests.PAGE_SIZE", 3)
-    key = create_client_key(console_app, "pager")
-    api = console_app.test_client()
-    for number in range(6):
-        assert chat(api, key, content=f"turn {number}", model="fake-model").status_code == 200
-    newest_first = [row["exchange_id"] for row in log_rows(console_app)][::-1]
+    newest_first = _paged_turns(console_app, monkeypatch, 6)
     console = signed_in(console_app)
     first = console.get("/console/requests")
     assert listed_exchanges(first.text) == newest_first[:3]
