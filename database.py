@@ -179,3 +179,16 @@ def unit_of_work(write: bool = True) -> Iterator[Session]:
             raise
         finally:
             db.session.close()
+
+
+def insert_or_add(dialect_name: str, table: Any, counters: tuple[str, ...]) -> Any:
+    """An INSERT into `table` that, for a row its primary key already holds, adds the values
+    of `counters` to that row's instead (ON CONFLICT DO UPDATE, which SQLite and PostgreSQL
+    both speak): concurrent writers of one counter row add up rather than race."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=list(table.primary_key.columns),
+        set_={name: table.c[name] + insert.excluded[name] for name in counters},
+    )

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from config import is_rate_limit
+from database import insert_or_add
 from extensions import db
 from models import ApiKey, ApiKeyMonthlySpend, ApiKeyUsage, usd
 
@@ -301,14 +302,9 @@ def _usage_insert(dialect_name: str, upsert: bool, monthly: bool = False) -> Any
     """The day's (or with `monthly` the month's) usage INSERT for a backend, built once: ON
     CONFLICT DO NOTHING (a zero row), or with `upsert` DO UPDATE adding to its counters."""
     table = MONTHLY if monthly else USAGE
-    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
     if not upsert:
-        return insert.on_conflict_do_nothing()
-    added = ("cost_micros", "reserved_micros") if monthly else _DAY_COUNTERS
-    return insert.on_conflict_do_update(
-        index_elements=[table.c.api_key_id, table.c.month if monthly else table.c.day],
-        set_={name: table.c[name] + insert.excluded[name] for name in added},
-    )
+        return (postgresql if dialect_name == "postgresql" else sqlite).insert(table).on_conflict_do_nothing()
+    return insert_or_add(dialect_name, table, ("cost_micros", "reserved_micros") if monthly else _DAY_COUNTERS)
 
 
 def _ensure_usage_row(session: Session, client_key_id: int, day: date) -> None:

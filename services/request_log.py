@@ -14,14 +14,15 @@ its rollup first.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from database import insert_or_add
 from models import MessageStatus, RequestKeyRollup, RequestLog, RequestRollup
 from models.request_log import LATENCY_BUCKETS_MS, LATENCY_COLUMNS
 
@@ -38,10 +39,7 @@ _SIZES = {column.name: column.type.length for column in LOG.columns if getattr(c
 
 def latency_bucket(latency_ms: int) -> int:
     """The index of the histogram bucket `latency_ms` falls in (the last: slower than all bounds)."""
-    for index, bound in enumerate(LATENCY_BUCKETS_MS):
-        if latency_ms <= bound:
-            return index
-    return len(LATENCY_BUCKETS_MS)
+    return bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
 
 
 def _utc_day(stamp: datetime) -> date:
@@ -54,13 +52,7 @@ def _utc_day(stamp: datetime) -> date:
 def _rollup_upsert(dialect_name: str, by_key: bool) -> Any:
     """A rollup's INSERT ... ON CONFLICT DO UPDATE adding to its counters, built once per
     backend: the day's by model and route, or (`by_key`) the day's by key."""
-    table = KEY_ROLLUPS if by_key else ROLLUPS
-    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
-    added = (*_COUNTERS, *LATENCY_COLUMNS)
-    return insert.on_conflict_do_update(
-        index_elements=[column for column in table.primary_key.columns],
-        set_={name: table.c[name] + insert.excluded[name] for name in added},
-    )
+    return insert_or_add(dialect_name, KEY_ROLLUPS if by_key else ROLLUPS, (*_COUNTERS, *LATENCY_COLUMNS))
 
 
 def _add_to_rollups(session: Session, row: dict[str, Any], sign: int) -> None:
